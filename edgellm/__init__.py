@@ -3,3 +3,9 @@ from .errors import (BudgetError, ConvertError, EdgeLLMError, FormatError, Token
                      UnsupportedModelError)
 
 __version__ = "0.1.0"
+
+
+def convert(src, dst, **kwargs):
+    """Convert a Hugging Face model directory into an .ellm file; see edgellm.converter.converter.convert."""
+    from .converter.converter import convert as _convert
+    return _convert(src, dst, **kwargs)

@@ -1,0 +1,6 @@
+"""The .ellm file format v1 (spec: formats/SPEC.md)."""
+from .reader import EllmFile, LayerSpan
+from .spec import Chunk, TensorEntry
+from .writer import Writer
+
+__all__ = ["EllmFile", "LayerSpan", "Chunk", "TensorEntry", "Writer"]

@@ -1,0 +1,138 @@
+"""Hugging Face directory -> .ellm, one row block at a time (peak RSS: a block, a tensor's scales, chunks)."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ConvertError
+from ..format import codecs
+from ..format.spec import DEFAULT_CHUNK, EMBED_CHUNK, TensorEntry, layout_for
+from ..format.writer import Writer
+from ..quant import GROUP_SIZES, STORAGE_TYPES, quantize
+from .archs import plan
+from .source import open_source
+
+BLOCK_BYTES = 8 << 20        # f32 bytes of source rows quantized at once
+CODEC_CHOICES = ("auto", "zstd", "lz4", "raw")
+
+
+@dataclass
+class ConvertReport:
+    path: Path
+    params: int = 0
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+    source_bytes: int = 0
+    seconds: float = 0.0
+    codec_mix: dict = field(default_factory=dict)
+
+
+def _check_args(quant: str, group_size: int, codec: str, level: int) -> None:
+    if quant not in STORAGE_TYPES:
+        raise ConvertError(f"--quant {quant!r}: choose one of {', '.join(STORAGE_TYPES)}")
+    if group_size not in GROUP_SIZES:
+        raise ConvertError(f"--group-size {group_size}: choose one of {', '.join(map(str, GROUP_SIZES))}")
+    if codec not in CODEC_CHOICES:
+        raise ConvertError(f"--codec {codec!r}: choose one of {', '.join(CODEC_CHOICES)}")
+    if not 1 <= level <= 22:
+        raise ConvertError(f"--level {level}: zstd levels run from 1 to 22")
+
+
+class _Progress:
+    """A one-line bar on a terminal; silent otherwise."""
+
+    def __init__(self, total: int, enabled: bool | None):
+        self.total, self.done, self.t0 = max(total, 1), 0, time.perf_counter()
+        self.on = sys.stderr.isatty() if enabled is None else enabled
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.on:
+            frac = self.done / self.total
+            mb_s = self.done / 1e6 / max(time.perf_counter() - self.t0, 1e-9)
+            bar = "#" * int(30 * frac)
+            sys.stderr.write(f"\rconverting [{bar:<30}] {100 * frac:5.1f}%  {self.done / 1e6:,.0f}/"
+                             f"{self.total / 1e6:,.0f} MB  {mb_s:,.0f} MB/s")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.on:
+            sys.stderr.write("\n")
+
+
+def convert(src, dst, *, quant: str = "q4", group_size: int = 32, codec: str = "auto", level: int = 3,
+            device=None, chunk_size: int = DEFAULT_CHUNK, threads: int = 2,
+            progress: bool | None = None) -> ConvertReport:
+    """Convert a Hugging Face model directory `src` into the .ellm file `dst` (written atomically)."""
+    _check_args(quant, group_size, codec, level)
+    t0 = time.perf_counter()
+    source = open_source(src)
+    dst = Path(dst)
+    if dst.is_dir():
+        raise ConvertError(f"{dst}: is a directory; give the output file name, e.g. {dst / 'model.ellm'}")
+    if not dst.parent.is_dir():
+        raise ConvertError(f"{dst.parent}: output directory does not exist")
+    planned = plan(source.config, set(source.tensors))
+    entries = []
+    for p in planned:
+        st = source.tensors[p.name]
+        if tuple(st.shape) != p.shape:
+            raise ConvertError(f"tensor {p.name!r} has shape {list(st.shape)}, config implies {list(p.shape)}")
+        entries.append(TensorEntry(p.name, p.shape, layout_for(p.shape, quant if p.matrix else "f32",
+                                                               group_size), p.layer))
+    dev = None
+    if device is not None:
+        from ..runtime.device import load_device
+        dev = load_device(device) if isinstance(device, str) else device
+    meta = {
+        "format": "ellm", "converter": f"edgellm {__version__}",
+        "config": source.config,
+        "quant": {"type": quant, "group_size": group_size},
+        "codec": {"mode": codec, "level": level, "device": getattr(dev, "name", None)},
+        "source": {"dtype": source.dtype, "params": sum(int(np.prod(p.shape)) for p in planned)},
+        "tokenizer": {"json": source.tokenizer_json, "config": source.tokenizer_config,
+                      "generation_config": source.generation_config},
+    }
+    report = ConvertReport(dst, params=meta["source"]["params"])
+    bar = _Progress(sum(source.tensors[p.name].rows * source.tensors[p.name].row_bytes for p in planned),
+                    progress)
+    writer = Writer(dst, meta, entries, codec=codec, level=level, cost=codecs.CostModel.for_device(dev),
+                    chunk_size=chunk_size, chunk_sizes={"model.embed_tokens.weight": min(chunk_size, EMBED_CHUNK)},
+                    threads=threads)
+    try:
+        with writer:
+            for e in entries:
+                report.source_bytes += _write_tensor(writer, e, source.tensors[e.name], bar)
+    finally:
+        bar.close()
+    report.raw_bytes, report.stored_bytes = writer.raw_total, writer.stored_total
+    for e in entries:
+        for c in e.chunks:
+            report.codec_mix[c.codec] = report.codec_mix.get(c.codec, 0) + 1
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _write_tensor(writer: Writer, entry: TensorEntry, st, bar: _Progress) -> int:
+    """Quantize `st` block by block into the writer: codes as they come, scales once all rows are done."""
+    lay = entry.layout
+    rows_per = max(1, BLOCK_BYTES // (4 * lay.cols))
+    scales = []
+    for start in range(0, st.rows, rows_per):
+        stop = min(st.rows, start + rows_per)
+        block = st.read_rows(start, stop)
+        if not np.isfinite(block).all():
+            raise ConvertError(f"tensor {entry.name!r} holds NaN or infinite values")
+        streams = quantize(block, lay.stype, lay.group)
+        writer.feed(entry.name, np.ascontiguousarray(streams[0]))
+        if len(streams) > 1:
+            scales.append(streams[1])
+        bar.add((stop - start) * st.row_bytes)
+    if scales:
+        writer.feed(entry.name, np.ascontiguousarray(np.concatenate(scales)))
+    return st.rows * st.row_bytes
