@@ -9,3 +9,9 @@ def convert(src, dst, **kwargs):
     """Convert a Hugging Face model directory into an .ellm file; see edgellm.converter.converter.convert."""
     from .converter.converter import convert as _convert
     return _convert(src, dst, **kwargs)
+
+
+def load(path, **kwargs):
+    """Open an .ellm model: `edgellm.load(path, ram_budget=None, threads=None, context=None, device=None)`."""
+    from .api import load as _load
+    return _load(path, **kwargs)

@@ -28,10 +28,12 @@ class Writer:
 
     def __init__(self, path, meta: dict, entries: list[TensorEntry], *, codec: str = "auto", level: int = 3,
                  cost: codecs.CostModel | None = None, chunk_size: int = DEFAULT_CHUNK,
-                 chunk_sizes: dict[str, int] | None = None, alignment: int = DEFAULT_ALIGN, threads: int = 2):
+                 chunk_sizes: dict[str, int] | None = None, tensor_codecs: dict[str, str] | None = None,
+                 alignment: int = DEFAULT_ALIGN, threads: int = 2):
         self.path = Path(path)
         self.meta, self.entries = dict(meta), entries
         self.codec, self.level = codec, level
+        self.tensor_codecs = tensor_codecs or {}
         self.cost = cost or codecs.CostModel()
         self.alignment = alignment
         self._ranges = {e.name: chunk_ranges(e.layout, (chunk_sizes or {}).get(e.name, chunk_size))
@@ -93,7 +95,8 @@ class Writer:
             self._fed = self._next_chunk = 0
 
     def _submit(self, entry, raw_off, piece):
-        fut = self._pool.submit(codecs.choose, piece, self.codec, self.level, self.cost)
+        codec = self.tensor_codecs.get(entry.name, self.codec)
+        fut = self._pool.submit(codecs.choose, piece, codec, self.level, self.cost)
         self._inflight.append((entry, raw_off, len(piece), fut))
         while len(self._inflight) > self._max_inflight:
             self._drain_one()

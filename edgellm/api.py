@@ -1,0 +1,145 @@
+"""The embeddable Python API: `edgellm.load(path) -> Model`."""
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import numpy as np
+
+from . import kernels
+from .errors import EdgeLLMError, TokenizerError
+from .format import EllmFile
+from .generate.generate import Chunk, Session, Stats, generate_tokens, peak_rss_bytes
+from .generate.sampling import StopMatcher
+from .models import get_model_module
+from .runtime.resident import ResidentWeights
+from .tokenizer import StreamingDetokenizer, Tokenizer
+
+DEFAULT_CONTEXT = 2048
+PREFILL_CHUNK = 256        # tokens pushed through a layer at once: a streamed layer is read once per chunk
+
+
+class Model:
+    """A loaded model. Use as a context manager, or call close()."""
+
+    def __init__(self, file: EllmFile, args, module, provider, context: int, chunk: int):
+        self.file, self.config, self.provider = file, args, provider
+        self.tokenizer = _tokenizer(file)
+        self.state = module.RunState(args, context, chunk)
+        self.transformer = module.Transformer(args, provider, self.state)
+        self.session = Session(self.transformer)
+        self.load_seconds = 0.0
+
+    # -- generation -----------------------------------------------------------------------------------
+    def stream(self, prompt, *, max_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
+               top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0, seed=None,
+               stop=None) -> Iterator[Chunk]:
+        """Yield text chunks as tokens are generated; the last chunk has finish_reason and stats."""
+        ids = self._prompt_ids(prompt)
+        return self._stream_ids(ids, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                min_p=min_p, repetition_penalty=repetition_penalty, seed=seed, stop=stop)
+
+    def generate(self, prompt, **kwargs) -> str:
+        return "".join(c.text for c in self.stream(prompt, **kwargs))
+
+    def _stream_ids(self, ids, *, stop=None, max_tokens=256, **sampling) -> Iterator[Chunk]:
+        if max_tokens < 0:
+            raise ValueError("max_tokens must be >= 0")
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        matcher = StopMatcher(stops)
+        detok = StreamingDetokenizer(self.tokenizer)
+        stats = Stats()
+        read0 = self._bytes_read()
+        finish, last, stopped = "length", None, False
+        for token, _full in generate_tokens(self.session, ids, max_tokens=max_tokens, stats=stats, **sampling):
+            last = token
+            if token in self.tokenizer.eos_ids:
+                finish = "stop"
+                break
+            detok.add_token(token)
+            text, stopped = matcher.feed(detok.last_segment)
+            if text:
+                yield Chunk(text, token)
+            if stopped:
+                finish = "stop"
+                break
+        tail = ""
+        if not stopped:   # flush what the detokenizer and the stop matcher still hold back
+            detok.finalize()
+            tail, stopped = matcher.feed(detok.last_segment)
+            tail = tail if stopped else tail + matcher.flush()
+            finish = "stop" if stopped else finish
+        stats.peak_rss_bytes = peak_rss_bytes()
+        stats.bytes_read = self._bytes_read() - read0
+        stats.io = self._io_stats()
+        yield Chunk(tail, last, finish, stats)
+
+    def _prompt_ids(self, prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt)
+        ids = [int(i) for i in prompt]
+        bad = [i for i in ids if not 0 <= i < self.config.vocab_size]
+        if bad:
+            raise EdgeLLMError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
+        return ids
+
+    # -- scoring --------------------------------------------------------------------------------------
+    def logits(self, token_ids) -> np.ndarray:
+        """float32 [len(token_ids), vocab]: the logits at every position, from an empty cache."""
+        ids = self._prompt_ids(list(token_ids))
+        if not ids:
+            return np.zeros((0, self.config.vocab_size), np.float32)
+        if len(ids) > self.state.context:
+            raise EdgeLLMError(f"{len(ids)} tokens exceed the context of {self.state.context}")
+        out = np.zeros((len(ids), self.config.vocab_size), np.float32)
+        self.session.ids = []
+        self.session.prefill(ids, all_logits=out)
+        return out
+
+    # -- bookkeeping ----------------------------------------------------------------------------------
+    def _bytes_read(self) -> int:
+        return getattr(self.provider, "bytes_read", 0)
+
+    def _io_stats(self) -> dict:
+        fn = getattr(self.provider, "io_stats", None)
+        return fn() if fn else {}
+
+    def close(self) -> None:
+        self.provider.close()
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _tokenizer(f: EllmFile) -> Tokenizer:
+    tok = f.tokenizer
+    if not tok or not tok.get("json"):
+        raise TokenizerError(f"{f.path}: the file carries no tokenizer; re-convert it from a model directory "
+                             f"with tokenizer.json")
+    return Tokenizer(tok["json"], tok.get("config") or {}, tok.get("generation_config") or {})
+
+
+def load(path, *, ram_budget=None, threads=None, context=None, device=None) -> Model:
+    """Open an .ellm file for generation. `ram_budget`/`device` select the streaming runtime."""
+    t0 = time.perf_counter()
+    kernels.set_threads(threads)
+    f = EllmFile(path)
+    try:
+        cfg = f.config
+        module = get_model_module(cfg.get("model_type"))
+        args = module.ModelArgs.from_dict(cfg)
+        ctx = int(context) if context else min(args.max_context(), DEFAULT_CONTEXT)
+        if ctx < 1 or ctx > args.max_context():
+            raise EdgeLLMError(f"context {ctx} is outside 1..{args.max_context()} for this model")
+        chunk = min(PREFILL_CHUNK, ctx)
+        provider = ResidentWeights(f, args.num_hidden_layers)
+        model = Model(f, args, module, provider, ctx, chunk)
+    except BaseException:
+        f.close()
+        raise
+    model.load_seconds = time.perf_counter() - t0
+    return model

@@ -1,0 +1,166 @@
+"""Llama family (Llama 2 / 3.x, TinyLlama, SmolLM; Mistral and Qwen2 reuse it): args, run state, forward.
+
+Weights come from a provider (resident or streamed, edgellm/runtime/): the forward pass asks for one layer
+at a time and releases it when done, so the same code runs a model that fits in RAM and one that streams.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from .. import kernels
+from ..errors import UnsupportedModelError
+
+
+@dataclass
+class ModelArgs:
+    model_type: str
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    vocab_size: int
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
+    sliding_window: int | None = None
+
+    @classmethod
+    def from_dict(cls, cfg: dict) -> "ModelArgs":
+        """Build from a Hugging Face config.json object, ignoring keys this family does not use."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in cfg.items() if k in names})
+
+    def __post_init__(self):
+        self.num_key_value_heads = self.num_key_value_heads or self.num_attention_heads
+        self.head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise UnsupportedModelError(f"{self.num_attention_heads} attention heads do not divide into "
+                                        f"{self.num_key_value_heads} key/value heads")
+
+    @property
+    def q_dim(self) -> int:
+        return self.num_attention_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_key_value_heads * self.head_dim
+
+    def max_context(self) -> int:
+        """Longest context the model supports (Mistral's sliding window caps full attention)."""
+        return min(self.max_position_embeddings, self.sliding_window or self.max_position_embeddings)
+
+
+@dataclass
+class RunState:
+    """Every buffer the forward pass writes, allocated once (llama2.c's RunState)."""
+    args: ModelArgs
+    context: int              # KV cache length
+    chunk: int                # most tokens pushed through a layer at once (prefill chunk)
+    x: np.ndarray = field(init=False)        # (chunk, hidden) residual stream
+    xb: np.ndarray = field(init=False)       # (chunk, hidden) normed input / projection output
+    q: np.ndarray = field(init=False)        # (chunk, n_heads * head_dim)
+    k: np.ndarray = field(init=False)        # (chunk, n_kv_heads * head_dim)
+    v: np.ndarray = field(init=False)        # (chunk, n_kv_heads * head_dim)
+    att: np.ndarray = field(init=False)      # (chunk, n_heads * head_dim) attention output
+    hb: np.ndarray = field(init=False)       # (chunk, intermediate) gate, then silu(gate) * up
+    hb2: np.ndarray = field(init=False)      # (chunk, intermediate) up
+    logits: np.ndarray = field(init=False)   # (vocab,) logits of the last position
+    key_cache: np.ndarray = field(init=False)    # (n_layers, context, n_kv_heads, head_dim)
+    value_cache: np.ndarray = field(init=False)  # (n_layers, context, n_kv_heads, head_dim)
+    cos: np.ndarray = field(init=False)      # (context, head_dim // 2) rotary tables
+    sin: np.ndarray = field(init=False)
+    scratch: object = field(init=False)      # kernels' own workspace (quantized activations, scores)
+
+    def __post_init__(self):
+        a, c, t = self.args, self.context, self.chunk
+        f32 = np.float32
+        self.x, self.xb = np.zeros((t, a.hidden_size), f32), np.zeros((t, a.hidden_size), f32)
+        self.q, self.att = np.zeros((t, a.q_dim), f32), np.zeros((t, a.q_dim), f32)
+        self.k, self.v = np.zeros((t, a.kv_dim), f32), np.zeros((t, a.kv_dim), f32)
+        self.hb = np.zeros((t, a.intermediate_size), f32)
+        self.hb2 = np.zeros((t, a.intermediate_size), f32)
+        self.logits = np.zeros(a.vocab_size, f32)
+        kv = (a.num_hidden_layers, c, a.num_key_value_heads, a.head_dim)
+        self.key_cache, self.value_cache = np.zeros(kv, f32), np.zeros(kv, f32)
+        self.cos, self.sin = kernels.rope_tables(a.head_dim, c, a.rope_theta, a.rope_scaling)
+        self.scratch = kernels.Workspace(max_rows=t, max_cols=max(a.hidden_size, a.intermediate_size,
+                                                                  a.q_dim), n_heads=a.num_attention_heads,
+                                         context=c)
+
+    @staticmethod
+    def nbytes_for(args: ModelArgs, context: int, chunk: int) -> int:
+        """Bytes `RunState(args, context, chunk)` allocates, for the memory planner."""
+        a = args
+        per_tok = 2 * a.hidden_size + 2 * a.q_dim + 2 * a.kv_dim + 2 * a.intermediate_size
+        kv = 2 * a.num_hidden_layers * context * a.kv_dim
+        rope = context * a.head_dim
+        ws = kernels.Workspace.nbytes_for(chunk, max(a.hidden_size, a.intermediate_size, a.q_dim),
+                                          a.num_attention_heads, context)
+        return 4 * (chunk * per_tok + a.vocab_size + kv + rope) + ws
+
+
+def _project(w, bias, x, out, scratch) -> None:
+    """out[T, N] = x[T, K] @ W.T (+ bias): one token takes the decode kernel, many the prefill one."""
+    if x.shape[0] == 1:
+        kernels.matvec(w, x[0], out[0], scratch)
+    else:
+        kernels.matmul(w, x, out, scratch)
+    if bias is not None:
+        out += bias.codes[0]
+
+
+class Transformer:
+    """The forward pass. `provider` yields weights by layer; `state` holds every buffer."""
+
+    def __init__(self, args: ModelArgs, provider, state: RunState):
+        self.args, self.provider, self.state = args, provider, state
+
+    def forward(self, tokens: np.ndarray, start_pos: int, all_logits: np.ndarray | None = None) -> np.ndarray:
+        """Push tokens[T] (T <= state.chunk) through every layer at positions start_pos.. .
+
+        Returns the last position's logits (state.logits); with `all_logits` (T, vocab) fills every row.
+        """
+        a, s = self.args, self.state
+        n = len(tokens)
+        x, xb, q, k, v, att = s.x[:n], s.xb[:n], s.q[:n], s.k[:n], s.v[:n], s.att[:n]
+        hb, hb2 = s.hb[:n], s.hb2[:n]
+        positions = np.arange(start_pos, start_pos + n, dtype=np.int64)
+        self.provider.embed(tokens, x)                                        # x = embedding rows
+        for i in range(a.num_hidden_layers):
+            w = self.provider.layer(i)
+            kernels.rmsnorm(x, w["input_layernorm.weight"].codes[0], a.rms_norm_eps, xb)
+            _project(w["self_attn.q_proj.weight"], w.get("self_attn.q_proj.bias"), xb, q, s.scratch)
+            _project(w["self_attn.k_proj.weight"], w.get("self_attn.k_proj.bias"), xb, k, s.scratch)
+            _project(w["self_attn.v_proj.weight"], w.get("self_attn.v_proj.bias"), xb, v, s.scratch)
+            q3 = q.reshape(n, a.num_attention_heads, a.head_dim)
+            k3 = k.reshape(n, a.num_key_value_heads, a.head_dim)
+            kernels.apply_rope(q3, positions, s.cos, s.sin)                   # rotate queries and keys
+            kernels.apply_rope(k3, positions, s.cos, s.sin)
+            s.key_cache[i, start_pos:start_pos + n] = k3                      # append to the KV cache
+            s.value_cache[i, start_pos:start_pos + n] = v.reshape(n, a.num_key_value_heads, a.head_dim)
+            kernels.attention(q3, s.key_cache[i], s.value_cache[i], start_pos,
+                              att.reshape(n, a.num_attention_heads, a.head_dim), s.scratch)
+            _project(w["self_attn.o_proj.weight"], w.get("self_attn.o_proj.bias"), att, xb, s.scratch)
+            x += xb                                                           # residual
+            kernels.rmsnorm(x, w["post_attention_layernorm.weight"].codes[0], a.rms_norm_eps, xb)
+            _project(w["mlp.gate_proj.weight"], w.get("mlp.gate_proj.bias"), xb, hb, s.scratch)
+            _project(w["mlp.up_proj.weight"], w.get("mlp.up_proj.bias"), xb, hb2, s.scratch)
+            kernels.silu_mul(hb, hb2, hb)                                     # silu(gate) * up
+            _project(w["mlp.down_proj.weight"], w.get("mlp.down_proj.bias"), hb, xb, s.scratch)
+            x += xb                                                           # residual
+            self.provider.release(i)
+        norm, head = self.provider.head()
+        if all_logits is not None:
+            kernels.rmsnorm(x, norm.codes[0], a.rms_norm_eps, xb)
+            _project(head, None, xb, all_logits, s.scratch)
+            s.logits[:] = all_logits[-1]
+        else:
+            kernels.rmsnorm(x[-1:], norm.codes[0], a.rms_norm_eps, xb[:1])
+            kernels.matvec(head, xb[0], s.logits, s.scratch)
+        return s.logits

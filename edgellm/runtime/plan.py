@@ -1,0 +1,128 @@
+"""The memory plan: what stays pinned in RAM, what streams through a ring of slots, and what it all costs.
+
+Layers are read cyclically, once per token, so an LRU cache is the worst policy (every access misses once
+the model exceeds it). Instead a fixed set is pinned and the rest stream through `slots` buffers:
+    pinned      the output head and final norm first (every token needs them), then whole layers
+    streamed    the other layers, each read from flash once per forward pass into a free slot
+    embedding   rows fetched on demand from row-chunked storage unless the table is pinned (tied head)
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import psutil
+
+from ..errors import BudgetError, EdgeLLMError
+
+DEFAULT_FRACTION = 0.5        # of available memory, when no budget is given
+TOKENIZER_FACTOR = 6          # RSS of a loaded `tokenizers` object per byte of tokenizer.json (measured)
+_UNITS = {"": 1, "b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12,
+          "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40, "k": 2 ** 10, "m": 2 ** 20,
+          "g": 2 ** 30}
+
+
+def parse_size(value) -> int:
+    """Bytes from an int or a string like "512MB", "1.5GiB", "300M"."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value <= 0:
+            raise EdgeLLMError(f"RAM budget must be positive, got {value}")
+        return int(value)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise EdgeLLMError(f"cannot read the size {value!r}: use bytes or e.g. 512MB, 1.5GiB")
+    n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if n <= 0:
+        raise EdgeLLMError(f"RAM budget must be positive, got {value!r}")
+    return n
+
+
+def default_budget() -> int:
+    return int(psutil.virtual_memory().available * DEFAULT_FRACTION)
+
+
+@dataclass
+class LayerCost:
+    layer: int           # -1 embedding, 0..L-1, L head (final norm + lm_head)
+    raw: int             # decoded bytes
+    stored: int          # bytes of its contiguous span on disk (what a read fetches)
+
+
+@dataclass
+class Plan:
+    budget: int
+    pinned: list[int]
+    streamed: list[int]
+    slots: int
+    slot_bytes: int           # one decoded layer
+    staging_bytes: int        # compressed bytes of the largest streamed span
+    embed_pinned: bool
+    costs: dict[int, LayerCost]
+    fixed: dict[str, int] = field(default_factory=dict)   # run state, tokenizer, decoder scratch...
+
+    @property
+    def pinned_bytes(self) -> int:
+        return sum(self.costs[i].raw for i in self.pinned)
+
+    @property
+    def total(self) -> int:
+        return self.pinned_bytes + self.slots * self.slot_bytes + self.staging_bytes + sum(self.fixed.values())
+
+    @property
+    def streamed_bytes_per_pass(self) -> int:
+        return sum(self.costs[i].stored for i in self.streamed)
+
+    def breakdown(self) -> dict[str, int]:
+        return {"pinned weights": self.pinned_bytes, "stream slots": self.slots * self.slot_bytes,
+                "staging": self.staging_bytes, **self.fixed}
+
+
+def make_plan(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], n_layers: int,
+              slots: int = 2, tied: bool = False) -> Plan:
+    """Pin the head first, then as many layers as fit beside `slots` stream slots; spread the pinned
+    layers evenly so the prefetcher always has a streamed layer to read while a pinned one computes."""
+    if slots < 1:
+        raise EdgeLLMError("slots must be >= 1")
+    head = n_layers
+    blocks = list(range(n_layers))
+    order = [head] + _spread(blocks)
+    best = None
+    for k in range(len(order) + 1):
+        pinned = sorted(order[:k])
+        streamed = [i for i in blocks + [head] if i not in pinned]
+        plan = _plan_for(costs, budget, fixed, pinned, streamed, slots, tied)
+        if plan.total > budget:
+            break
+        best = plan
+    if best is None:
+        minimum = _plan_for(costs, budget, fixed, [], blocks + [head], slots, tied).total
+        raise BudgetError(f"a RAM budget of {budget / 1e6:,.1f} MB is too small for this model; the minimum "
+                          f"workable budget is {minimum / 1e6:,.1f} MB (try --ram-budget "
+                          f"{-(-minimum // 10 ** 6)}MB, or a shorter --context)")
+    return best
+
+
+def _plan_for(costs, budget, fixed, pinned, streamed, slots, tied) -> Plan:
+    slot = max((costs[i].raw for i in streamed), default=0)
+    staging = max((costs[i].stored for i in streamed), default=0)
+    n_slots = min(slots, len(streamed)) if streamed else 0
+    embed_pinned = tied and max(costs) in pinned     # a tied head is the embedding table itself
+    f = dict(fixed)
+    if embed_pinned:
+        f.pop("embedding rows", None)
+    return Plan(budget, pinned, streamed, n_slots, slot, staging if streamed else 0, embed_pinned, costs, f)
+
+
+def _spread(blocks: list[int]) -> list[int]:
+    """Blocks in the order they get pinned: evenly spaced at every count (0, L/2, L/4, 3L/4, ...)."""
+    n = len(blocks)
+    out, seen, step = [], set(), n
+    while len(out) < n:
+        for i in range(0, n, max(step, 1)):
+            if i not in seen:
+                seen.add(i)
+                out.append(blocks[i])
+        if step == 1:
+            break
+        step = max(1, step // 2)
+    return out
