@@ -1,0 +1,90 @@
+"""Sampling from logits, composed from small pieces (mlx-lm's make_sampler idea)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+def _check(temperature, top_k, top_p, min_p) -> None:
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0, got {top_k}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not 0 <= min_p <= 1:
+        raise ValueError(f"min_p must be in [0, 1], got {min_p}")
+
+
+def filter_probs(logits: np.ndarray, temperature: float, top_k: int = 0, top_p: float = 1.0,
+                 min_p: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate ids, their probabilities) after temperature, top-k, top-p and min-p, as llama.cpp orders them."""
+    z = logits.astype(np.float64) / temperature
+    ids = np.argpartition(-z, top_k - 1)[:top_k] if 0 < top_k < z.size else np.arange(z.size)
+    ids = ids[np.argsort(-z[ids], kind="stable")]
+    p = np.exp(z[ids] - z[ids[0]])
+    p /= p.sum()
+    if top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(p), top_p) + 1)   # smallest prefix with mass >= top_p
+        ids, p = ids[:keep], p[:keep]
+    if min_p > 0.0:
+        keep = p >= min_p * p[0]
+        ids, p = ids[keep], p[keep]
+    return ids, p / p.sum()
+
+
+def make_sampler(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+                 seed: int | None = None) -> Callable[[np.ndarray], int]:
+    """A function logits[vocab] -> token id. Temperature 0 is greedy; `seed` makes sampling reproducible."""
+    _check(temperature, top_k, top_p, min_p)
+    if temperature == 0:
+        return lambda logits: int(np.argmax(logits))
+    rng = np.random.default_rng(seed)
+
+    def sample(logits: np.ndarray) -> int:
+        ids, p = filter_probs(logits, temperature, top_k, top_p, min_p)
+        return int(ids[rng.choice(len(ids), p=p)])
+    return sample
+
+
+def apply_repetition_penalty(logits: np.ndarray, recent_ids, penalty: float) -> None:
+    """In place, as transformers does: a seen token's positive logit is divided, a negative one multiplied."""
+    if penalty <= 0:
+        raise ValueError(f"repetition_penalty must be > 0, got {penalty}")
+    ids = np.unique(np.asarray(list(recent_ids), dtype=np.int64))
+    if ids.size:
+        v = logits[ids]
+        logits[ids] = np.where(v > 0, v / penalty, v * penalty)
+
+
+class StopMatcher:
+    """Cuts generated text at the first stop string; holds back a tail that could start one."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = [s for s in stops if s]
+        self.buf = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """(text safe to emit, whether a stop string was hit)."""
+        if self.stopped:
+            return "", True
+        self.buf += text
+        hits = [i for i in (self.buf.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out, self.buf, self.stopped = self.buf[:min(hits)], "", True
+            return out, True
+        hold = 0
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(self.buf)), 0, -1):
+                if self.buf.endswith(s[:n]):
+                    hold = max(hold, n)
+                    break
+        out = self.buf[:len(self.buf) - hold]
+        self.buf = self.buf[len(self.buf) - hold:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.buf = self.buf, ""
+        return out

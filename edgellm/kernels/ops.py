@@ -1,0 +1,107 @@
+"""Element-wise and attention kernels, Hugging Face semantics (f32 throughout)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ..errors import UnsupportedModelError
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=True)
+def rmsnorm(x, weight, eps, out):
+    """out[T, D] = x / sqrt(mean(x^2) + eps) * weight."""
+    d = x.shape[1]
+    for t in prange(x.shape[0]):
+        ss = np.float32(0.0)
+        for j in range(d):
+            ss += x[t, j] * x[t, j]
+        inv = np.float32(1.0) / np.sqrt(ss / np.float32(d) + np.float32(eps))
+        for j in range(d):
+            out[t, j] = x[t, j] * inv * weight[j]
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def silu_mul(gate, up, out):
+    """out = silu(gate) * up, element-wise over [T, I]."""
+    for t in range(gate.shape[0]):
+        for j in range(gate.shape[1]):
+            g = gate[t, j]
+            out[t, j] = g / (np.float32(1.0) + np.exp(-g)) * up[t, j]
+
+
+def inv_freq(head_dim: int, theta: float, scaling: dict | None) -> np.ndarray:
+    """Rotary frequencies as transformers computes them for default, linear and llama3 scaling."""
+    freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if kind == "default":
+        return freq
+    if kind == "linear":
+        return freq / float(scaling["factor"])
+    if kind == "llama3":
+        factor, lo, hi = float(scaling["factor"]), float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+        old = float(scaling["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / freq
+        scaled = np.where(wavelen > old / lo, freq / factor, freq)
+        smooth = (old / wavelen - lo) / (hi - lo)
+        mid = (1 - smooth) * scaled / factor + smooth * scaled
+        is_mid = (wavelen >= old / hi) & (wavelen <= old / lo)
+        return np.where(is_mid, mid, scaled)
+    raise UnsupportedModelError(f"rope_scaling type {kind!r} is not supported (default, linear, llama3)")
+
+
+def rope_tables(head_dim: int, max_pos: int, theta: float, scaling: dict | None):
+    """(cos, sin), each f32[max_pos, head_dim // 2]."""
+    ang = np.arange(max_pos, dtype=np.float64)[:, None] * inv_freq(head_dim, theta, scaling)[None, :]
+    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def apply_rope(x, positions, cos, sin):
+    """Rotate x[T, heads, head_dim] in place: pairs (i, i + head_dim/2), HF's rotate_half convention."""
+    half = x.shape[2] // 2
+    for t in range(x.shape[0]):
+        p = positions[t]
+        for h in range(x.shape[1]):
+            for i in range(half):
+                a, b = x[t, h, i], x[t, h, i + half]
+                c, s = cos[p, i], sin[p, i]
+                x[t, h, i] = a * c - b * s
+                x[t, h, i + half] = b * c + a * s
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=True)
+def _attention(q, kc, vc, start, out, scores):
+    t_n, n_heads, hd = q.shape
+    group = n_heads // kc.shape[1]
+    scale = np.float32(1.0 / np.sqrt(hd))
+    for h in prange(n_heads):
+        kv = h // group
+        for t in range(t_n):
+            n = start + t + 1                           # causal: positions 0..start+t
+            sc = scores[h, t]
+            mx = np.float32(-np.inf)
+            for p in range(n):
+                acc = np.float32(0.0)
+                for i in range(hd):
+                    acc += q[t, h, i] * kc[p, kv, i]
+                acc *= scale
+                sc[p] = acc
+                mx = max(mx, acc)
+            tot = np.float32(0.0)
+            for p in range(n):
+                e = np.exp(sc[p] - mx)
+                sc[p] = e
+                tot += e
+            for i in range(hd):
+                out[t, h, i] = 0.0
+            for p in range(n):
+                wgt = sc[p] / tot
+                for i in range(hd):
+                    out[t, h, i] += wgt * vc[p, kv, i]
+
+
+def attention(q, k_cache, v_cache, start_pos: int, out, ws) -> None:
+    """Causal GQA attention of q[T, heads, hd] over the cache rows 0..start_pos+T-1 -> out[T, heads, hd]."""
+    _attention(q, k_cache, v_cache, start_pos, out, ws.scores)

@@ -1,0 +1,331 @@
+"""The streaming weight provider: pinned units stay decoded in RAM; the others flow through a ring of slots.
+
+A *unit* is what the forward pass asks for at once: layer i (0..L-1), or the head (L: final norm + lm_head,
+which for a tied model is the embedding table). A background thread reads the next streamed unit's file
+span with large reads into a staging buffer and decodes its chunks into a free slot while numba computes
+the current unit; slots are recycled in the cyclic order the forward pass uses them.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import EdgeLLMError, FormatError
+from ..format import EllmFile
+from ..quant import QTensor
+from .plan import Plan
+from .resident import EMBED, layer_prefix
+
+PIECE = 4 << 20          # bytes per read request: large sequential reads, decode starts as pieces land
+PAGE = 4096
+
+
+def unit_names(f: EllmFile, unit: int, n_layers: int) -> list[str]:
+    if unit < n_layers:
+        return [n for n in f.tensors if n.startswith(layer_prefix(unit))]
+    names = ["model.norm.weight"]
+    return names + (["lm_head.weight"] if "lm_head.weight" in f.tensors else [EMBED])
+
+
+def _offsets(f: EllmFile, names: list[str]) -> tuple[dict[str, int], int]:
+    """Offset of each tensor inside a unit buffer (64-byte aligned) and the buffer size."""
+    out, pos = {}, 0
+    for n in names:
+        out[n] = pos
+        pos += -(-f.tensors[n].raw_bytes // 64) * 64
+    return out, pos
+
+
+def aligned_empty(n: int, align: int = PAGE) -> np.ndarray:
+    """uint8[n] whose address is a multiple of `align` (O_DIRECT needs it)."""
+    raw = np.empty(n + align, np.uint8)
+    skip = (-raw.ctypes.data) % align
+    return raw[skip:skip + n]
+
+
+class Throttle:
+    """Emulates a slower flash device: each request costs latency + bytes / bandwidth of device time."""
+
+    def __init__(self, read_mb_s: float | None, latency_us: float | None):
+        self.bw = (read_mb_s or 0) * 1e6
+        self.latency = (latency_us or 0) / 1e6
+        self.busy_until = 0.0
+
+    def wait(self, nbytes: int, started: float) -> None:
+        if not self.bw:
+            return
+        start = max(started, self.busy_until)
+        self.busy_until = start + self.latency + nbytes / self.bw
+        delay = self.busy_until - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+
+
+@dataclass
+class IOStats:
+    bytes_read: int = 0
+    read_s: float = 0.0
+    decode_s: float = 0.0
+    wait_s: float = 0.0           # main thread blocked waiting for a unit
+    units_loaded: int = 0
+    per_unit: dict = field(default_factory=dict)   # unit -> [read_s, decode_s, loads]
+
+    def as_dict(self) -> dict:
+        io = self.read_s + self.decode_s
+        return {"bytes_read": self.bytes_read, "read_s": self.read_s, "decode_s": self.decode_s,
+                "wait_s": self.wait_s, "units_loaded": self.units_loaded,
+                "overlap": max(0.0, 1.0 - self.wait_s / io) if io else 1.0}
+
+
+class StreamedWeights:
+    def __init__(self, f: EllmFile, n_layers: int, plan: Plan, *, device=None, direct_io: bool = False,
+                 decode_threads: int = 1):
+        self.f, self.n_layers, self.plan = f, n_layers, plan
+        self.stats = IOStats()
+        self.throttle = Throttle(getattr(device, "read_mb_s", None), getattr(device, "read_latency_us", None))
+        self.names = {u: unit_names(f, u, n_layers) for u in range(n_layers + 1)}
+        self.offsets = {u: _offsets(f, self.names[u]) for u in self.names}
+        self.pinned: dict[int, dict[str, QTensor]] = {}
+        self._pinned_bufs = []
+        for u in plan.pinned:
+            buf = np.empty(self.offsets[u][1], np.uint8)
+            self._pinned_bufs.append(buf)
+            self.pinned[u] = {n: f.read_into(n, buf[o:o + f.tensors[n].raw_bytes])
+                              for n, o in self.offsets[u][0].items()}
+        self.stats.bytes_read += sum(f.tensors[n].stored_bytes for u in plan.pinned for n in self.names[u])
+        self._embed_table = self.pinned.get(n_layers, {}).get(EMBED)
+        self._fd = self._open_direct() if direct_io else f.fileno()
+        self.direct = direct_io and self._fd != f.fileno()
+        self.streamed = list(plan.streamed)
+        self.slots = [np.empty(plan.slot_bytes, np.uint8) for _ in range(plan.slots)]
+        self.staging = aligned_empty(plan.staging_bytes + 2 * PAGE) if self.streamed else None
+        self._pool = ThreadPoolExecutor(max(1, decode_threads)) if decode_threads > 1 else None
+        self._cv = threading.Condition()
+        self._ready: dict[int, int] = {}     # unit -> slot holding it
+        self._free = list(range(len(self.slots)))
+        self._next = 0                       # index into self.streamed of the next unit to load
+        self._expect = 0                     # index into self.streamed of the next unit the model wants
+        self._error: BaseException | None = None
+        self._stop = False
+        self._thread = None
+        if self.streamed:
+            self._thread = threading.Thread(target=self._prefetch_loop, name="edgellm-prefetch", daemon=True)
+            self._thread.start()
+
+    # -- the provider verbs -------------------------------------------------------------------------
+    def embed(self, ids, out) -> None:
+        if self._embed_table is not None:
+            out[:] = self._embed_table.dequantize(np.asarray(ids, dtype=np.int64))
+            return
+        for t, i in enumerate(np.asarray(ids, dtype=np.int64)):
+            out[t] = self._fetch_row(int(i))
+
+    def layer(self, i: int) -> dict[str, QTensor]:
+        return self._unit(i, prefix=layer_prefix(i))
+
+    def release(self, i: int) -> None:
+        if i in self.pinned:
+            return
+        with self._cv:
+            slot = self._ready.pop(i, None)
+            if slot is not None:
+                self._free.append(slot)
+                self._cv.notify_all()
+
+    def head(self) -> tuple[QTensor, QTensor]:
+        w = self._unit(self.n_layers, prefix="")
+        return w["model.norm.weight"], w.get("lm_head.weight", w.get(EMBED))
+
+    def release_head(self) -> None:
+        self.release(self.n_layers)
+
+    @property
+    def bytes_read(self) -> int:
+        return self.stats.bytes_read
+
+    def io_stats(self) -> dict:
+        return self.stats.as_dict()
+
+    def close(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        if self._pool is not None:
+            self._pool.shutdown()
+        if self.direct:
+            os.close(self._fd)
+
+    # -- main-thread side ---------------------------------------------------------------------------
+    def _unit(self, u: int, prefix: str) -> dict[str, QTensor]:
+        if u in self.pinned:
+            w = self.pinned[u]
+        else:
+            slot = self._wait_for(u)
+            buf = self.slots[slot]
+            w = {n: QTensor.from_buffer(self.f.tensors[n].layout, buf[o:o + self.f.tensors[n].raw_bytes])
+                 for n, o in self.offsets[u][0].items()}
+        return {n[len(prefix):]: t for n, t in w.items()} if prefix else w
+
+    def _wait_for(self, u: int) -> int:
+        t0 = time.perf_counter()
+        with self._cv:
+            if self.streamed[self._expect] != u:      # an interrupted pass: restart the cycle at u
+                self._resync(self.streamed.index(u))
+            while u not in self._ready and self._error is None:
+                self._cv.wait()
+            if self._error is not None:
+                err, self._error = self._error, None
+                self._resync(self._expect)
+                raise err if isinstance(err, FormatError) else FormatError(f"reading {self.f.path}: {err}")
+            self._expect = (self._expect + 1) % len(self.streamed)
+            slot = self._ready[u]
+        self.stats.wait_s += time.perf_counter() - t0
+        return slot
+
+    def _resync(self, index: int) -> None:
+        """Drop what was prefetched (called with the lock held) and restart loading at streamed[index]."""
+        self._generation = getattr(self, "_generation", 0) + 1
+        self._ready.clear()
+        self._free = list(range(len(self.slots)))
+        self._next = self._expect = index
+        self._cv.notify_all()
+
+    # -- prefetch thread ----------------------------------------------------------------------------
+    def _prefetch_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and (not self._free or self._error is not None
+                                          or self.streamed[self._next] in self._ready):
+                    self._cv.wait()
+                if self._stop:
+                    return
+                slot = self._free.pop()
+                u = self.streamed[self._next]
+                gen = getattr(self, "_generation", 0)
+                self._next = (self._next + 1) % len(self.streamed)
+            try:
+                self._load(u, self.slots[slot])
+            except BaseException as e:           # surfaces in the caller as FormatError, never a hang
+                with self._cv:
+                    self._error = e
+                    self._free.append(slot)
+                    self._cv.notify_all()
+                continue
+            with self._cv:
+                if gen == getattr(self, "_generation", 0):
+                    self._ready[u] = slot
+                elif slot not in self._free:
+                    self._free.append(slot)
+                self._cv.notify_all()
+
+    def _load(self, u: int, slot: np.ndarray) -> None:
+        entries = [self.f.tensors[n] for n in self.names[u]]
+        spans = _spans(entries)
+        out = memoryview(slot)
+        t_read = t_dec = 0.0
+        for start, end, members in spans:
+            t0 = time.perf_counter()
+            self._read_span(start, end)
+            t1 = time.perf_counter()
+            t_read += t1 - t0
+            base = start - (start % PAGE if self.direct else 0)
+            jobs = []
+            for e in members:
+                off = self.offsets[u][0][e.name]
+                dst = out[off:off + e.raw_bytes]
+                for c in e.chunks:
+                    stored = self.staging[c.offset - base:c.offset - base + c.length]
+                    if self._pool is not None:
+                        jobs.append(self._pool.submit(self.f.decode_chunk, e, c, stored, dst))
+                    else:
+                        self.f.decode_chunk(e, c, stored, dst)
+            for j in jobs:
+                j.result()
+            t_dec += time.perf_counter() - t1
+        st = self.stats
+        st.read_s += t_read
+        st.decode_s += t_dec
+        st.units_loaded += 1
+        rec = st.per_unit.setdefault(u, [0.0, 0.0, 0])
+        rec[0] += t_read
+        rec[1] += t_dec
+        rec[2] += 1
+
+    def _read_span(self, start: int, end: int) -> None:
+        """Read file bytes [start, end) into the staging buffer with large requests."""
+        if self.direct:
+            lo, hi = start - start % PAGE, -(-end // PAGE) * PAGE
+        else:
+            lo, hi = start, end
+        buf = memoryview(self.staging)
+        pos = lo
+        while pos < hi:
+            n = min(PIECE, hi - pos)
+            t0 = time.perf_counter()
+            got = os.preadv(self._fd, [buf[pos - lo:pos - lo + n]], pos)
+            if got <= 0 and pos < end:
+                raise FormatError(f"{self.f.path}: file ended at {pos} while reading a layer (truncated?)")
+            self.throttle.wait(got, t0)
+            self.stats.bytes_read += got
+            pos += max(got, 0)
+            if got < n:
+                if pos < end:
+                    raise FormatError(f"{self.f.path}: short read at {pos} (file truncated or removed?)")
+                break
+        if not self.direct:
+            os.posix_fadvise(self._fd, lo, hi - lo, os.POSIX_FADV_DONTNEED)
+
+    def _open_direct(self) -> int:
+        if self.f.alignment % PAGE or not hasattr(os, "O_DIRECT"):
+            return self.f.fileno()
+        try:
+            return os.open(self.f.path, os.O_RDONLY | os.O_DIRECT)
+        except OSError:
+            return self.f.fileno()
+
+    def _fetch_row(self, row: int) -> np.ndarray:
+        """One embedding row, read from its chunks (a raw chunk: just the row's bytes)."""
+        e = self.f.tensors[EMBED]
+        lay = e.layout
+        if not 0 <= row < lay.rows:
+            raise EdgeLLMError(f"token id {row} is outside the vocabulary")
+        buf = np.empty(lay.code_row_bytes + lay.scale_row_bytes, np.uint8)
+        pieces = [(row * lay.code_row_bytes, lay.code_row_bytes, 0)]
+        if lay.quantized:
+            pieces.append((lay.codes_nbytes + row * lay.scale_row_bytes, lay.scale_row_bytes, lay.code_row_bytes))
+        for raw_off, n, dst in pieces:
+            c = next(c for c in e.chunks if c.raw_offset <= raw_off < c.raw_offset + c.raw_length)
+            inner = raw_off - c.raw_offset
+            if c.codec == "raw" and not self.f.verify_checksums:
+                data = os.pread(self.f.fileno(), n, c.offset + inner)
+            else:
+                full = np.empty(c.raw_length, np.uint8)
+                stored = os.pread(self.f.fileno(), c.length, c.offset)
+                self.f.decode_chunk(e, c, stored, memoryview(full))
+                data = full[inner:inner + n].tobytes()
+                n_read = c.length
+                self.stats.bytes_read += n_read - n
+            self.stats.bytes_read += n
+            buf[dst:dst + n] = np.frombuffer(data, np.uint8)
+        from ..quant import Layout
+        one = QTensor.from_buffer(Layout(lay.stype, 1, lay.cols, lay.group), buf)
+        return one.dequantize()[0]
+
+
+def _spans(entries) -> list[tuple[int, int, list]]:
+    """Group a unit's tensors into contiguous file spans (a tied head spans the embedding and the norm)."""
+    spans: list[tuple[int, int, list]] = []
+    for e in sorted(entries, key=lambda e: e.chunks[0].offset):
+        s, t = e.chunks[0].offset, e.chunks[-1].offset + e.chunks[-1].length
+        if spans and s - spans[-1][1] < PAGE * 16:
+            spans[-1] = (spans[-1][0], t, spans[-1][2] + [e])
+        else:
+            spans.append((s, t, [e]))
+    return spans
