@@ -12,7 +12,9 @@ from .format import EllmFile
 from .generate.generate import Chunk, Session, Stats, generate_tokens, peak_rss_bytes
 from .generate.sampling import StopMatcher
 from .models import get_model_module
-from .runtime.resident import ResidentWeights
+from .runtime.budget import DEFAULT_SLOTS, plan_for
+from .runtime.device import load_device
+from .runtime.stream import StreamedWeights
 from .tokenizer import StreamingDetokenizer, Tokenizer
 
 DEFAULT_CONTEXT = 2048
@@ -123,8 +125,10 @@ def _tokenizer(f: EllmFile) -> Tokenizer:
     return Tokenizer(tok["json"], tok.get("config") or {}, tok.get("generation_config") or {})
 
 
-def load(path, *, ram_budget=None, threads=None, context=None, device=None) -> Model:
-    """Open an .ellm file for generation. `ram_budget`/`device` select the streaming runtime."""
+def load(path, *, ram_budget=None, threads=None, context=None, device=None, slots: int = DEFAULT_SLOTS,
+         direct_io: bool = False, decode_threads: int = 1) -> Model:
+    """Open an .ellm file for generation within `ram_budget` (bytes or "512MB"; default: half of the
+    available memory). Layers that do not fit stream from flash; `device` emulates a device's flash."""
     t0 = time.perf_counter()
     kernels.set_threads(threads)
     f = EllmFile(path)
@@ -136,8 +140,14 @@ def load(path, *, ram_budget=None, threads=None, context=None, device=None) -> M
         if ctx < 1 or ctx > args.max_context():
             raise EdgeLLMError(f"context {ctx} is outside 1..{args.max_context()} for this model")
         chunk = min(PREFILL_CHUNK, ctx)
-        provider = ResidentWeights(f, args.num_hidden_layers)
+        dev = load_device(device) if device is not None else None
+        run_bytes = module.RunState.nbytes_for(args, ctx, chunk)
+        plan = plan_for(f, args.num_hidden_layers, args.tie_word_embeddings, run_bytes, ram_budget, slots,
+                        decode_threads)
+        provider = StreamedWeights(f, args.num_hidden_layers, plan, device=dev, direct_io=direct_io,
+                                   decode_threads=decode_threads)
         model = Model(f, args, module, provider, ctx, chunk)
+        model.plan, model.device = plan, dev
     except BaseException:
         f.close()
         raise

@@ -26,12 +26,12 @@ class Workspace:
         self.xs = np.zeros(pc // 32, np.float32)           # (groups,) activation scales
         self.xsum = np.zeros(pc // 32, np.int32)           # (groups,) sum of quantized activation
         self.deq = np.zeros((MATMUL_BLOCK, pc), np.float32)  # (block rows, padded cols) dequantized weights
-        self.scores = np.zeros((n_heads, max_rows, context), np.float32)  # attention scores
+        self.scores = np.zeros((n_heads, context), np.float32)   # (heads, context) attention scores
 
     @staticmethod
     def nbytes_for(max_rows: int, max_cols: int, n_heads: int, context: int) -> int:
         pc = -(-max_cols // 128) * 128
-        return pc + pc // 32 * 8 + MATMUL_BLOCK * pc * 4 + n_heads * max_rows * context * 4
+        return pc + pc // 32 * 8 + MATMUL_BLOCK * pc * 4 + n_heads * context * 4
 
 
 @njit(nogil=True, cache=True)

@@ -80,7 +80,7 @@ def _attention(q, kc, vc, start, out, scores):
         kv = h // group
         for t in range(t_n):
             n = start + t + 1                           # causal: positions 0..start+t
-            sc = scores[h, t]
+            sc = scores[h]                              # (context,) reused for every query row
             mx = np.float32(-np.inf)
             for p in range(n):
                 acc = np.float32(0.0)

@@ -163,4 +163,5 @@ class Transformer:
         else:
             kernels.rmsnorm(x[-1:], norm.codes[0], a.rms_norm_eps, xb[:1])
             kernels.matvec(head, xb[0], s.logits, s.scratch)
+        self.provider.release(a.num_hidden_layers)
         return s.logits

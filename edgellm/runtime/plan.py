@@ -86,20 +86,18 @@ def make_plan(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], n
     head = n_layers
     blocks = list(range(n_layers))
     order = [head] + _spread(blocks)
-    best = None
+    plans = []
     for k in range(len(order) + 1):
         pinned = sorted(order[:k])
         streamed = [i for i in blocks + [head] if i not in pinned]
-        plan = _plan_for(costs, budget, fixed, pinned, streamed, slots, tied)
-        if plan.total > budget:
-            break
-        best = plan
-    if best is None:
-        minimum = _plan_for(costs, budget, fixed, [], blocks + [head], slots, tied).total
-        raise BudgetError(f"a RAM budget of {budget / 1e6:,.1f} MB is too small for this model; the minimum "
-                          f"workable budget is {minimum / 1e6:,.1f} MB (try --ram-budget "
-                          f"{-(-minimum // 10 ** 6)}MB, or a shorter --context)")
-    return best
+        plans.append(_plan_for(costs, budget, fixed, pinned, streamed, slots, tied))
+    fitting = [p for p in plans if p.total <= budget]
+    if not fitting:   # pinning everything needs no slots, so the cheapest plan need not be the all-streamed one
+        minimum = min(p.total for p in plans)
+        raise BudgetError(f"a RAM budget of {budget / 1e6:,.2f} MB is too small for this model; the minimum "
+                          f"workable budget is {minimum / 1e6:,.2f} MB (try --ram-budget "
+                          f"{-(-minimum // 10 ** 5) / 10:g}MB, or a shorter --context)")
+    return fitting[-1]   # the most pinned: fewest bytes streamed per token
 
 
 def _plan_for(costs, budget, fixed, pinned, streamed, slots, tied) -> Plan:

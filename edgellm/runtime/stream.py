@@ -19,10 +19,14 @@ from ..errors import EdgeLLMError, FormatError
 from ..format import EllmFile
 from ..quant import QTensor
 from .plan import Plan
-from .resident import EMBED, layer_prefix
 
+EMBED = "model.embed_tokens.weight"
 PIECE = 4 << 20          # bytes per read request: large sequential reads, decode starts as pieces land
 PAGE = 4096
+
+
+def layer_prefix(i: int) -> str:
+    return f"model.layers.{i}."
 
 
 def unit_names(f: EllmFile, unit: int, n_layers: int) -> list[str]:
@@ -140,9 +144,6 @@ class StreamedWeights:
     def head(self) -> tuple[QTensor, QTensor]:
         w = self._unit(self.n_layers, prefix="")
         return w["model.norm.weight"], w.get("lm_head.weight", w.get(EMBED))
-
-    def release_head(self) -> None:
-        self.release(self.n_layers)
 
     @property
     def bytes_read(self) -> int:

@@ -1,0 +1,49 @@
+"""Device profiles (devices/*.toml): the flash, memory and CPU of a target board, to plan for and emulate."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import EdgeLLMError
+
+DEVICES_DIR = Path(__file__).parent / "devices"
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str = ""
+    read_mb_s: float = 0.0         # sequential read bandwidth; 0 = unthrottled
+    read_latency_us: float = 0.0   # per read request
+    ram_mb: int = 0
+    cores: int = 0
+    mem_bw_gb_s: float = 0.0
+    cpu_scale: float = 1.0         # one core of the device vs one core of the reference x86 host
+    sources: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def throttled(self) -> bool:
+        return self.read_mb_s > 0
+
+
+def list_devices() -> list[str]:
+    return sorted(p.stem for p in DEVICES_DIR.glob("*.toml"))
+
+
+def load_device(name_or_path) -> DeviceProfile:
+    """A profile by name (`rpi5-nvme`) or by the path of a TOML file."""
+    if isinstance(name_or_path, DeviceProfile):
+        return name_or_path
+    p = Path(str(name_or_path))
+    if p.suffix != ".toml":
+        p = DEVICES_DIR / f"{name_or_path}.toml"
+    if not p.is_file():
+        raise EdgeLLMError(f"unknown device {name_or_path!r}; known: {', '.join(list_devices())} "
+                           f"(or the path of a .toml profile)")
+    try:
+        d = tomllib.loads(p.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise EdgeLLMError(f"{p}: cannot read the device profile: {e}") from None
+    known = set(DeviceProfile.__dataclass_fields__)
+    return DeviceProfile(**{k: v for k, v in d.items() if k in known})
