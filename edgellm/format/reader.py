@@ -174,13 +174,16 @@ class EllmFile:
                   f"{self.path}: checksum mismatch in {where} (chunk at offset {chunk.offset})")
         return data
 
-    def decode_chunk(self, entry: TensorEntry, chunk: Chunk, stored, out: memoryview) -> None:
-        """Verify `stored` (when enabled) and decode it into `out`, the tensor's raw buffer."""
+    def decode_chunk(self, entry: TensorEntry, chunk: Chunk, stored, out: memoryview,
+                     chunk_only: bool = False) -> None:
+        """Verify `stored` (when enabled) and decode it into `out`: the tensor's raw buffer, or with
+        `chunk_only` a buffer of exactly the chunk's raw length."""
         if self.verify_checksums:
             _need(checksum(stored) == chunk.checksum,
                   f"{self.path}: checksum mismatch in tensor {entry.name!r} (chunk at {chunk.offset})")
         try:
-            codecs.decode_into(stored, chunk.codec, out[chunk.raw_offset:chunk.raw_offset + chunk.raw_length])
+            dst = out if chunk_only else out[chunk.raw_offset:chunk.raw_offset + chunk.raw_length]
+            codecs.decode_into(stored, chunk.codec, dst)
         except FormatError as e:
             raise FormatError(f"{self.path}: tensor {entry.name!r}: {e}") from None
 

@@ -309,7 +309,7 @@ class StreamedWeights:
             else:
                 full = np.empty(c.raw_length, np.uint8)
                 stored = os.pread(self.f.fileno(), c.length, c.offset)
-                self.f.decode_chunk(e, c, stored, memoryview(full))
+                self.f.decode_chunk(e, c, stored, memoryview(full), chunk_only=True)
                 data = full[inner:inner + n].tobytes()
                 n_read = c.length
                 self.stats.bytes_read += n_read - n

@@ -1,0 +1,160 @@
+"""The streaming runtime: same logits under any budget, slot count and device; budget errors; I/O errors."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import edgellm
+from edgellm.runtime.device import DeviceProfile, list_devices, load_device
+from edgellm.runtime.plan import parse_size
+from edgellm.runtime.stream import Throttle
+
+PROMPT = [1, 403, 407, 261, 378]
+CTX = 64
+
+
+@pytest.fixture(scope="module")
+def f32_file(stories_ellm):
+    return stories_ellm["f32"]
+
+
+def _reference(path):
+    with edgellm.load(path, context=CTX) as m:
+        return m.logits(PROMPT), m.generate("Once upon a time", max_tokens=24)
+
+
+def _minimum(path, slots=2, **kw) -> int:
+    with pytest.raises(edgellm.BudgetError) as e:
+        edgellm.load(path, context=CTX, ram_budget=1000, slots=slots, **kw)
+    mb = float(str(e.value).split("minimum workable budget is ")[1].split(" MB")[0])
+    return int(mb * 1e6) + 10_000
+
+
+@pytest.fixture(scope="module")
+def q4_file(tmp_path_factory):
+    from conftest import make_tiny_model
+    d = tmp_path_factory.mktemp("q4")
+    src = make_tiny_model(d / "src", hidden=256, heads=8, kv_heads=4, head_dim=32, inter=704, layers=6)
+    return edgellm.convert(src, d / "m.ellm", quant="q4", progress=False).path
+
+
+@pytest.mark.parametrize("which", ["f32-stories", "q4-tiny"])
+def test_bit_identical_across_budgets_and_slots(which, f32_file, q4_file):
+    path = f32_file if which == "f32-stories" else q4_file
+    prompt = "Once upon a time" if which == "f32-stories" else "w3 w4 w5"
+    ids = PROMPT if which == "f32-stories" else [1, 5, 9, 33, 60]
+    with edgellm.load(path, context=CTX) as m:
+        ref_logits, ref_text, full = m.logits(ids), m.generate(prompt, max_tokens=24), m.plan.total
+    seen_streamed = 0
+    for slots in (1, 2, 3):
+        lo = _minimum(path, slots)
+        for budget in (lo, lo + (full - lo) // 3, lo + 2 * (full - lo) // 3, full):
+            with edgellm.load(path, context=CTX, ram_budget=budget, slots=slots) as m:
+                assert m.plan.total <= budget
+                seen_streamed += bool(m.plan.streamed)
+                np.testing.assert_array_equal(m.logits(ids), ref_logits)
+                assert m.generate(prompt, max_tokens=24) == ref_text
+    assert seen_streamed >= 6     # the sweep really exercised streaming
+
+
+def test_direct_io_and_decode_threads_identical(f32_file):
+    ref_logits, _ = _reference(f32_file)
+    budget = _minimum(f32_file, decode_threads=2)
+    for direct in (False, True):
+        with edgellm.load(f32_file, context=CTX, ram_budget=budget, direct_io=direct, decode_threads=2) as m:
+            assert m.plan.streamed
+            np.testing.assert_array_equal(m.logits(PROMPT), ref_logits)
+
+
+def test_interrupted_pass_resynchronises(f32_file):
+    """A forward pass abandoned mid-way (Ctrl-C in chat) must not deadlock the prefetcher."""
+    ref_logits, _ = _reference(f32_file)
+    with edgellm.load(f32_file, context=CTX, ram_budget=_minimum(f32_file)) as m:
+        m.provider.layer(m.plan.streamed[0])
+        m.provider.release(m.plan.streamed[0])       # the pass stops here
+        np.testing.assert_array_equal(m.logits(PROMPT), ref_logits)
+
+
+def test_budget_error_names_minimum(f32_file):
+    with pytest.raises(edgellm.BudgetError, match="minimum workable budget is"):
+        edgellm.load(f32_file, context=CTX, ram_budget="100KB")
+
+
+def test_corrupt_chunk_mid_run_raises_format_error(stories_ellm, tmp_path):
+    path = tmp_path / "c.ellm"
+    path.write_bytes(stories_ellm["f32"].read_bytes())
+    m = edgellm.load(path, context=CTX, ram_budget=_minimum(path))
+    try:
+        m.logits(PROMPT)
+        layer = m.plan.streamed[0]
+        entry = m.file.tensors[f"model.layers.{layer}.mlp.up_proj.weight"]
+        with open(path, "r+b") as f:
+            f.seek(entry.chunks[0].offset + 10)
+            b = f.read(1)
+            f.seek(entry.chunks[0].offset + 10)
+            f.write(bytes([b[0] ^ 0xFF]))
+        with pytest.raises(edgellm.FormatError, match="checksum"):
+            for _ in range(3):
+                m.logits(PROMPT)
+    finally:
+        m.close()
+
+
+def test_truncated_file_mid_run_raises_format_error(stories_ellm, tmp_path):
+    path = tmp_path / "t.ellm"
+    path.write_bytes(stories_ellm["f32"].read_bytes())
+    m = edgellm.load(path, context=CTX, ram_budget=_minimum(path))
+    try:
+        last = m.file.tensors["model.layers.4.mlp.down_proj.weight"].chunks[0].offset
+        with open(path, "r+b") as f:
+            f.truncate(last)
+        with pytest.raises(edgellm.FormatError):
+            for _ in range(3):
+                m.logits(PROMPT)
+    finally:
+        m.close()
+
+
+def test_throttle_honours_bandwidth_within_10_percent():
+    t = Throttle(read_mb_s=50.0, latency_us=1000)
+    start = time.perf_counter()
+    for _ in range(10):
+        t.wait(1_000_000, time.perf_counter())
+    took = time.perf_counter() - start
+    want = 10 * (1e6 / 50e6 + 1e-3)
+    assert abs(took - want) / want < 0.10
+
+
+def test_device_emulation_slows_streaming_to_profile(f32_file):
+    """With a 20 MB/s profile, streamed bytes / elapsed time stays within 10% of 20 MB/s or below it."""
+    dev = DeviceProfile("slow", read_mb_s=20.0, read_latency_us=0)
+    with edgellm.load(f32_file, context=CTX, ram_budget=_minimum(f32_file), device=dev) as m:
+        before, t0 = m.provider.bytes_read, time.perf_counter()
+        for _ in range(3):
+            m.logits(PROMPT)
+        rate = (m.provider.bytes_read - before) / (time.perf_counter() - t0) / 1e6
+    assert 20.0 * 0.8 < rate <= 20.0 * 1.10
+
+
+def test_device_profiles_load():
+    names = list_devices()
+    for n in ("host", "rpi4-sdcard", "rpi5-sdcard", "rpi5-nvme", "phone-ufs31", "phone-ufs40"):
+        assert n in names
+        d = load_device(n)
+        assert d.name == n and set(d.sources) >= {"read_mb_s", "cpu_scale"}
+    with pytest.raises(edgellm.EdgeLLMError, match="unknown device"):
+        load_device("toaster")
+
+
+@pytest.mark.parametrize("text,want", [("512MB", 512 * 10 ** 6), ("1.5GiB", int(1.5 * 2 ** 30)), (4096, 4096),
+                                       ("300M", 300 * 2 ** 20), ("2 kb", 2000)])
+def test_parse_size(text, want):
+    assert parse_size(text) == want
+
+
+@pytest.mark.parametrize("bad", ["", "lots", "-5MB", 0, "5XB"])
+def test_parse_size_rejects(bad):
+    with pytest.raises(edgellm.EdgeLLMError):
+        parse_size(bad)
