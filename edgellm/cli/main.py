@@ -12,6 +12,8 @@ COMMANDS = {
     "convert": ("convert", "convert a Hugging Face model directory into an .ellm file"),
     "inspect": ("inspect", "show an .ellm file's config, tensors, bytes per layer and compression"),
     "verify": ("verify", "check every checksum of an .ellm file"),
+    "run": ("run", "generate text from a prompt"),
+    "plan": ("plan", "show what a RAM budget pins and streams, and the predicted speed on a device"),
 }
 
 

@@ -37,6 +37,13 @@ def parse_size(value) -> int:
     return n
 
 
+def fmt_bytes(n: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:,.2f} {unit}"
+    return f"{n} bytes"
+
+
 def default_budget() -> int:
     return int(psutil.virtual_memory().available * DEFAULT_FRACTION)
 
@@ -94,7 +101,7 @@ def make_plan(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], n
     fitting = [p for p in plans if p.total <= budget]
     if not fitting:   # pinning everything needs no slots, so the cheapest plan need not be the all-streamed one
         minimum = min(p.total for p in plans)
-        raise BudgetError(f"a RAM budget of {budget / 1e6:,.2f} MB is too small for this model; the minimum "
+        raise BudgetError(f"a RAM budget of {fmt_bytes(budget)} is too small for this model; the minimum "
                           f"workable budget is {minimum / 1e6:,.2f} MB (try --ram-budget "
                           f"{-(-minimum // 10 ** 5) / 10:g}MB, or a shorter --context)")
     return fitting[-1]   # the most pinned: fewest bytes streamed per token

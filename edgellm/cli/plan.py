@@ -1,0 +1,59 @@
+"""edgellm plan MODEL --ram-budget X [--device D]"""
+from __future__ import annotations
+
+import json
+
+# Decode matvec speed of this host's kernels, GB/s of stored weight bytes on 2 threads
+# (tools/bench_kernels.py); scaled by a device's cpu_scale for the compute estimate.
+HOST_KERNEL_GB_S = {"q4": 3.0, "q8": 4.0, "f16": 8.0, "f32": 20.0}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model", help=".ellm file")
+    p.add_argument("--ram-budget", default=None, help="RAM budget, e.g. 300MB (default: half the available)")
+    p.add_argument("--device", default=None, help="device profile for the speed prediction (default: host)")
+    p.add_argument("--context", type=int, default=None, help="context length (default: min(model, 2048))")
+    p.add_argument("--slots", type=int, default=2, help="stream slots")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def predict(plan, device, stype: str, weight_bytes: int) -> dict:
+    """Tokens/s bounds: flash (streamed bytes / bandwidth + per-read latency) and compute (all weights)."""
+    streamed = plan.streamed_bytes_per_pass
+    bw = (device.read_mb_s if device and device.read_mb_s else 750.0) * 1e6
+    io_s = streamed / bw + len(plan.streamed) * (device.read_latency_us if device else 0) / 1e6
+    compute_s = weight_bytes / (HOST_KERNEL_GB_S.get(stype, 3.0) * 1e9 * (device.cpu_scale if device else 1.0))
+    return {"io_seconds": io_s, "compute_seconds": compute_s,
+            "flash_bound_tps": 1 / io_s if io_s else float("inf"),
+            "predicted_tps": 1 / max(io_s, compute_s, 1e-9)}
+
+
+def run(args) -> int:
+    from .. import load
+    from ..runtime.device import load_device
+    dev = load_device(args.device) if args.device else None
+    with load(args.model, ram_budget=args.ram_budget, context=args.context, slots=args.slots) as m:
+        plan, f = m.plan, m.file
+        stype = (f.header.get("quant") or {}).get("type", "q4")
+        weights = sum(e.stored_bytes for e in f.entries)
+        pred = predict(plan, dev, stype, weights)
+    n = m.config.num_hidden_layers
+    name = lambda u: "head" if u == n else f"layer {u}"  # noqa: E731
+    if args.json:
+        print(json.dumps({"budget": plan.budget, "total": plan.total, "breakdown": plan.breakdown(),
+                          "pinned": plan.pinned, "streamed": plan.streamed, "slots": plan.slots,
+                          "streamed_bytes_per_token": plan.streamed_bytes_per_pass, **pred,
+                          "device": dev.name if dev else "host"}, indent=1))
+        return 0
+    print(f"{args.model}: budget {plan.budget / 1e6:,.1f} MB, plan uses {plan.total / 1e6:,.1f} MB")
+    for k, v in plan.breakdown().items():
+        print(f"  {k:<44} {v / 1e6:>10.2f} MB")
+    print(f"  pinned   ({len(plan.pinned):>3}): {', '.join(name(u) for u in plan.pinned) or '-'}")
+    print(f"  streamed ({len(plan.streamed):>3}): {', '.join(name(u) for u in plan.streamed) or '-'} "
+          f"through {plan.slots} slot(s)")
+    print(f"  embedding: {'pinned with the tied head' if plan.embed_pinned else 'rows fetched on demand'}")
+    print(f"  streamed per token: {plan.streamed_bytes_per_pass / 1e6:,.2f} MB")
+    dn = dev.name if dev else "host (750 MB/s cold disk)"
+    print(f"  on {dn}: flash bound {pred['flash_bound_tps']:.2f} tok/s, compute ~{pred['compute_seconds'] * 1e3:.0f} "
+          f"ms/token -> predicted {pred['predicted_tps']:.2f} tok/s (interpreter + numba baseline not counted)")
+    return 0
