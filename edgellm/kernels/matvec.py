@@ -14,7 +14,7 @@ from numba import uint64 as u64
 from ..quant import QTensor
 
 F16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
-MATMUL_BLOCK = 256          # weight rows dequantized at once for prefill
+MATMUL_BLOCK = 1024         # weight rows dequantized at once for prefill
 
 
 class Workspace:
@@ -179,14 +179,18 @@ def matmul(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     if lay.stype == "f32":
         np.dot(x, w.codes.T, out=out)
         return
-    k = lay.cols
-    for r0 in range(0, lay.rows, MATMUL_BLOCK):
-        rows = min(MATMUL_BLOCK, lay.rows - r0)
-        deq = ws.deq[:rows, :lay.padded_cols]
+    k, pc = lay.cols, lay.padded_cols
+    block = max(1, min(lay.rows, ws.deq.size // pc))
+    for r0 in range(0, lay.rows, block):
+        rows = min(block, lay.rows - r0)
+        deq = ws.deq.reshape(-1)[:rows * pc].reshape(rows, pc)     # contiguous, as BLAS likes it
         if lay.stype == "q4":
             _dequant_q4(w.codes, w.scales.view(np.uint16), F16_TABLE, r0, deq)
         elif lay.stype == "q8":
             _dequant_q8(w.codes, w.scales.view(np.uint16), F16_TABLE, r0, deq)
         else:
-            deq[:] = w.codes[r0:r0 + rows]
-        out[:, r0:r0 + rows] = x @ deq[:, :k].T
+            deq[:, :k] = w.codes[r0:r0 + rows]
+        if rows == lay.rows:
+            np.dot(x, deq[:, :k].T, out=out)
+        else:
+            out[:, r0:r0 + rows] = x @ deq[:, :k].T
