@@ -38,8 +38,9 @@ def _warm_kernels() -> None:
 
 def main(a: dict) -> dict:
     import edgellm
+    from .. import kernels
     from ..generate.generate import peak_rss_bytes
-    edgellm.kernels.set_threads(a.get("threads"))
+    kernels.set_threads(a.get("threads"))
     _warm_kernels()
     baseline = _rss()
     t0 = time.perf_counter()
