@@ -21,7 +21,8 @@ from ..quant import QTensor
 from .plan import Plan
 
 EMBED = "model.embed_tokens.weight"
-PIECE = 4 << 20          # bytes per read request: large sequential reads, decode starts as pieces land
+PIECE = 2 << 20          # bytes per read request: large enough for full bandwidth, small enough that
+                         # decoding the last piece of a layer (not overlapped) stays short
 PAGE = 4096
 
 
@@ -108,7 +109,8 @@ class StreamedWeights:
         self.streamed = list(plan.streamed)
         self.slots = [np.empty(plan.slot_bytes, np.uint8) for _ in range(plan.slots)]
         self.staging = aligned_empty(plan.staging_bytes + 2 * PAGE) if self.streamed else None
-        self._pool = ThreadPoolExecutor(max(1, decode_threads)) if decode_threads > 1 else None
+        # Chunks decode on the pool while the prefetch thread goes on reading (decode_threads 0: inline).
+        self._pool = ThreadPoolExecutor(decode_threads, "edgellm-decode") if decode_threads > 0 else None
         self._cv = threading.Condition()
         self._ready: dict[int, int] = {}     # unit -> slot holding it
         self._free = list(range(len(self.slots)))
@@ -227,40 +229,45 @@ class StreamedWeights:
                 self._cv.notify_all()
 
     def _load(self, u: int, slot: np.ndarray) -> None:
-        entries = [self.f.tensors[n] for n in self.names[u]]
-        spans = _spans(entries)
+        """Read unit u's spans piece by piece; each chunk is decoded (on the pool) as soon as it has landed,
+        so decompression and checksumming overlap the reads of the rest of the layer."""
         out = memoryview(slot)
-        t_read = t_dec = 0.0
-        for start, end, members in spans:
-            t0 = time.perf_counter()
-            self._read_span(start, end)
-            t1 = time.perf_counter()
-            t_read += t1 - t0
-            base = start - (start % PAGE if self.direct else 0)
-            jobs = []
-            for e in members:
-                off = self.offsets[u][0][e.name]
-                dst = out[off:off + e.raw_bytes]
-                for c in e.chunks:
-                    stored = self.staging[c.offset - base:c.offset - base + c.length]
-                    if self._pool is not None:
-                        jobs.append(self._pool.submit(self.f.decode_chunk, e, c, stored, dst))
-                    else:
-                        self.f.decode_chunk(e, c, stored, dst)
-            for j in jobs:
-                j.result()
-            t_dec += time.perf_counter() - t1
+        jobs, t_dec = [], [0.0]
+        t0 = time.perf_counter()
+
+        def decode(e, c, stored, dst):
+            t = time.perf_counter()
+            self.f.decode_chunk(e, c, stored, dst)
+            t_dec[0] += time.perf_counter() - t
+
+        for start, end, members in _spans([self.f.tensors[n] for n in self.names[u]]):
+            base = start - start % PAGE if self.direct else start
+            pending = [(c.offset + c.length, e, c) for e in members for c in e.chunks]
+            k = 0
+            for landed in self._read_span(start, end):
+                while k < len(pending) and pending[k][0] <= landed:
+                    _, e, c = pending[k]
+                    off = self.offsets[u][0][e.name]
+                    args = (e, c, self.staging[c.offset - base:c.offset - base + c.length],
+                            out[off:off + e.raw_bytes])
+                    jobs.append(self._pool.submit(decode, *args) if self._pool else decode(*args))
+                    k += 1
+            for j in jobs:          # the staging buffer is reused by the next span
+                if j is not None:
+                    j.result()
+            jobs.clear()
         st = self.stats
-        st.read_s += t_read
-        st.decode_s += t_dec
+        total = time.perf_counter() - t0
+        st.decode_s += t_dec[0]
         st.units_loaded += 1
         rec = st.per_unit.setdefault(u, [0.0, 0.0, 0])
-        rec[0] += t_read
-        rec[1] += t_dec
+        rec[0] += total
+        rec[1] += t_dec[0]
         rec[2] += 1
 
-    def _read_span(self, start: int, end: int) -> None:
-        """Read file bytes [start, end) into the staging buffer with large requests."""
+    def _read_span(self, start: int, end: int):
+        """Read file bytes [start, end) into the staging buffer with large requests; yields the file
+        offset up to which bytes have landed after each request."""
         if self.direct:
             lo, hi = start - start % PAGE, -(-end // PAGE) * PAGE
         else:
@@ -271,14 +278,14 @@ class StreamedWeights:
             n = min(PIECE, hi - pos)
             t0 = time.perf_counter()
             got = os.preadv(self._fd, [buf[pos - lo:pos - lo + n]], pos)
-            if got <= 0 and pos < end:
-                raise FormatError(f"{self.f.path}: file ended at {pos} while reading a layer (truncated?)")
             self.throttle.wait(got, t0)
-            self.stats.bytes_read += got
+            self.stats.read_s += time.perf_counter() - t0
+            self.stats.bytes_read += max(got, 0)
             pos += max(got, 0)
+            if got < n and pos < end:
+                raise FormatError(f"{self.f.path}: file ended at {pos} while reading a layer (truncated?)")
+            yield min(pos, end)
             if got < n:
-                if pos < end:
-                    raise FormatError(f"{self.f.path}: short read at {pos} (file truncated or removed?)")
                 break
         if not self.direct:
             os.posix_fadvise(self._fd, lo, hi - lo, os.POSIX_FADV_DONTNEED)
