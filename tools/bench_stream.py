@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cgroup", action="store_true", help="run each child inside a memory cgroup")
     ap.add_argument("--devices", default="rpi5-nvme,rpi4-sdcard")
+    ap.add_argument("--device-gen-tokens", type=int, default=6, help="tokens per emulated-device run (slow)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     size = os.path.getsize(a.model)
@@ -72,7 +73,8 @@ def main() -> None:
         for path, codec in ((a.model, "file codec"), (a.zstd_model, "zstd")):
             if not path:
                 continue
-            r = run_child(dict(base, model=path, budget=size // 2, device=name), cold=True)
+            r = run_child(dict(base, model=path, budget=size // 2, device=name, gen_tokens=a.device_gen_tokens,
+                               prompt_tokens=4), cold=True)
             rows.append(_row(f"{name} 50% {codec}", r, dev.read_mb_s))
             print(json.dumps(rows[-1]))
     print(f"\n{'config':<28} {'tok/s':>7} {'bound':>7} {'of bound':>8} {'MB/tok':>7} {'overlap':>7} "

@@ -1,0 +1,39 @@
+"""The RAM budget is a promise: peak RSS of a child process minus its measured baseline stays within it."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import edgellm
+from edgellm.bench.runner import run_child
+from edgellm.synthetic import SyntheticConfig, make_checkpoint
+
+# Allocator and interpreter slack above the plan: Python objects per token, glibc arenas of the decode and
+# prefetch threads. Documented in the README; the plan itself must fit the budget exactly.
+SLACK = 24 << 20
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rss")
+    cfg = SyntheticConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=12, num_attention_heads=16,
+                          num_key_value_heads=4, vocab_size=8192, tie_word_embeddings=False, rope_theta=1e4,
+                          max_position_embeddings=512)
+    src = make_checkpoint(d / "src", cfg, dtype="float16")
+    return edgellm.convert(src, d / "m.ellm", quant="q8", progress=False).path
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.7, 0.9])
+def test_peak_rss_within_budget(model_file, fraction):
+    size = os.path.getsize(model_file)
+    assert size > 150e6
+    budget = int(size * fraction)
+    r = run_child({"model": str(model_file), "budget": budget, "gen_tokens": 6, "prompt_tokens": 40,
+                   "context": 256, "threads": 2})
+    assert "error" not in r, r
+    assert r["streamed"], "the budget should force streaming"
+    assert r["plan_total"] <= budget
+    print(f"budget {budget / 1e6:.0f} MB: RSS over baseline {r['rss_over_baseline'] / 1e6:.0f} MB "
+          f"(plan {r['plan_total'] / 1e6:.0f} MB, baseline {r['baseline_rss'] / 1e6:.0f} MB)")
+    assert r["rss_over_baseline"] <= budget + SLACK
