@@ -52,9 +52,13 @@ class Tokenizer:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
+        """Token ids; by default with the special tokens the tokenizer adds itself (and BOS when the
+        tokenizer_config asks for it), with add_bos=True/False exactly one BOS or none."""
+        if add_bos is not None:
+            ids = self._tok.encode(text, add_special_tokens=False).ids
+            return [self.bos_id] + ids if add_bos and self.bos_id is not None else ids
         ids = self._tok.encode(text, add_special_tokens=True).ids
-        want = self.add_bos if add_bos is None else add_bos
-        if want and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
+        if self.add_bos and (not ids or ids[0] != self.bos_id):
             ids = [self.bos_id] + ids      # the tokenizer.json's post-processor did not add it
         return ids
 

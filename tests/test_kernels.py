@@ -1,0 +1,96 @@
+"""Each kernel against a plain numpy computation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgellm import kernels
+from edgellm.errors import UnsupportedModelError
+from edgellm.kernels.ops import inv_freq
+from edgellm.quant import QTensor
+
+RNG = np.random.default_rng(0)
+
+
+def _ws(rows=8, cols=512, heads=8, ctx=64):
+    return kernels.Workspace(max_rows=rows, max_cols=cols, n_heads=heads, context=ctx)
+
+
+@pytest.mark.parametrize("stype", ["q4", "q8", "f16", "f32"])
+@pytest.mark.parametrize("shape", [(37, 172), (64, 64), (5, 300), (130, 256)])
+@pytest.mark.parametrize("group", [32, 128])
+def test_matvec_and_matmul_vs_dequantized_reference(stype, shape, group):
+    w = RNG.standard_normal(shape).astype(np.float32)
+    t = QTensor.quantize(w, stype, group)
+    ref_w = t.dequantize()
+    x = RNG.standard_normal((6, shape[1])).astype(np.float32)
+    ws = _ws(cols=512)
+    out = np.zeros(shape[0], np.float32)
+    kernels.matvec(t, x[0], out, ws)
+    want = ref_w @ x[0]
+    # q4/q8 decode quantizes the activation to int8 per group: error ~ |w|.|x| / 254 per group
+    tol = 2e-5 if stype in ("f32", "f16") else 0.02
+    scale = np.abs(ref_w) @ np.abs(x[0])
+    assert (np.abs(out - want) <= tol * scale + 1e-5).all()
+    outm = np.zeros((6, shape[0]), np.float32)
+    kernels.matmul(t, x, outm, ws)
+    np.testing.assert_allclose(outm, x @ ref_w.T, rtol=1e-4, atol=1e-4)
+
+
+def test_rmsnorm_silu():
+    x = RNG.standard_normal((3, 70)).astype(np.float32)
+    w = RNG.standard_normal(70).astype(np.float32)
+    out = np.zeros_like(x)
+    kernels.rmsnorm(x, w, 1e-5, out)
+    np.testing.assert_allclose(out, x / np.sqrt((x * x).mean(1, keepdims=True) + 1e-5) * w, rtol=1e-5, atol=1e-6)
+    g, u = RNG.standard_normal((2, 9)).astype(np.float32), RNG.standard_normal((2, 9)).astype(np.float32)
+    kernels.silu_mul(g, u, out[:2, :9])
+    np.testing.assert_allclose(out[:2, :9], g / (1 + np.exp(-g)) * u, rtol=1e-5, atol=1e-6)
+
+
+def test_rope_scalings_follow_hf_formulas():
+    base = 1.0 / (10000.0 ** (np.arange(0, 16, 2) / 16))
+    np.testing.assert_allclose(inv_freq(16, 10000.0, None), base)
+    np.testing.assert_allclose(inv_freq(16, 10000.0, {"type": "linear", "factor": 4.0}), base / 4)
+    s = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+         "original_max_position_embeddings": 64}
+    got = inv_freq(16, 10000.0, s)
+    wl = 2 * np.pi / base
+    for f, b, w in zip(got, base, wl):     # HF: high freq kept, low freq / factor, smooth in between
+        if w < 64 / 4:
+            assert f == pytest.approx(b)
+        elif w > 64 / 1:
+            assert f == pytest.approx(b / 8)
+        else:
+            sm = (64 / w - 1) / 3
+            assert f == pytest.approx((1 - sm) * b / 8 + sm * b)
+    with pytest.raises(UnsupportedModelError, match="yarn"):
+        inv_freq(16, 10000.0, {"rope_type": "yarn", "factor": 2})
+
+
+def test_apply_rope_rotate_half():
+    x = RNG.standard_normal((3, 2, 8)).astype(np.float32)
+    cos, sin = kernels.rope_tables(8, 16, 10000.0, None)
+    pos = np.array([0, 5, 9])
+    y = x.copy()
+    kernels.apply_rope(y, pos, cos, sin)
+    c, s = np.concatenate([cos[pos]] * 2, 1)[:, None], np.concatenate([sin[pos]] * 2, 1)[:, None]
+    rot = np.concatenate([-x[..., 4:], x[..., :4]], -1)
+    np.testing.assert_allclose(y, x * c + rot * s, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("start", [0, 7])
+def test_attention_gqa_causal(start):
+    t, h, kv, hd, ctx = 4, 6, 2, 8, 32
+    q = RNG.standard_normal((t, h, hd)).astype(np.float32)
+    kc = RNG.standard_normal((ctx, kv, hd)).astype(np.float32)
+    vc = RNG.standard_normal((ctx, kv, hd)).astype(np.float32)
+    out = np.zeros_like(q)
+    kernels.attention(q, kc, vc, start, out, _ws(heads=h, ctx=ctx))
+    for i in range(t):
+        n = start + i + 1
+        for j in range(h):
+            k, v = kc[:n, j // 3], vc[:n, j // 3]
+            s = k @ q[i, j] / np.sqrt(hd)
+            p = np.exp(s - s.max())
+            np.testing.assert_allclose(out[i, j], (p / p.sum()) @ v, rtol=1e-4, atol=1e-5)
