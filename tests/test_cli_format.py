@@ -73,3 +73,14 @@ def test_user_errors_are_one_line(converted, stories_dir, tmp_path):
     out = tmp_path / "o.ellm"
     assert_one_line_error(cli("convert", tmp_path, "-o", out), "config.json")
     assert not out.exists()
+
+
+def test_perplexity_with_reference(stories_ellm):
+    from pathlib import Path
+    text = Path(__file__).parent / "data" / "tinystory.txt"
+    same = cli("perplexity", stories_ellm["f32"], "--text", text, "--reference", stories_ellm["f32"], check=True)
+    assert "top-1 agreement 100.00%" in same.stdout and "mean KL 0.00000" in same.stdout
+    q4 = cli("perplexity", stories_ellm["q4"], "--text", text, "--reference", stories_ellm["f32"], "--window", "128",
+             check=True).stdout
+    ppl = float(q4.split("perplexity ")[1].split()[0])
+    assert 1.0 < ppl < 20.0 and "top-1 agreement" in q4
