@@ -39,7 +39,7 @@ def check_supported(cfg: dict) -> None:
     act = cfg.get("hidden_act", "silu")
     if act != "silu":
         raise UnsupportedModelError(f"hidden_act {act!r} is not supported (edgellm implements silu)")
-    rs = cfg.get("rope_scaling") or {}
+    rs = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
     kind = rs.get("rope_type", rs.get("type", "default"))
     if kind not in ("default", "linear", "llama3"):
         raise UnsupportedModelError(f"rope_scaling type {kind!r} is not supported (default, linear, llama3)")

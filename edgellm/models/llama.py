@@ -13,6 +13,19 @@ from .. import kernels
 from ..errors import UnsupportedModelError
 
 
+def rope_settings(cfg: dict, default_theta=None) -> dict:
+    """rope_theta and rope_scaling from either config schema: transformers <= 4 keeps them at the top level,
+    transformers 5 writes one `rope_parameters` object (rope_type "default" meaning no scaling)."""
+    rp = cfg.get("rope_parameters")
+    if not isinstance(rp, dict):
+        return {}
+    out = {"rope_theta": rp.get("rope_theta", cfg.get("rope_theta", default_theta))}
+    out = {k: v for k, v in out.items() if v is not None}
+    kind = rp.get("rope_type", rp.get("type", "default"))
+    out["rope_scaling"] = None if kind == "default" else {k: v for k, v in rp.items() if k != "rope_theta"}
+    return out
+
+
 @dataclass
 class ModelArgs:
     model_type: str
@@ -34,7 +47,9 @@ class ModelArgs:
     def from_dict(cls, cfg: dict) -> "ModelArgs":
         """Build from a Hugging Face config.json object, ignoring keys this family does not use."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in cfg.items() if k in names})
+        kw = {k: v for k, v in cfg.items() if k in names}
+        kw.update(rope_settings(cfg, kw.get("rope_theta")))
+        return cls(**kw)
 
     def __post_init__(self):
         self.num_key_value_heads = self.num_key_value_heads or self.num_attention_heads
