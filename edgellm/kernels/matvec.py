@@ -14,7 +14,7 @@ from numba import uint64 as u64
 from ..quant import QTensor
 
 F16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
-MATMUL_BLOCK = 1024         # weight rows dequantized at once for prefill
+MATMUL_BLOCK = 256          # weight rows dequantized at once for prefill (x padded cols f32)
 
 
 class Workspace:

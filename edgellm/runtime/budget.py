@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..format import EllmFile
 from ..format.spec import EMBED_CHUNK
 from .plan import TOKENIZER_FACTOR, LayerCost, Plan, default_budget, make_plan, parse_size
-from .stream import EMBED, _offsets, _spans, unit_names
+from .stream import EMBED, _offsets, _spans, staging_room, unit_names
 
 DEFAULT_SLOTS = 2
 
@@ -34,4 +34,4 @@ def plan_for(f: EllmFile, n_layers: int, tied: bool, run_state_bytes: int, ram_b
              slots: int = DEFAULT_SLOTS, decode_threads: int = 1) -> Plan:
     budget = parse_size(ram_budget) if ram_budget is not None else default_budget()
     return make_plan(unit_costs(f, n_layers), budget, fixed_costs(f, run_state_bytes, decode_threads),
-                     n_layers, slots=slots, tied=tied)
+                     n_layers, slots=slots, tied=tied, staging=staging_room(f))

@@ -62,7 +62,7 @@ class Plan:
     streamed: list[int]
     slots: int
     slot_bytes: int           # one decoded layer
-    staging_bytes: int        # compressed bytes of the largest streamed span
+    staging_bytes: int        # the staging ring the prefetcher reads into (only when something streams)
     embed_pinned: bool
     costs: dict[int, LayerCost]
     fixed: dict[str, int] = field(default_factory=dict)   # run state, tokenizer, decoder scratch...
@@ -85,7 +85,7 @@ class Plan:
 
 
 def make_plan(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], n_layers: int,
-              slots: int = 2, tied: bool = False) -> Plan:
+              slots: int = 2, tied: bool = False, staging: int = 0) -> Plan:
     """Pin the head first, then as many layers as fit beside `slots` stream slots; spread the pinned
     layers evenly so the prefetcher always has a streamed layer to read while a pinned one computes."""
     if slots < 1:
@@ -97,7 +97,7 @@ def make_plan(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], n
     for k in range(len(order) + 1):
         pinned = sorted(order[:k])
         streamed = [i for i in blocks + [head] if i not in pinned]
-        plans.append(_plan_for(costs, budget, fixed, pinned, streamed, slots, tied))
+        plans.append(_plan_for(costs, budget, fixed, pinned, streamed, slots, tied, staging))
     fitting = [p for p in plans if p.total <= budget]
     if not fitting:   # pinning everything needs no slots, so the cheapest plan need not be the all-streamed one
         minimum = min(p.total for p in plans)
@@ -107,9 +107,8 @@ def make_plan(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], n
     return fitting[-1]   # the most pinned: fewest bytes streamed per token
 
 
-def _plan_for(costs, budget, fixed, pinned, streamed, slots, tied) -> Plan:
+def _plan_for(costs, budget, fixed, pinned, streamed, slots, tied, staging) -> Plan:
     slot = max((costs[i].raw for i in streamed), default=0)
-    staging = max((costs[i].stored for i in streamed), default=0)
     n_slots = min(slots, len(streamed)) if streamed else 0
     embed_pinned = tied and max(costs) in pinned     # a tied head is the embedding table itself
     f = dict(fixed)

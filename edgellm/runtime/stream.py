@@ -24,6 +24,36 @@ EMBED = "model.embed_tokens.weight"
 PIECE = 2 << 20          # bytes per read request: large enough for full bandwidth, small enough that
                          # decoding the last piece of a layer (not overlapped) stays short
 PAGE = 4096
+RING = 3                 # staging buffers: one being read while the other two decode
+
+
+def group_bytes(f: EllmFile) -> int:
+    """Bytes per read request: PIECE, or a third of the largest layer when layers are small, so the whole
+    staging ring never outweighs one layer."""
+    return min(PIECE, -(-max((s.end - s.start for s in f.layer_spans()), default=PIECE) // RING))
+
+
+def staging_room(f: EllmFile) -> int:
+    """Bytes of the staging ring: RING buffers, each one read group (or one larger chunk) plus O_DIRECT
+    page rounding on both ends."""
+    biggest = max((c.length for e in f.entries for c in e.chunks), default=0)
+    one = -(-(max(group_bytes(f), biggest) + 2 * PAGE) // PAGE) * PAGE
+    return RING * one
+
+
+def _groups(chunks, limit: int) -> list[list]:
+    """Consecutive (entry, chunk) pairs cut into read groups of at most `limit` bytes (a larger chunk alone)."""
+    out, cur, start = [], [], 0
+    for e, c in chunks:
+        if cur and c.offset + c.length - start > limit:
+            out.append(cur)
+            cur = []
+        if not cur:
+            start = c.offset
+        cur.append((e, c))
+    if cur:
+        out.append(cur)
+    return out
 
 
 def layer_prefix(i: int) -> str:
@@ -108,7 +138,9 @@ class StreamedWeights:
         self.direct = direct_io and self._fd != f.fileno()
         self.streamed = list(plan.streamed)
         self.slots = [np.empty(plan.slot_bytes, np.uint8) for _ in range(plan.slots)]
-        self.staging = aligned_empty(plan.staging_bytes + 2 * PAGE) if self.streamed else None
+        self.group_bytes = group_bytes(f)
+        self.group_room = staging_room(f) // RING                  # one ring buffer, page multiple
+        self.staging = aligned_empty(self.group_room * RING) if self.streamed else None
         # Chunks decode on the pool while the prefetch thread goes on reading (decode_threads 0: inline).
         self._pool = ThreadPoolExecutor(decode_threads, "edgellm-decode") if decode_threads > 0 else None
         self._cv = threading.Condition()
@@ -229,10 +261,11 @@ class StreamedWeights:
                 self._cv.notify_all()
 
     def _load(self, u: int, slot: np.ndarray) -> None:
-        """Read unit u's spans piece by piece; each chunk is decoded (on the pool) as soon as it has landed,
-        so decompression and checksumming overlap the reads of the rest of the layer."""
+        """Read unit u's chunks in groups of about PIECE bytes into a ring of staging buffers; each group's
+        chunks decode on the pool while the next group is read, so decompression and checksumming
+        overlap the reads, and staging stays a few MB instead of a whole layer."""
         out = memoryview(slot)
-        jobs, t_dec = [], [0.0]
+        t_dec = [0.0]
         t0 = time.perf_counter()
 
         def decode(e, c, stored, dst):
@@ -240,55 +273,50 @@ class StreamedWeights:
             self.f.decode_chunk(e, c, stored, dst)
             t_dec[0] += time.perf_counter() - t
 
-        for start, end, members in _spans([self.f.tensors[n] for n in self.names[u]]):
-            base = start - start % PAGE if self.direct else start
-            pending = [(c.offset + c.length, e, c) for e in members for c in e.chunks]
-            k = 0
-            for landed in self._read_span(start, end):
-                while k < len(pending) and pending[k][0] <= landed:
-                    _, e, c = pending[k]
-                    off = self.offsets[u][0][e.name]
-                    args = (e, c, self.staging[c.offset - base:c.offset - base + c.length],
-                            out[off:off + e.raw_bytes])
-                    jobs.append(self._pool.submit(decode, *args) if self._pool else decode(*args))
-                    k += 1
-            for j in jobs:          # the staging buffer is reused by the next span
-                if j is not None:
-                    j.result()
-            jobs.clear()
+        ring: list[list] = [[] for _ in range(RING)]       # pending decode jobs per staging buffer
+        entries = sorted((self.f.tensors[n] for n in self.names[u]), key=lambda e: e.chunks[0].offset)
+        for k, group in enumerate(_groups([(e, c) for e in entries for c in e.chunks], self.group_bytes)):
+            r = k % RING
+            for j in ring[r]:                                  # that buffer's previous chunks are decoded
+                j.result()
+            ring[r].clear()
+            buf, base = self._read_group(group, r)
+            for e, c in group:
+                off = self.offsets[u][0][e.name]
+                args = (e, c, buf[c.offset - base:c.offset - base + c.length], out[off:off + e.raw_bytes])
+                if self._pool is not None:
+                    ring[r].append(self._pool.submit(decode, *args))
+                else:
+                    decode(*args)
+        for jobs in ring:
+            for j in jobs:
+                j.result()
         st = self.stats
-        total = time.perf_counter() - t0
         st.decode_s += t_dec[0]
         st.units_loaded += 1
         rec = st.per_unit.setdefault(u, [0.0, 0.0, 0])
-        rec[0] += total
+        rec[0] += time.perf_counter() - t0
         rec[1] += t_dec[0]
         rec[2] += 1
 
-    def _read_span(self, start: int, end: int):
-        """Read file bytes [start, end) into the staging buffer with large requests; yields the file
-        offset up to which bytes have landed after each request."""
-        if self.direct:
-            lo, hi = start - start % PAGE, -(-end // PAGE) * PAGE
-        else:
-            lo, hi = start, end
-        buf = memoryview(self.staging)
-        pos = lo
-        while pos < hi:
-            n = min(PIECE, hi - pos)
-            t0 = time.perf_counter()
-            got = os.preadv(self._fd, [buf[pos - lo:pos - lo + n]], pos)
-            self.throttle.wait(got, t0)
-            self.stats.read_s += time.perf_counter() - t0
-            self.stats.bytes_read += max(got, 0)
-            pos += max(got, 0)
-            if got < n and pos < end:
-                raise FormatError(f"{self.f.path}: file ended at {pos} while reading a layer (truncated?)")
-            yield min(pos, end)
-            if got < n:
-                break
+    def _read_group(self, group, r: int):
+        """One read request for consecutive chunks into staging buffer r; returns (view, file offset of
+        its first byte)."""
+        start = group[0][1].offset
+        end = group[-1][1].offset + group[-1][1].length
+        lo, hi = (start - start % PAGE, -(-end // PAGE) * PAGE) if self.direct else (start, end)
+        buf = self.staging[r * self.group_room:r * self.group_room + (hi - lo)]
+        t0 = time.perf_counter()
+        got = os.preadv(self._fd, [memoryview(buf)], lo)
+        self.throttle.wait(got, t0)
+        self.stats.read_s += time.perf_counter() - t0
+        self.stats.bytes_read += max(got, 0)
+        if got < end - lo:
+            raise FormatError(f"{self.f.path}: file ended at {lo + max(got, 0)} while reading a layer "
+                              f"(truncated or removed?)")
         if not self.direct:
             os.posix_fadvise(self._fd, lo, hi - lo, os.POSIX_FADV_DONTNEED)
+        return buf, lo
 
     def _open_direct(self) -> int:
         if self.f.alignment % PAGE or not hasattr(os, "O_DIRECT"):
