@@ -126,9 +126,11 @@ def _tokenizer(f: EllmFile) -> Tokenizer:
 
 
 def load(path, *, ram_budget=None, threads=None, context=None, device=None, slots: int = DEFAULT_SLOTS,
-         direct_io: bool = False, decode_threads: int = 1) -> Model:
+         direct_io: bool = True, decode_threads: int = 1) -> Model:
     """Open an .ellm file for generation within `ram_budget` (bytes or "512MB"; default: half of the
-    available memory). Layers that do not fit stream from flash; `device` emulates a device's flash."""
+    available memory). Layers that do not fit stream from flash; `device` emulates a device's flash.
+    Streamed layers are read with O_DIRECT (measured faster than buffered reads + fadvise at every budget;
+    falls back to buffered reads where O_DIRECT is unavailable); direct_io=False selects the other."""
     t0 = time.perf_counter()
     kernels.set_threads(threads)
     f = EllmFile(path)

@@ -46,7 +46,7 @@ def main(a: dict) -> dict:
     baseline = _rss()
     t0 = time.perf_counter()
     model = edgellm.load(a["model"], ram_budget=a.get("budget"), device=a.get("device"), context=a.get("context"),
-                         slots=a.get("slots", 2), direct_io=a.get("direct_io", False),
+                         slots=a.get("slots", 2), direct_io=a.get("direct_io", True),
                          decode_threads=a.get("decode_threads", 1))
     load_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)

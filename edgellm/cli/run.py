@@ -1,6 +1,7 @@
 """edgellm run MODEL -p PROMPT"""
 from __future__ import annotations
 
+import argparse
 import sys
 
 
@@ -13,7 +14,8 @@ def add_model_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="compute threads (default: physical cores)")
     p.add_argument("--context", type=int, default=None, help="context length in tokens (default: min(model, 2048))")
     p.add_argument("--slots", type=int, default=2, help="stream slots for layers that do not fit")
-    p.add_argument("--direct-io", action="store_true", help="read streamed layers with O_DIRECT")
+    p.add_argument("--direct-io", action=argparse.BooleanOptionalAction, default=True,
+                   help="read streamed layers with O_DIRECT (default) or buffered reads + fadvise(DONTNEED)")
 
 
 def add_sampling_arguments(p, temp: float = 0.0, top_p: float = 1.0) -> None:
