@@ -3,6 +3,8 @@ from .errors import (BudgetError, ConvertError, EdgeLLMError, FormatError, Token
                      UnsupportedModelError)
 
 __version__ = "0.1.0"
+__all__ = ["load", "convert", "EdgeLLMError", "FormatError", "BudgetError", "UnsupportedModelError",
+           "ConvertError", "TokenizerError", "__version__"]
 
 
 def convert(src, dst, **kwargs):

@@ -9,7 +9,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import EdgeLLMError
-from .sampling import StopMatcher, apply_repetition_penalty, make_sampler
+from .sampling import apply_repetition_penalty, make_sampler
 
 REPETITION_WINDOW = 64   # recent tokens the repetition penalty looks at (llama.cpp's default)
 

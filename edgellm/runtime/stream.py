@@ -149,6 +149,7 @@ class StreamedWeights:
         self._next = 0                       # index into self.streamed of the next unit to load
         self._expect = 0                     # index into self.streamed of the next unit the model wants
         self._error: BaseException | None = None
+        self._generation = 0                 # bumped by _resync: loads started before it are discarded
         self._stop = False
         self._thread = None
         if self.streamed:
@@ -226,7 +227,7 @@ class StreamedWeights:
 
     def _resync(self, index: int) -> None:
         """Drop what was prefetched (called with the lock held) and restart loading at streamed[index]."""
-        self._generation = getattr(self, "_generation", 0) + 1
+        self._generation += 1
         self._ready.clear()
         self._free = list(range(len(self.slots)))
         self._next = self._expect = index
@@ -243,7 +244,7 @@ class StreamedWeights:
                     return
                 slot = self._free.pop()
                 u = self.streamed[self._next]
-                gen = getattr(self, "_generation", 0)
+                gen = self._generation
                 self._next = (self._next + 1) % len(self.streamed)
             try:
                 self._load(u, self.slots[slot])
@@ -254,7 +255,7 @@ class StreamedWeights:
                     self._cv.notify_all()
                 continue
             with self._cv:
-                if gen == getattr(self, "_generation", 0):
+                if gen == self._generation:
                     self._ready[u] = slot
                 elif slot not in self._free:
                     self._free.append(slot)
