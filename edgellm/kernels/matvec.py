@@ -97,6 +97,36 @@ def _matvec_q4(codes, scales, xq, xs, xsum, table, out):
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=True)
+def _matvec_q4_g32(codes, scales, xq, xs, xsum, table, out):
+    """Group-32 fast path of _matvec_q4: 16 float lane accumulators per row carried across groups, so the
+    horizontal sum happens once per row instead of once per group (literal 16/32 strides vectorize)."""
+    n, ng = codes.shape[0], scales.shape[1]
+    for t in prange((n + 1) // 2):
+        r0 = 2 * t
+        r1 = min(r0 + 1, n - 1)                 # an odd last row is computed twice, stored once
+        acc0 = np.zeros(16, np.float32)
+        acc1 = np.zeros(16, np.float32)
+        corr0 = np.float32(0.0)
+        corr1 = np.float32(0.0)
+        c0, c1 = codes[r0], codes[r1]
+        for g in range(ng):
+            f0 = table[scales[r0, g]] * xs[g]
+            f1 = table[scales[r1, g]] * xs[g]
+            corr0 += f0 * np.float32(xsum[g])
+            corr1 += f1 * np.float32(xsum[g])
+            for lane in range(16):
+                xl = np.int32(xq[g * 32 + lane])
+                xh = np.int32(xq[g * 32 + 16 + lane])
+                w0 = np.int32(c0[g * 16 + lane])
+                w1 = np.int32(c1[g * 16 + lane])
+                acc0[lane] += f0 * np.float32((w0 & 15) * xl + (w0 >> 4) * xh)
+                acc1[lane] += f1 * np.float32((w1 & 15) * xl + (w1 >> 4) * xh)
+        out[r0] = acc0.sum() - 8 * corr0
+        if r1 != r0:
+            out[r1] = acc1.sum() - 8 * corr1
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=True)
 def _matvec_q8(codes, scales, xq, xs, table, out):
     """codes i8[N, P], scales u16[N, groups]; out[N]."""
     n, ng = codes.shape[0], scales.shape[1]
@@ -137,7 +167,8 @@ def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
         quantize_activation(x, w.layout.group, ws.xq, ws.xs, ws.xsum)
         p = w.layout.padded_cols
         if st == "q4":
-            _matvec_q4(w.codes, w.scales.view(np.uint16), ws.xq[:p], ws.xs, ws.xsum, F16_TABLE, out)
+            kernel = _matvec_q4_g32 if w.layout.group == 32 else _matvec_q4
+            kernel(w.codes, w.scales.view(np.uint16), ws.xq[:p], ws.xs, ws.xsum, F16_TABLE, out)
         else:
             _matvec_q8(w.codes, w.scales.view(np.uint16), ws.xq[:p], ws.xs, F16_TABLE, out)
     elif st == "f32":
