@@ -1,0 +1,1 @@
+"""Chat templates: turn a list of messages into the prompt text a model was trained on."""
