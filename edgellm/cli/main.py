@@ -15,6 +15,7 @@ COMMANDS = {
     "run": ("run", "generate text from a prompt"),
     "perplexity": ("perplexity", "perplexity of a text, and KL divergence / top-1 agreement vs a reference"),
     "plan": ("plan", "show what a RAM budget pins and streams, and the predicted speed on a device"),
+    "analyze": ("analyze", "entropy and codec study of a model's quantized weights: what compression saves, at what decode cost, per device"),
 }
 
 
