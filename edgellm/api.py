@@ -31,6 +31,7 @@ class Model:
         self.transformer = module.Transformer(args, provider, self.state)
         self.session = Session(self.transformer)
         self.load_seconds = 0.0
+        self._templates = {}           # chat template spec -> (ChatTemplate, notice)
 
     # -- generation -----------------------------------------------------------------------------------
     def stream(self, prompt, *, max_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
@@ -44,7 +45,47 @@ class Model:
     def generate(self, prompt, **kwargs) -> str:
         return "".join(c.text for c in self.stream(prompt, **kwargs))
 
-    def _stream_ids(self, ids, *, stop=None, max_tokens=256, **sampling) -> Iterator[Chunk]:
+    # -- chat -----------------------------------------------------------------------------------------
+    def chat(self, messages: list[dict], *, stream: bool = False, chat_template: str | None = None,
+             on_notice=None, **sampling):
+        """Reply to an OpenAI-style conversation ([{"role": ..., "content": ...}, ...]).
+
+        Returns the reply text, or with stream=True an iterator of Chunks. A call that extends the previous
+        conversation reuses its KV cache and only prefills the new tokens. When the conversation outgrows the
+        context, the oldest turns are dropped (the system prompt is kept) and on_notice(text) is called
+        (default: a warning). chat_template: a built-in name or a file, instead of the model's own.
+        """
+        from .chat.conversation import encode_chat, end_of_turn_ids
+        template = self.chat_template(chat_template, on_notice)
+        kept, dropped = self.fit_chat(messages, max_tokens=sampling.get("max_tokens", 256),
+                                      chat_template=chat_template)
+        if dropped:
+            _notice(on_notice, f"the conversation outgrew the context of {self.state.context} tokens: "
+                               f"dropped its {dropped} oldest message(s)")
+        ids = encode_chat(template, self.tokenizer, kept)
+        chunks = self._stream_ids(ids, end_ids=end_of_turn_ids(self.tokenizer), **sampling)
+        return chunks if stream else "".join(c.text for c in chunks)
+
+    def fit_chat(self, messages: list[dict], *, max_tokens: int = 256, chat_template: str | None = None):
+        """(messages that fit the context with room for a reply, number of oldest messages dropped)."""
+        from .chat.conversation import encode_chat, fit_messages
+        template = self.chat_template(chat_template, lambda _: None)
+        room = self.state.context - min(max_tokens, self.state.context // 4)
+        return fit_messages(list(messages), lambda m: len(encode_chat(template, self.tokenizer, m)), room)
+
+    def chat_template(self, spec: str | None = None, on_notice=None):
+        """The ChatTemplate `spec` names (built-in name or file), else the model's own, else plain."""
+        from .chat.templates import resolve
+        key = spec or ""
+        if key not in self._templates:
+            t = self.tokenizer
+            self._templates[key] = resolve(spec, t.chat_template, bos_token=t.bos_token or "",
+                                           eos_token=t.eos_token or "")
+            if self._templates[key][1]:
+                _notice(on_notice, self._templates[key][1])
+        return self._templates[key][0]
+
+    def _stream_ids(self, ids, *, stop=None, max_tokens=256, end_ids=None, **sampling) -> Iterator[Chunk]:
         if max_tokens < 0:
             raise ValueError("max_tokens must be >= 0")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
@@ -53,9 +94,10 @@ class Model:
         stats = Stats()
         read0 = self._bytes_read()
         finish, last, stopped = "length", None, False
+        end_ids = self.tokenizer.eos_ids if end_ids is None else end_ids
         for token, _full in generate_tokens(self.session, ids, max_tokens=max_tokens, stats=stats, **sampling):
             last = token
-            if token in self.tokenizer.eos_ids:
+            if token in end_ids:
                 finish = "stop"
                 break
             detok.add_token(token)
@@ -115,6 +157,14 @@ class Model:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _notice(on_notice, text: str) -> None:
+    if on_notice is None:
+        import warnings
+        warnings.warn(text, stacklevel=3)
+    else:
+        on_notice(text)
 
 
 def _tokenizer(f: EllmFile) -> Tokenizer:

@@ -65,6 +65,9 @@ class Tokenizer:
     def decode(self, ids, skip_special: bool = True) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special)
 
+    def token_id(self, piece: str) -> int | None:
+        return self._tok.token_to_id(piece)
+
     def id_to_piece(self, i: int) -> str | None:
         return self._tok.id_to_token(i)
 

@@ -5,9 +5,9 @@ import argparse
 import sys
 
 
-def add_model_arguments(p) -> None:
+def add_model_arguments(p, model_help: str = ".ellm file") -> None:
     """Flags every command that loads a model shares."""
-    p.add_argument("model", help=".ellm file")
+    p.add_argument("model", help=model_help)
     p.add_argument("--ram-budget", default=None, help="RAM budget, e.g. 300MB or 1.5GiB (default: half the "
                                                       "available memory)")
     p.add_argument("--device", default=None, help="device profile to emulate (see devices/)")

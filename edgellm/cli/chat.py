@@ -1,0 +1,238 @@
+"""edgellm chat MODEL: an offline assistant in the terminal (or a line-per-turn filter when piped)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from ..errors import EdgeLLMError
+from .run import add_model_arguments, add_sampling_arguments, format_stats, sampling_kwargs
+
+CHAT_TEMP, CHAT_TOP_P = 0.7, 0.9      # chat defaults (mlx-lm and llama.cpp use similar ones)
+
+HELP = """commands:
+  /help          this text
+  /reset         forget the conversation (keeps the system prompt)
+  /stats         speed, time to first token, RAM vs budget and bytes read of the last reply
+  /save FILE     write the conversation as JSON
+  /load FILE     read a conversation written by /save
+  /exit          leave (or Ctrl-D; Ctrl-C stops a reply, twice at the prompt leaves)"""
+
+
+def add_arguments(p) -> None:
+    add_model_arguments(p, model_help=".ellm file, or a Hugging Face model directory (converted on first use "
+                                      "into a cache directory, then reused)")
+    p.add_argument("--quant", default="q4", choices=("q4", "q8", "f16", "f32"),
+                   help="storage type when MODEL is a Hugging Face directory converted on first use (default q4)")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--chat-template", default=None,
+                   help="built-in template (chatml, llama2, llama3, mistral, plain) or a jinja file, instead of "
+                        "the model's own")
+    add_sampling_arguments(p, temp=CHAT_TEMP, top_p=CHAT_TOP_P)
+    p.description = (p.description or "") + f" Sampling defaults for chat: temperature {CHAT_TEMP}, top-p {CHAT_TOP_P}."
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("EDGELLM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "edgellm")
+    return Path(base)
+
+
+def model_file(src: str, quant: str) -> Path:
+    """An .ellm path for MODEL: the file itself, or a cached conversion of a Hugging Face directory."""
+    path = Path(src)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise EdgeLLMError(f"{src}: no such file or directory")
+    if not (path / "config.json").is_file():
+        raise EdgeLLMError(f"{src}: not a Hugging Face model directory (no config.json)")
+    # the key changes when any source file changes, so an edited checkpoint is converted again
+    h = hashlib.sha256(str(path.resolve()).encode())
+    for f in sorted(path.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    out = cache_dir() / "models" / f"{path.resolve().name}-{quant}-{h.hexdigest()[:12]}.ellm"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from .. import convert
+    print(f"converting {src} to {quant} (once; cached in {out})", file=sys.stderr)
+    convert(path, out, quant=quant)
+    return out
+
+
+class ChatLoop:
+    def __init__(self, model, args, interactive: bool):
+        self.model, self.args, self.interactive = model, args, interactive
+        self.system = args.system
+        self.messages = self._fresh()
+        self.last_stats = None
+        self.sampling = sampling_kwargs(args)
+        model.chat_template(args.chat_template, self.notice)     # resolve now: errors and notices up front
+
+    def _fresh(self) -> list[dict]:
+        return [{"role": "system", "content": self.system}] if self.system else []
+
+    def notice(self, text: str) -> None:
+        print(f"[{text}]", file=sys.stderr, flush=True)
+
+    # -- one turn ---------------------------------------------------------------------------------------
+    def reply(self, text: str) -> None:
+        self.messages.append({"role": "user", "content": text})
+        # drop the oldest turns here rather than inside Model.chat, so later turns keep reusing the cache
+        self.messages, dropped = self.model.fit_chat(self.messages, max_tokens=self.sampling["max_tokens"],
+                                                     chat_template=self.args.chat_template)
+        if dropped:
+            self.notice(f"the conversation outgrew the context of {self.model.state.context} tokens: "
+                        f"dropped its {dropped} oldest message(s)")
+        parts, interrupted = [], False
+        chunks = self.model.chat(self.messages, stream=True, chat_template=self.args.chat_template,
+                                 on_notice=self.notice, **self.sampling)
+        try:
+            for c in chunks:
+                parts.append(c.text)
+                sys.stdout.write(c.text)
+                sys.stdout.flush()
+                if c.stats is not None:
+                    self.last_stats = c.stats
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            chunks.close()
+        sys.stdout.write("\n")
+        if interrupted:
+            self.notice("interrupted")
+        self.messages.append({"role": "assistant", "content": "".join(parts)})
+        if self.args.stats and self.last_stats is not None and not interrupted:
+            print(format_stats(self.last_stats, self.model), file=sys.stderr)
+
+    # -- commands ---------------------------------------------------------------------------------------
+    def command(self, line: str) -> bool:
+        """Run a /command; False means exit."""
+        name, _, arg = line.partition(" ")
+        arg = arg.strip()
+        if name in ("/exit", "/quit", "/bye"):
+            return False
+        if name == "/help":
+            print(HELP)
+        elif name == "/reset":
+            self.messages = self._fresh()
+            print("[conversation cleared]")
+        elif name == "/stats":
+            print(self.stats_text())
+        elif name == "/save":
+            self._save(arg)
+        elif name == "/load":
+            self._load(arg)
+        else:
+            print(f"unknown command {name}; /help lists them")
+        return True
+
+    def stats_text(self) -> str:
+        if self.last_stats is None:
+            return "no reply yet"
+        return format_stats(self.last_stats, self.model)
+
+    def _save(self, arg: str) -> None:
+        if not arg:
+            print("usage: /save FILE")
+            return
+        try:
+            Path(arg).write_text(json.dumps({"messages": self.messages}, indent=1, ensure_ascii=False) + "\n",
+                                 encoding="utf-8")
+            print(f"[saved {len(self.messages)} messages to {arg}]")
+        except OSError as e:
+            print(f"cannot save: {e.strerror or e}")
+
+    def _load(self, arg: str) -> None:
+        if not arg:
+            print("usage: /load FILE")
+            return
+        try:
+            data = json.loads(Path(arg).read_text(encoding="utf-8"))
+            msgs = data["messages"] if isinstance(data, dict) else data
+            if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                       for m in msgs):
+                raise ValueError("messages need a role and a content string")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"cannot load {arg}: {getattr(e, 'strerror', None) or e}")
+            return
+        self.messages = list(msgs)
+        print(f"[loaded {len(msgs)} messages]")
+
+    # -- loops --------------------------------------------------------------------------------------------
+    def run_interactive(self) -> None:
+        _readline()
+        name = Path(self.args.model).name
+        print(f"edgellm chat with {name} - /help for commands, Ctrl-D to leave", file=sys.stderr)
+        armed = False          # a Ctrl-C at the prompt was just pressed
+        while True:
+            try:
+                line = input(">>> ")
+            except EOFError:
+                print()
+                return
+            except KeyboardInterrupt:
+                if armed:
+                    print()
+                    return
+                print("\n[Ctrl-C again or Ctrl-D to leave]", file=sys.stderr)
+                armed = True
+                continue
+            armed = False
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                if not self.command(line):
+                    return
+                continue
+            self.reply(line)
+
+    def run_piped(self) -> None:
+        for line in sys.stdin:
+            line = line.strip()
+            if line:
+                self.reply(line)
+
+
+def _readline() -> None:
+    """Line editing and a persistent history, where the platform has readline."""
+    try:
+        import atexit
+        import readline
+    except ImportError:
+        return
+    hist = cache_dir() / "chat_history"
+    try:
+        hist.parent.mkdir(parents=True, exist_ok=True)
+        if hist.is_file():
+            readline.read_history_file(hist)
+        readline.set_history_length(1000)
+        atexit.register(_save_history, readline, hist)
+    except OSError:
+        pass
+
+
+def _save_history(readline, hist) -> None:
+    try:
+        readline.write_history_file(hist)
+    except OSError:
+        pass
+
+
+def run(args) -> int:
+    from .. import load
+    path = model_file(args.model, args.quant)
+    with load(path, ram_budget=args.ram_budget, threads=args.threads, context=args.context, device=args.device,
+              slots=args.slots, direct_io=args.direct_io) as model:
+        loop = ChatLoop(model, args, interactive=sys.stdin.isatty())
+        if loop.interactive:
+            loop.run_interactive()
+        else:
+            loop.run_piped()
+    return 0
