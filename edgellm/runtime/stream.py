@@ -108,12 +108,20 @@ class IOStats:
     decode_s: float = 0.0
     wait_s: float = 0.0           # main thread blocked waiting for a unit
     units_loaded: int = 0
-    per_unit: dict = field(default_factory=dict)   # unit -> [read_s, decode_s, loads]
+    compute_s: float = 0.0        # main thread between getting a unit and releasing it
+    per_unit: dict = field(default_factory=dict)   # unit -> {read_s, decode_s, loads, wait_s, compute_s, uses}
+
+    def unit(self, u: int) -> dict:
+        rec = self.per_unit.get(u)
+        if rec is None:
+            rec = self.per_unit[u] = {"read_s": 0.0, "decode_s": 0.0, "loads": 0, "wait_s": 0.0,
+                                      "compute_s": 0.0, "uses": 0}
+        return rec
 
     def as_dict(self) -> dict:
         io = self.read_s + self.decode_s
         return {"bytes_read": self.bytes_read, "read_s": self.read_s, "decode_s": self.decode_s,
-                "wait_s": self.wait_s, "units_loaded": self.units_loaded,
+                "wait_s": self.wait_s, "compute_s": self.compute_s, "units_loaded": self.units_loaded,
                 "overlap": max(0.0, 1.0 - self.wait_s / io) if io else 1.0}
 
 
@@ -151,6 +159,9 @@ class StreamedWeights:
         self._error: BaseException | None = None
         self._generation = 0                 # bumped by _resync: loads started before it are discarded
         self._stop = False
+        self._acquired: dict[int, float] = {}   # unit -> when the model got it (compute time = until release)
+        # (lane, unit, start, end) events for a timeline while a list is set here (edgellm bench --plot)
+        self.trace: list | None = None
         self._thread = None
         if self.streamed:
             self._thread = threading.Thread(target=self._prefetch_loop, name="edgellm-prefetch", daemon=True)
@@ -168,6 +179,15 @@ class StreamedWeights:
         return self._unit(i, prefix=layer_prefix(i))
 
     def release(self, i: int) -> None:
+        t0 = self._acquired.pop(i, None)
+        if t0 is not None:
+            now = time.perf_counter()
+            rec = self.stats.unit(i)
+            rec["compute_s"] += now - t0
+            rec["uses"] += 1
+            self.stats.compute_s += now - t0
+            if self.trace is not None:
+                self.trace.append(("compute", i, t0, now))
         if i in self.pinned:
             return
         with self._cv:
@@ -207,6 +227,7 @@ class StreamedWeights:
             buf = self.slots[slot]
             w = {n: QTensor.from_buffer(self.f.tensors[n].layout, buf[o:o + self.f.tensors[n].raw_bytes])
                  for n, o in self.offsets[u][0].items()}
+        self._acquired[u] = time.perf_counter()
         return {n[len(prefix):]: t for n, t in w.items()} if prefix else w
 
     def _wait_for(self, u: int) -> int:
@@ -222,7 +243,11 @@ class StreamedWeights:
                 raise err if isinstance(err, FormatError) else FormatError(f"reading {self.f.path}: {err}")
             self._expect = (self._expect + 1) % len(self.streamed)
             slot = self._ready[u]
-        self.stats.wait_s += time.perf_counter() - t0
+        now = time.perf_counter()
+        self.stats.wait_s += now - t0
+        self.stats.unit(u)["wait_s"] += now - t0
+        if self.trace is not None:
+            self.trace.append(("wait", u, t0, now))
         return slot
 
     def _resync(self, index: int) -> None:
@@ -267,12 +292,15 @@ class StreamedWeights:
         overlap the reads, and staging stays a few MB instead of a whole layer."""
         out = memoryview(slot)
         t_dec = [0.0]
-        t0 = time.perf_counter()
+        t_read = [0.0]
 
         def decode(e, c, stored, dst):
             t = time.perf_counter()
             self.f.decode_chunk(e, c, stored, dst)
-            t_dec[0] += time.perf_counter() - t
+            end = time.perf_counter()
+            t_dec[0] += end - t
+            if self.trace is not None:
+                self.trace.append(("decompress", u, t, end))
 
         ring: list[list] = [[] for _ in range(RING)]       # pending decode jobs per staging buffer
         entries = sorted((self.f.tensors[n] for n in self.names[u]), key=lambda e: e.chunks[0].offset)
@@ -281,7 +309,7 @@ class StreamedWeights:
             for j in ring[r]:                                  # that buffer's previous chunks are decoded
                 j.result()
             ring[r].clear()
-            buf, base = self._read_group(group, r)
+            buf, base = self._read_group(group, r, u, t_read)
             for e, c in group:
                 off = self.offsets[u][0][e.name]
                 args = (e, c, buf[c.offset - base:c.offset - base + c.length], out[off:off + e.raw_bytes])
@@ -295,12 +323,12 @@ class StreamedWeights:
         st = self.stats
         st.decode_s += t_dec[0]
         st.units_loaded += 1
-        rec = st.per_unit.setdefault(u, [0.0, 0.0, 0])
-        rec[0] += time.perf_counter() - t0
-        rec[1] += t_dec[0]
-        rec[2] += 1
+        rec = st.unit(u)
+        rec["read_s"] += t_read[0]
+        rec["decode_s"] += t_dec[0]
+        rec["loads"] += 1
 
-    def _read_group(self, group, r: int):
+    def _read_group(self, group, r: int, u: int, t_read: list | None = None):
         """One read request for consecutive chunks into staging buffer r; returns (view, file offset of
         its first byte)."""
         start = group[0][1].offset
@@ -310,7 +338,12 @@ class StreamedWeights:
         t0 = time.perf_counter()
         got = os.preadv(self._fd, [memoryview(buf)], lo)
         self.throttle.wait(got, t0)
-        self.stats.read_s += time.perf_counter() - t0
+        end = time.perf_counter()
+        self.stats.read_s += end - t0
+        if t_read is not None:
+            t_read[0] += end - t0
+        if self.trace is not None:
+            self.trace.append(("read", u, t0, end))
         self.stats.bytes_read += max(got, 0)
         if got < end - lo:
             raise FormatError(f"{self.f.path}: file ended at {lo + max(got, 0)} while reading a layer "
