@@ -14,9 +14,35 @@ import time
 import numpy as np
 import psutil
 
+from ..format import EllmFile
+
 
 def _rss() -> int:
     return psutil.Process().memory_info().rss
+
+
+def _reset_peak() -> bool:
+    """Restart the kernel's peak-RSS mark (Linux), so the warm-up's own peak (it builds and converts a tiny
+    model) does not count as the run's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak() -> int:
+    """Peak RSS since _reset_peak (VmHWM), else since the process started."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    from ..generate.generate import peak_rss_bytes
+    return peak_rss_bytes()
 
 
 def _warm_kernels(stype: str) -> None:
@@ -34,44 +60,100 @@ def _warm_kernels(stype: str) -> None:
             m.generate([1, 5, 7], max_tokens=3)
 
 
-def main(a: dict) -> dict:
+def _one(a: dict, repeat: int) -> dict:
+    """Load, prefill a random prompt, decode; timings and I/O split into the prompt and the decode phase."""
     import edgellm
-    from .. import kernels
-    from ..generate.generate import peak_rss_bytes
-    kernels.set_threads(a.get("threads"))
-    from ..format import EllmFile
-    with EllmFile(a["model"]) as f:
-        stype = (f.header.get("quant") or {}).get("type", "q4")
-    _warm_kernels(stype)
-    baseline = _rss()
+    from ..generate.generate import Stats, generate_tokens
+    from ..runtime.device import load_device
+    from ..runtime.predict import predict
     t0 = time.perf_counter()
     model = edgellm.load(a["model"], ram_budget=a.get("budget"), device=a.get("device"), context=a.get("context"),
                          slots=a.get("slots", 2), direct_io=a.get("direct_io", True),
                          decode_threads=a.get("decode_threads", 1))
     load_s = time.perf_counter() - t0
-    rng = np.random.default_rng(0)
-    prompt = [int(i) for i in rng.integers(3, model.config.vocab_size, a.get("prompt_tokens", 16))]
-    read0 = model.provider.bytes_read
-    io0 = dict(model.provider.io_stats())
-    last = None
-    for chunk in model._stream_ids(prompt, max_tokens=a.get("gen_tokens", 32), temperature=0.0):
-        last = chunk
-    st = last.stats
-    io = model.provider.io_stats()
-    plan = model.plan
-    out = {
-        "budget": plan.budget, "plan_total": plan.total, "pinned": plan.pinned, "streamed": plan.streamed,
-        "streamed_bytes_per_token": plan.streamed_bytes_per_pass, "load_s": load_s,
-        "prompt_tokens": st.prompt_tokens, "prompt_tps": st.prompt_tps, "ttft_s": st.ttft_seconds,
-        "generated_tokens": st.generated_tokens, "decode_tps": st.decode_tps,
-        "bytes_read": model.provider.bytes_read - read0,
-        "read_s": io["read_s"] - io0["read_s"], "decode_s": io["decode_s"] - io0["decode_s"],
-        "wait_s": io["wait_s"] - io0["wait_s"], "overlap": io["overlap"],
-        "baseline_rss": baseline, "peak_rss": peak_rss_bytes(), "rss_over_baseline": peak_rss_bytes() - baseline,
-    }
-    model.close()
+    try:
+        prov = model.provider
+        rng = np.random.default_rng(repeat)
+        prompt = [int(i) for i in rng.integers(3, model.config.vocab_size, a.get("prompt_tokens", 16))]
+        read0 = prov.bytes_read
+        stats = Stats()
+        trace_tokens = a.get("trace_tokens", 0) if repeat == 0 else 0
+        token_times, io1, units1, read1, trace = [], None, None, None, None
+        for n, _ in enumerate(generate_tokens(model.session, prompt, max_tokens=a.get("gen_tokens", 32),
+                                              stats=stats)):
+            token_times.append(time.perf_counter())
+            if n == 0:      # the decode phase starts here: snapshot what the prompt cost
+                io1, read1 = dict(prov.io_stats()), prov.bytes_read
+                units1 = {u: dict(r) for u, r in prov.stats.per_unit.items()}
+                if trace_tokens:
+                    prov.trace = []
+            elif n == trace_tokens:
+                trace, prov.trace = prov.trace, None
+        if prov.trace is not None:          # fewer tokens than asked to trace
+            trace, prov.trace = prov.trace, None
+        io = prov.io_stats()
+        steps = max(stats.generated_tokens - 1, 1)
+        d = {k: io[k] - io1[k] for k in ("read_s", "decode_s", "wait_s", "compute_s", "bytes_read")}
+        io_s = d["read_s"] + d["decode_s"]
+        per_layer = []
+        for u in sorted(prov.stats.per_unit):
+            r, r1 = prov.stats.per_unit[u], units1.get(u, {})
+            per_layer.append({"unit": u, "streamed": u in model.plan.streamed,
+                              **{k: (r[k] - r1.get(k, 0.0)) / steps for k in ("read_s", "decode_s", "wait_s",
+                                                                                "compute_s")}})
+        with EllmFile(a["model"]) as f:
+            stype = (f.header.get("quant") or {}).get("type", "q4")
+            weights = sum(e.stored_bytes for e in f.entries)
+        dev = load_device(a["device"]) if a.get("device") else None
+        plan = model.plan
+        out = {
+            "budget": plan.budget, "plan_total": plan.total, "pinned": plan.pinned, "streamed": plan.streamed,
+            "streamed_bytes_per_token": plan.streamed_bytes_per_pass, "load_s": load_s,
+            "prompt_tokens": stats.prompt_tokens, "prompt_tps": stats.prompt_tps, "ttft_s": stats.ttft_seconds,
+            "generated_tokens": stats.generated_tokens, "decode_tps": stats.decode_tps,
+            "bytes_read": prov.bytes_read - read0, "prompt_bytes_read": read1 - read0,
+            "decode_bytes_per_token": (prov.bytes_read - read1) / steps,
+            "read_s": d["read_s"], "decode_s": d["decode_s"], "wait_s": d["wait_s"], "compute_s": d["compute_s"],
+            "overlap": max(0.0, 1.0 - d["wait_s"] / io_s) if io_s else 1.0,
+            "per_layer": per_layer, "predicted": predict(plan, dev, stype, weights), "stype": stype,
+            "peak_rss": _peak(),
+        }
+        if trace is not None:
+            base = token_times[0]
+            out["trace"] = [[lane, u, t0 - base, t1 - base] for lane, u, t0, t1 in trace]
+            out["token_times"] = [t - base for t in token_times[:trace_tokens + 1]]
+        return out
+    finally:
+        model.close()
+
+
+def main(a: dict) -> dict:
+    """Repeats of _one; with `cold`, the page cache is dropped before each (needs root; otherwise only the
+    streamed reads are cold, through O_DIRECT). The first repeat's keys stay at the top level."""
+    from .. import kernels
+    from .runner import drop_caches
+    kernels.set_threads(a.get("threads"))
+    with EllmFile(a["model"]) as f:
+        stype = (f.header.get("quant") or {}).get("type", "q4")
+    _warm_kernels(stype)
+    _reset_peak()
+    baseline = _rss()
+    runs, dropped = [], None
+    for r in range(max(1, a.get("repeat", 1))):
+        if a.get("cold"):
+            dropped = drop_caches()
+        runs.append(_one(a, r))
+    out = dict(runs[0])
+    out.update(repeats=[{k: v for k, v in x.items() if k not in ("trace", "token_times", "per_layer")}
+                        for x in runs],
+               cold=bool(a.get("cold")), page_cache_dropped=dropped, baseline_rss=baseline,
+               peak_rss=_peak(), rss_over_baseline=_peak() - baseline)
     return out
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(json.loads(sys.argv[1]))))
+    from ..errors import EdgeLLMError
+    try:
+        print(json.dumps(main(json.loads(sys.argv[1]))))
+    except EdgeLLMError as e:            # a user error (budget too small...): one line for the table
+        print(json.dumps({"error": str(e)}))

@@ -74,5 +74,7 @@ def run_child(args: dict, *, cold: bool = False, memory_limit: int | None = None
     if p.returncode != 0:
         return {"error": (p.stderr.strip().splitlines() or ["killed"])[-1], "returncode": p.returncode}
     result = json.loads(p.stdout.strip().splitlines()[-1])
+    if "error" in result:
+        return result
     result["cgroup_limit"] = memory_limit if cg is not None else None
     return result

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
 from ..errors import EdgeLLMError
+from ..paths import cache_dir
 from .run import add_model_arguments, add_sampling_arguments, format_stats, sampling_kwargs
 
 CHAT_TEMP, CHAT_TOP_P = 0.7, 0.9      # chat defaults (mlx-lm and llama.cpp use similar ones)
@@ -32,12 +32,6 @@ def add_arguments(p) -> None:
                         "the model's own")
     add_sampling_arguments(p, temp=CHAT_TEMP, top_p=CHAT_TOP_P)
     p.description = (p.description or "") + f" Sampling defaults for chat: temperature {CHAT_TEMP}, top-p {CHAT_TOP_P}."
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("EDGELLM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "edgellm")
-    return Path(base)
 
 
 def model_file(src: str, quant: str) -> Path:

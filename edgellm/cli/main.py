@@ -9,12 +9,14 @@ from ..errors import EdgeLLMError
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
+    "demo": ("demo", "no-download demo: build a synthetic model, stream it under RAM budgets on an emulated device"),
     "convert": ("convert", "convert a Hugging Face model directory into an .ellm file"),
     "inspect": ("inspect", "show an .ellm file's config, tensors, bytes per layer and compression"),
     "verify": ("verify", "check every checksum of an .ellm file"),
     "run": ("run", "generate text from a prompt"),
     "chat": ("chat", "chat with a model in the terminal (offline; line-per-turn when piped)"),
     "perplexity": ("perplexity", "perplexity of a text, and KL divergence / top-1 agreement vs a reference"),
+    "bench": ("bench", "I/O-latency benchmark: load, TTFT, prefill/decode tok/s, bytes and time per layer; sweeps"),
     "plan": ("plan", "show what a RAM budget pins and streams, and the predicted speed on a device"),
     "analyze": ("analyze", "entropy and codec study of a model's quantized weights: what compression saves, at what decode cost, per device"),
 }

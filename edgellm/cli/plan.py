@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import json
 
-# Decode matvec speed of this host's kernels, GB/s of stored weight bytes on 2 threads
-# (tools/bench_kernels.py); scaled by a device's cpu_scale for the compute estimate.
-HOST_KERNEL_GB_S = {"q4": 3.0, "q8": 4.0, "f16": 8.0, "f32": 20.0}
-
+from ..runtime.predict import predict
 
 def add_arguments(p) -> None:
     p.add_argument("model", help=".ellm file")
@@ -15,17 +12,6 @@ def add_arguments(p) -> None:
     p.add_argument("--context", type=int, default=None, help="context length (default: min(model, 2048))")
     p.add_argument("--slots", type=int, default=2, help="stream slots")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
-
-
-def predict(plan, device, stype: str, weight_bytes: int) -> dict:
-    """Tokens/s bounds: flash (streamed bytes / bandwidth + per-read latency) and compute (all weights)."""
-    streamed = plan.streamed_bytes_per_pass
-    bw = (device.read_mb_s if device and device.read_mb_s else 750.0) * 1e6
-    io_s = streamed / bw + len(plan.streamed) * (device.read_latency_us if device else 0) / 1e6
-    compute_s = weight_bytes / (HOST_KERNEL_GB_S.get(stype, 3.0) * 1e9 * (device.cpu_scale if device else 1.0))
-    return {"io_seconds": io_s, "compute_seconds": compute_s,
-            "flash_bound_tps": 1 / io_s if io_s else float("inf"),
-            "predicted_tps": 1 / max(io_s, compute_s, 1e-9)}
 
 
 def run(args) -> int:

@@ -1,0 +1,52 @@
+"""edgellm demo: build a synthetic model (no download), convert it, benchmark it streaming on an emulated device."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--preset", default="demo", choices=("demo", "tiny", "smollm2-360m", "tinyllama-1.1b"),
+                   help="model shape (default demo: 150M params, 80 MB as q4+zstd)")
+    p.add_argument("--device", default="rpi5-nvme", help="device profile to emulate (default rpi5-nvme)")
+    p.add_argument("--budgets", default="40%,70%,100%", help="RAM budgets as shares of the model file")
+    p.add_argument("--prompt-tokens", type=int, default=32)
+    p.add_argument("--gen-tokens", type=int, default=32)
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--rebuild", action="store_true", help="rebuild the cached demo model")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the benchmark result as JSON")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="plot file (.png/.svg; default: demo.png in the cache directory when matplotlib is present)")
+
+
+def run(args) -> int:
+    from ..bench.bench import parse_sweep, run_bench
+    from ..bench.demo import EXPLAIN, demo_model, sample_text
+    from ..runtime.device import load_device
+    from .bench import print_result
+    dev = load_device(args.device)
+    sweep = parse_sweep([f"budget={args.budgets}"])
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    path = demo_model(args.preset, args.rebuild, log=log)
+    print(f"edgellm demo: {path.name} ({path.stat().st_size / 1e6:,.1f} MB), emulating {dev.name}: "
+          f"{dev.description}")
+    print(f"sample (random weights, so noise): {sample_text(path)!r}\n")
+    result = run_bench(path, device=dev.name, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
+                       repeat=args.repeat, sweep=sweep, progress=log)
+    print_result(result)
+    print()
+    print(EXPLAIN.format(device=dev.name))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1)
+    plot_path = args.plot
+    if plot_path is None:
+        try:
+            import matplotlib  # noqa: F401
+            plot_path = str(path.parent / "demo.png")
+        except ImportError:
+            print("(pip install 'edgellm[plot]' for a timeline and budget plot)")
+    if plot_path and any("error" not in r for r in result["runs"]):
+        from ..bench.plot import plot
+        print(f"plot: {plot(result, plot_path)}")
+    return 0 if all("error" not in r for r in result["runs"]) else 1
