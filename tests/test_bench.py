@@ -1,0 +1,130 @@
+"""edgellm bench / demo / recode and the device-aware codec choice."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import edgellm
+from edgellm.bench.bench import budget_bytes, format_table, parse_sweep, run_bench
+from edgellm.cli.main import main
+from edgellm.errors import EdgeLLMError
+from edgellm.format import EllmFile, codecs
+from edgellm.format.recode import recode
+from edgellm.synthetic import SyntheticConfig, make_checkpoint
+
+RUN_KEYS = {"config", "budget_bytes", "plan_bytes", "streamed_units", "pinned_units", "streamed_bytes_per_token",
+            "load_s", "ttft_s", "prefill_tps", "decode_tps", "decode_bytes_per_token", "read_s", "decompress_s",
+            "compute_s", "wait_s", "overlap", "peak_rss_bytes", "rss_over_baseline_bytes", "baseline_rss_bytes",
+            "predicted_tps", "flash_bound_tps", "measured_vs_predicted", "ratio_vs_first", "per_layer", "trace",
+            "token_times"}
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A 4-layer model large enough that budgets below its size stream layers."""
+    d = tmp_path_factory.mktemp("bench")
+    cfg = SyntheticConfig(hidden_size=512, intermediate_size=1408, num_hidden_layers=6, num_attention_heads=8,
+                          num_key_value_heads=2, vocab_size=1024, tie_word_embeddings=False, rope_theta=1e4,
+                          max_position_embeddings=256)
+    src = make_checkpoint(d / "src", cfg, dtype="float16")
+    return edgellm.convert(src, d / "m.ellm", quant="q4", codec="zstd", progress=False).path
+
+
+def test_parse_sweep_and_budgets():
+    assert parse_sweep(["budget=25%,50%", "codec=raw,zstd"]) == {"budget": ["25%", "50%"], "codec": ["raw", "zstd"]}
+    for bad in (["budget"], ["speed=1,2"], ["codec=brotli"], ["budget="]):
+        with pytest.raises(EdgeLLMError):
+            parse_sweep(bad)
+    assert budget_bytes("50%", 1000) == 500
+    assert budget_bytes("2MB", 1000) == 2_000_000
+    assert budget_bytes(None, 1000) is None
+    with pytest.raises(EdgeLLMError):
+        budget_bytes("x%", 1000)
+
+
+def test_bench_budget_sweep_schema_and_ratios(small_model, tmp_path):
+    r = run_bench(small_model, prompt_tokens=8, gen_tokens=5, repeat=2, device="rpi5-nvme",
+                  sweep=parse_sweep(["budget=1%,90%,300%"]), trace_tokens=2)
+    json.dumps(r)                                       # the --json output is plain JSON
+    bad, low, high = r["runs"]
+    assert "minimum workable budget" in bad["error"]    # too small: reported in the table, the rest still run
+    for run in (low, high):
+        assert RUN_KEYS <= set(run), RUN_KEYS - set(run)
+        assert len(run["decode_tps"]["values"]) == 2 and run["decode_tps"]["mean"] > 0
+        assert run["plan_bytes"] <= run["budget_bytes"]
+        assert {"unit", "streamed", "read_s", "decode_s", "compute_s", "wait_s"} <= set(run["per_layer"][0])
+        assert {e[0] for e in run["trace"]} <= {"read", "decompress", "compute", "wait"}
+    assert low["streamed_units"] > 0 and low["decode_bytes_per_token"] > 0
+    assert {e[0] for e in low["trace"]} >= {"read", "decompress", "compute"}
+    # nothing streamed: only embedding rows, fetched on demand, are read per token
+    assert high["streamed_units"] == 0 and high["decode_bytes_per_token"] < low["decode_bytes_per_token"] / 10
+    assert low["ratio_vs_first"] == 1.0
+    assert high["ratio_vs_first"] == pytest.approx(high["decode_tps"]["mean"] / low["decode_tps"]["mean"])
+    table = format_table(r)
+    assert "budget=90%" in table and "error" in table
+
+
+def test_bench_codec_sweep_recodes(small_model):
+    r = run_bench(small_model, prompt_tokens=4, gen_tokens=3, ram_budget="90%", sweep=parse_sweep(["codec=raw,lz4"]))
+    assert [x["config"]["codec"] for x in r["runs"]] == ["raw", "lz4"]
+    assert all("error" not in x for x in r["runs"])
+    assert not [p for p in os.listdir(small_model.parent) if p.startswith("edgellm-bench-")]   # temp copies gone
+
+
+def test_recode_keeps_outputs_and_uses_the_codec(small_model, tmp_path):
+    out = tmp_path / "raw.ellm"
+    recode(small_model, out, "raw")
+    with EllmFile(out) as f:
+        assert {c.codec for e in f.entries for c in e.chunks} == {"raw"}
+        assert f.header["codec"]["mode"] == "raw"
+    ids = [1, 5, 9, 30]
+    with edgellm.load(small_model) as a, edgellm.load(out) as b:
+        np.testing.assert_array_equal(a.logits(ids), b.logits(ids))
+
+
+def test_codec_choice_depends_on_the_device():
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, 1 << 16, dtype=np.uint8).tobytes()
+    # 4-bit symbols with a skewed distribution: compressible, but only by an entropy coder
+    skew = rng.choice(16, size=1 << 17, p=np.r_[0.5, np.full(15, 0.5 / 15)]).astype(np.uint8)
+    nibbles = (skew[0::2] | (skew[1::2] << 4)).tobytes()
+    slow = codecs.CostModel(read_mb_s=40.0, cpu_scale=0.4)          # an SD card: every byte saved counts
+    fast = codecs.CostModel(read_mb_s=20000.0, cpu_scale=0.4)       # faster flash than zstd decodes
+    assert codecs.choose(noise, "auto", 3, slow)[0] == "raw"        # nothing to gain anywhere
+    assert codecs.choose(nibbles, "auto", 3, slow)[0] == "zstd"
+    assert codecs.choose(nibbles, "auto", 3, fast)[0] == "raw"
+    codec, stored = codecs.choose(nibbles, "auto", 3, slow)
+    assert slow.seconds(len(stored), len(nibbles), codec) < slow.seconds(len(nibbles), len(nibbles), "raw")
+
+
+def test_bench_cli_json_and_plot(small_model, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    js, png = tmp_path / "b.json", tmp_path / "b.png"
+    assert main(["bench", str(small_model), "--ram-budget", "90%", "--prompt-tokens", "4", "--gen-tokens", "3",
+                 "--json", str(js), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "per layer" in out and "decode tok/s" in out
+    assert json.loads(js.read_text())["runs"][0]["decode_tps"]["mean"] > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["bench", str(tmp_path / "missing.ellm")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such file" in err[0]
+
+
+def test_demo_end_to_end_tiny(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EDGELLM_CACHE", str(tmp_path))
+    args = ["demo", "--preset", "tiny", "--budgets", "2MB,4MB", "--prompt-tokens", "4", "--gen-tokens", "3",
+            "--plot", str(tmp_path / "d.svg")]
+    assert main(args) == 0
+    first = capsys.readouterr()
+    assert "building the demo model" in first.err
+    assert "weights are random" in first.out and "budget=2MB" in first.out
+    assert (tmp_path / "d.svg").read_text().lstrip().startswith("<?xml")
+    assert main(args) == 0                               # the second run reuses the cached model
+    assert "building" not in capsys.readouterr().err
