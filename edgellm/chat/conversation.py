@@ -40,7 +40,8 @@ def fit_messages(messages: list[dict], count: Callable[[list[dict]], int], limit
     dropped = 0
     while count(head + body) > limit:
         if len(body) <= 1:
-            raise EdgeLLMError(f"the last message alone is {count(head + body)} tokens with the system prompt; "
+            raise EdgeLLMError(f"the last message alone is {count(head + body)} tokens"
+                               f"{' with the system prompt' if head else ''}; "
                                f"the context leaves room for {limit} (raise --context or shorten it)")
         cut = 1
         while cut < len(body) - 1 and body[cut].get("role") != "user":

@@ -76,15 +76,17 @@ class ChatLoop:
 
     # -- one turn ---------------------------------------------------------------------------------------
     def reply(self, text: str) -> None:
-        self.messages.append({"role": "user", "content": text})
-        # drop the oldest turns here rather than inside Model.chat, so later turns keep reusing the cache
-        self.messages, dropped = self.model.fit_chat(self.messages, max_tokens=self.sampling["max_tokens"],
-                                                     chat_template=self.args.chat_template)
+        # the conversation changes only once the reply has run (or was stopped): an error or a Ctrl-C before
+        # leaves it as it was. The oldest turns are dropped here rather than inside Model.chat, so later turns
+        # keep reusing the cache.
+        messages, dropped = self.model.fit_chat(self.messages + [{"role": "user", "content": text}],
+                                                max_tokens=self.sampling["max_tokens"],
+                                                chat_template=self.args.chat_template)
         if dropped:
             self.notice(f"the conversation outgrew the context of {self.model.state.context} tokens: "
                         f"dropped its {dropped} oldest message(s)")
         parts, interrupted = [], False
-        chunks = self.model.chat(self.messages, stream=True, chat_template=self.args.chat_template,
+        chunks = self.model.chat(messages, stream=True, chat_template=self.args.chat_template,
                                  on_notice=self.notice, **self.sampling)
         try:
             for c in chunks:
@@ -97,10 +99,10 @@ class ChatLoop:
             interrupted = True
         finally:
             chunks.close()
+        self.messages = messages + [{"role": "assistant", "content": "".join(parts)}]
         sys.stdout.write("\n")
         if interrupted:
             self.notice("interrupted")
-        self.messages.append({"role": "assistant", "content": "".join(parts)})
         if self.args.stats and self.last_stats is not None and not interrupted:
             print(format_stats(self.last_stats, self.model), file=sys.stderr)
 
@@ -185,7 +187,12 @@ class ChatLoop:
                 if not self.command(line):
                     return
                 continue
-            self.reply(line)
+            try:
+                self.reply(line)
+            except KeyboardInterrupt:      # Ctrl-C just before or after the reply streamed: a stop all the same
+                self.notice("interrupted")
+            except EdgeLLMError as e:      # e.g. a message too long for the context: say so and go on
+                print(f"error: {e}", file=sys.stderr)
 
     def run_piped(self) -> None:
         for line in sys.stdin:

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..quant import QTensor
-from .simd import q4_dot16, q8_dot32
+from .simd import q4_dot16, q4_g32_rows4, q8_dot32, q8_g32_rows4
 
 F16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 MATMUL_BLOCK = 256          # weight rows dequantized at once for prefill (x padded cols f32), all threads
@@ -129,6 +129,29 @@ def _matvec_q8(codes, scales, xq, xs, table, out):
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=True)
+def _matvec_g32(codes, scales, xq, xs, xsum, out, q4):
+    """Group-32 fast path for q4 and q8: four rows per task through simd.q*_g32_rows4, whose loop over groups
+    keeps a float accumulator vector per row (the default group size: TinyLlama q4 9 vs 6 GB/s)."""
+    n, ng = codes.shape[0], scales.shape[1]
+    rb = codes.shape[1]
+    c = codes.reshape(-1).view(np.uint8)
+    s = scales.reshape(-1)
+    for t in prange(-(-n // 4)):
+        r0 = 4 * t
+        r1, r2, r3 = min(r0 + 1, n - 1), min(r0 + 2, n - 1), min(r0 + 3, n - 1)   # a short tile repeats
+        if q4:
+            a0, a1, a2, a3 = q4_g32_rows4(c, r0 * rb, r1 * rb, r2 * rb, r3 * rb, s, r0 * ng, r1 * ng, r2 * ng,
+                                          r3 * ng, xq, xs, xsum, ng)
+        else:
+            a0, a1, a2, a3 = q8_g32_rows4(c, r0 * rb, r1 * rb, r2 * rb, r3 * rb, s, r0 * ng, r1 * ng, r2 * ng,
+                                          r3 * ng, xq, xs, xsum, ng)
+        out[r0] = a0
+        out[r1] = a1
+        out[r2] = a2
+        out[r3] = a3
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=True)
 def _matvec_f32(w, x, out):
     for r in prange(w.shape[0]):
         acc = np.float32(0.0)
@@ -153,7 +176,9 @@ def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     if st == "q4" or st == "q8":
         quantize_activation(x, w.layout.group, ws.xq, ws.xs, ws.xsum)
         p = w.layout.padded_cols
-        if st == "q4":
+        if w.layout.group == 32:
+            _matvec_g32(w.codes, w.scales.view(np.uint16), ws.xq[:p], ws.xs, ws.xsum, out, st == "q4")
+        elif st == "q4":
             _matvec_q4(w.codes, w.scales.view(np.uint16), ws.xq[:p], ws.xs, ws.xsum, F16_TABLE, out)
         else:
             _matvec_q8(w.codes, w.scales.view(np.uint16), ws.xq[:p], ws.xs, F16_TABLE, out)
@@ -255,5 +280,10 @@ def matmul(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
         _matmul_rows(w, x, out, deq[0], mm[0], 0, 1)
         return
     futures = [pool.submit(_matmul_rows, w, x, out, deq[i], mm[i], i, n) for i in range(n)]
-    for f in futures:
-        f.result()
+    try:
+        for f in futures:
+            f.result()
+    finally:
+        # on Ctrl-C too: workers must not go on writing `out` and the workspace under the next call
+        for f in futures:
+            f.cancel() or f.exception()

@@ -70,3 +70,121 @@ def q8_dot32(typingctx, codes, coff, xq, xoff):
         return _reduce_add(builder, builder.sext(builder.mul(c, x), _vec(32, 32)))
 
     return sig, codegen
+
+
+def _ptr(context, builder, aryty, ary):
+    return context.make_array(aryty)(context, builder, ary).data
+
+
+def _q4_block(builder, load, cp, coff, xl, xh):
+    """32 q4 weights (16 code bytes at cp+coff) . activation -> <8 x i32> partial sums."""
+    c = load(cp, coff, 16)
+    lo = builder.zext(builder.and_(c, _splat(16, 8, 15)), _vec(16, 16))
+    hi = builder.zext(builder.lshr(c, _splat(16, 8, 4)), _vec(16, 16))
+    return _pairs_i32(builder, builder.add(builder.mul(lo, xl), builder.mul(hi, xh)))   # |p| <= 3810
+
+
+def _q8_block(builder, load, cp, coff, xl, xh):
+    """32 q8 weights (32 code bytes at cp+coff) . activation -> <8 x i32> partial sums."""
+    lo = builder.sext(load(cp, coff, 16), _vec(16, 16))
+    hi = builder.sext(load(cp, builder.add(coff, ir.Constant(coff.type, 16)), 16), _vec(16, 16))
+    # 127 * 127 = 16129: each product fits i16, their sums are taken in i32
+    return builder.add(_pairs_i32(builder, builder.mul(lo, xl)), _pairs_i32(builder, builder.mul(hi, xh)))
+
+
+def _pairs_i32(builder, p):
+    """<16 x i16> -> <8 x i32>: p[2i] + p[2i+1] (pmaddwd / vphaddw + widen; addp on NEON)."""
+    even = ir.Constant(ir.VectorType(ir.IntType(32), 8), list(range(0, 16, 2)))
+    odd = ir.Constant(ir.VectorType(ir.IntType(32), 8), list(range(1, 16, 2)))
+    pe = builder.sext(builder.shuffle_vector(p, p, even), _vec(8, 32))
+    po = builder.sext(builder.shuffle_vector(p, p, odd), _vec(8, 32))
+    return builder.add(pe, po)
+
+
+def _rows4(block, code_stride: int):
+    """An intrinsic computing four rows' dot products with a quantized activation, group 32.
+
+    Arguments: (codes, c0..c3, scales, s0..s3, xq, xs, xsum, ng) where codes/scales are flat (code bytes,
+    f16 scale bits), c0..c3 / s0..s3 the rows' first code byte / scale index, and xq int8[ng*32],
+    xs f32[ng], xsum i32[ng] come from quantize_activation. Returns a 4-tuple of float32. The loop over groups
+    is written here so each row keeps an 8-lane float accumulator in registers: a group's integer dot is
+    scaled and added lane-wise, and the horizontal sum happens once per row instead of once per group
+    (numba cannot hold a SIMD vector across loop iterations).
+    """
+    def rows4(typingctx, codes, c0, c1, c2, c3, scales, s0, s1, s2, s3, xq, xs, xsum, ng):
+        sig = types.UniTuple(types.float32, 4)(codes, c0, c1, c2, c3, scales, s0, s1, s2, s3, xq, xs, xsum, ng)
+        return sig, lambda context, builder, signature, args: _rows4_codegen(
+            context, builder, signature, args, block, code_stride)
+    return intrinsic(rows4)
+
+
+def _rows4_codegen(context, builder, signature, args, block, code_stride):
+    at = signature.args
+    cp, sp = _ptr(context, builder, at[0], args[0]), _ptr(context, builder, at[5], args[5])
+    xp, xsp = _ptr(context, builder, at[10], args[10]), _ptr(context, builder, at[11], args[11])
+    xsump = _ptr(context, builder, at[12], args[12])
+    cofs, sofs, n = args[1:5], args[6:10], args[13]
+    i64, i32, flt = ir.IntType(64), ir.IntType(32), ir.FloatType()
+    v8f = ir.VectorType(flt, 8)
+    fmuladd = builder.module.globals.get("llvm.fmuladd.v8f32") or ir.Function(
+        builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), name="llvm.fmuladd.v8f32")
+
+    def load(ptr, off, n_):
+        return builder.load(builder.bitcast(builder.gep(ptr, [off]), _vec(n_, 8).as_pointer()), align=1)
+
+    entry = builder.block
+    loop = builder.append_basic_block("rows4.loop")
+    done = builder.append_basic_block("rows4.done")
+    builder.cbranch(builder.icmp_signed(">", n, ir.Constant(n.type, 0)), loop, done)
+    builder.position_at_end(loop)
+    g = builder.phi(i64)
+    accs = [builder.phi(v8f) for _ in range(4)]
+    corrs = [builder.phi(flt) for _ in range(4)]
+    xo = builder.mul(g, ir.Constant(i64, 32))
+    xl = builder.sext(load(xp, xo, 16), _vec(16, 16))
+    xh = builder.sext(load(xp, builder.add(xo, ir.Constant(i64, 16)), 16), _vec(16, 16))
+    xscale = builder.load(builder.gep(xsp, [g]))
+    xsumf = builder.sitofp(builder.load(builder.gep(xsump, [g])), flt)
+    new_accs, new_corrs = [], []
+    for r in range(4):
+        coff = builder.add(cofs[r], builder.mul(g, ir.Constant(i64, code_stride)))
+        pf = builder.sitofp(block(builder, load, cp, coff, xl, xh), v8f)
+        bits = builder.load(builder.gep(sp, [builder.add(sofs[r], g)]))
+        sw = builder.fpext(builder.bitcast(builder.trunc(bits, ir.IntType(16)), ir.HalfType()), flt)
+        s = builder.fmul(sw, xscale)
+        sv = builder.insert_element(ir.Constant(v8f, ir.Undefined), s, ir.Constant(i32, 0))
+        sv = builder.shuffle_vector(sv, sv, ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+        new_accs.append(builder.call(fmuladd, [pf, sv, accs[r]]))
+        new_corrs.append(builder.fadd(corrs[r], builder.fmul(s, xsumf)))
+    g_next = builder.add(g, ir.Constant(i64, 1))
+    body_end = builder.block
+    builder.cbranch(builder.icmp_signed("<", g_next, n), loop, done)
+    g.add_incoming(ir.Constant(i64, 0), entry)
+    g.add_incoming(g_next, body_end)
+    for r in range(4):
+        accs[r].add_incoming(ir.Constant(v8f, [0.0] * 8), entry)
+        accs[r].add_incoming(new_accs[r], body_end)
+        corrs[r].add_incoming(ir.Constant(flt, 0.0), entry)
+        corrs[r].add_incoming(new_corrs[r], body_end)
+
+    builder.position_at_end(done)
+    final = []                      # phis first: the block is reached from the loop or, for ng == 0, entry
+    for r in range(4):
+        acc, corr = builder.phi(v8f), builder.phi(flt)
+        acc.add_incoming(ir.Constant(v8f, [0.0] * 8), entry)
+        acc.add_incoming(new_accs[r], body_end)
+        corr.add_incoming(ir.Constant(flt, 0.0), entry)
+        corr.add_incoming(new_corrs[r], body_end)
+        final.append((acc, corr))
+    res = []
+    for acc, corr in final:
+        total = builder.extract_element(acc, ir.Constant(i32, 0))
+        for k in range(1, 8):
+            total = builder.fadd(total, builder.extract_element(acc, ir.Constant(i32, k)))
+        # q4 nibbles v stand for v - 8: subtract 8 * sum_g s_g * sum(x_g); q8 codes are signed already
+        res.append(builder.fsub(total, builder.fmul(ir.Constant(flt, 8.0), corr)) if block is _q4_block else total)
+    return context.make_tuple(builder, signature.return_type, res)
+
+
+q4_g32_rows4 = _rows4(_q4_block, 16)
+q8_g32_rows4 = _rows4(_q8_block, 32)
