@@ -7,7 +7,7 @@ from typing import Iterator
 import numpy as np
 
 from . import kernels
-from .errors import EdgeLLMError, TokenizerError
+from .errors import BudgetError, EdgeLLMError, TokenizerError
 from .format import EllmFile
 from .generate.generate import Chunk, Session, Stats, generate_tokens, peak_rss_bytes
 from .generate.sampling import StopMatcher
@@ -18,6 +18,11 @@ from .runtime.stream import StreamedWeights
 from .tokenizer import StreamingDetokenizer, Tokenizer
 
 DEFAULT_CONTEXT = 2048
+MIN_AUTO_CONTEXT = 256     # the default context shrinks down to this to fit a tight budget
+
+
+class ContextReduced(UserWarning):
+    """load() shrank the default context to fit the RAM budget."""
 PREFILL_CHUNK = 256        # tokens pushed through a layer at once: a streamed layer is read once per chunk
 
 
@@ -191,11 +196,24 @@ def load(path, *, ram_budget=None, threads=None, context=None, device=None, slot
         ctx = int(context) if context else min(args.max_context(), DEFAULT_CONTEXT)
         if ctx < 1 or ctx > args.max_context():
             raise EdgeLLMError(f"context {ctx} is outside 1..{args.max_context()} for this model")
-        chunk = min(PREFILL_CHUNK, ctx)
         dev = load_device(device) if device is not None else None
-        run_bytes = module.RunState.nbytes_for(args, ctx, chunk)
-        plan = plan_for(f, args.num_hidden_layers, args.tie_word_embeddings, run_bytes, ram_budget, slots,
-                        decode_threads)
+        while True:
+            chunk = min(PREFILL_CHUNK, ctx)
+            run_bytes = module.RunState.nbytes_for(args, ctx, chunk)
+            try:
+                plan = plan_for(f, args.num_hidden_layers, args.tie_word_embeddings, run_bytes, ram_budget, slots,
+                                decode_threads)
+                break
+            except BudgetError:
+                # the default context gives way to a tight budget (its KV cache can outweigh a layer);
+                # a context the caller asked for does not
+                if context or ctx <= MIN_AUTO_CONTEXT:
+                    raise
+                ctx = max(MIN_AUTO_CONTEXT, ctx // 2)
+        if not context and ctx < min(args.max_context(), DEFAULT_CONTEXT):
+            import warnings
+            warnings.warn(f"context reduced to {ctx} tokens to fit the RAM budget (set context= / --context to "
+                          f"choose)", ContextReduced, stacklevel=2)
         provider = StreamedWeights(f, args.num_hidden_layers, plan, device=dev, direct_io=direct_io,
                                    decode_threads=decode_threads)
         model = Model(f, args, module, provider, ctx, chunk)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import edgellm
+import edgellm.api
 from edgellm.runtime.device import DeviceProfile, list_devices, load_device
 from edgellm.runtime.plan import parse_size
 from edgellm.runtime.stream import Throttle
@@ -60,7 +61,7 @@ def test_bit_identical_across_budgets_and_slots(which, f32_file, q4_file):
                 streamed_per_slots[slots] = streamed_per_slots.get(slots, 0) + bool(m.plan.streamed)
                 np.testing.assert_array_equal(m.logits(ids), ref_logits)
                 assert m.generate(prompt, max_tokens=24) == ref_text
-    assert all(streamed_per_slots.get(n) for n in (1, 2, 3))     # the sweep really streamed, every slot count     # the sweep really exercised streaming
+    assert all(streamed_per_slots.get(n) for n in (1, 2, 3))     # the sweep really streamed, every slot count
 
 
 def test_direct_io_and_decode_threads_identical(f32_file):
@@ -86,6 +87,21 @@ def test_budget_error_names_minimum(f32_file):
         edgellm.load(f32_file, context=CTX, ram_budget="100KB")
     with edgellm.load(f32_file, context=CTX, ram_budget=_minimum(f32_file)) as m:
         assert m.plan.streamed
+
+
+def test_default_context_shrinks_to_fit_a_tight_budget(q4_file, monkeypatch):
+    """Without context=, a budget too small for the default context's KV cache gets a shorter context and a
+    notice; an explicit context is never changed. (This model's own maximum, 256, is the default here.)"""
+    monkeypatch.setattr(edgellm.api, "MIN_AUTO_CONTEXT", 32)
+    budget = _minimum(q4_file)                       # workable at context 64, not at 256
+    ref, _ = _reference(q4_file)
+    with pytest.raises(edgellm.BudgetError):
+        edgellm.load(q4_file, context=256, ram_budget=budget)
+    with pytest.warns(edgellm.api.ContextReduced, match="context reduced to"):
+        m = edgellm.load(q4_file, ram_budget=budget)
+    with m:
+        assert CTX <= m.state.context < 256 and m.plan.total <= budget
+        np.testing.assert_array_equal(m.logits(PROMPT), ref)
 
 
 def test_corrupt_chunk_mid_run_raises_format_error(f32_file, tmp_path):

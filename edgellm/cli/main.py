@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from ..errors import EdgeLLMError
 
@@ -36,8 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _note(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"edgellm: note: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _note          # library notices (e.g. a reduced context) as one line each
     try:
         return args._run(args) or 0
     except EdgeLLMError as e:
