@@ -94,8 +94,8 @@ def _print(r: dict, per_tensor: bool) -> None:
             rate = "-" if c["decode_mb_s"] is None else f"{c['decode_mb_s']:,.0f}"
             print(f"  {v:<9}" + "".join(f"{t['streams'][k]['codecs'][v]['ratio']:>10.3f}" for k in cols)
                   + f"{c['ratio']:>10.3f}{c['bits_per_weight']:>8.3f}{share:>7}{rate:>13}")
-        print(f"  {'bound':<9}" + "".join(f"{t['streams'][k]['raw_bytes'] / max(t['streams'][k]['bound_bytes'], 1):>10.3f}"
-                                          for k in cols)
+        bound_x = (t["streams"][k]["raw_bytes"] / max(t["streams"][k]["bound_bytes"], 1) for k in cols)
+        print(f"  {'bound':<9}" + "".join(f"{x:>10.3f}" for x in bound_x)
               + f"{t['raw_bytes'] / max(t['bound_bytes'], 1):>10.3f}{t['bound_bits_per_weight']:>8.3f}{'1.00':>7}")
         if "file" in t:
             fl = t["file"]

@@ -9,7 +9,8 @@ def add_arguments(p) -> None:
     p.add_argument("--preset", default="demo", choices=("demo", "tiny", "smollm2-360m", "tinyllama-1.1b"),
                    help="model shape (default demo: 150M params, 80 MB as q4+zstd)")
     p.add_argument("--device", default="rpi5-nvme", help="device profile to emulate (default rpi5-nvme)")
-    p.add_argument("--budgets", default="40%,70%,100%", help="RAM budgets: shares of the model file (40%%) or sizes (300MB)")
+    p.add_argument("--budgets", default="40%,70%,100%",
+                   help="RAM budgets: shares of the model file (40%%) or sizes (300MB)")
     p.add_argument("--prompt-tokens", type=int, default=32)
     p.add_argument("--gen-tokens", type=int, default=32)
     p.add_argument("--repeat", type=int, default=1)

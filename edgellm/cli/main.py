@@ -19,7 +19,8 @@ COMMANDS = {
     "perplexity": ("perplexity", "perplexity of a text, and KL divergence / top-1 agreement vs a reference"),
     "bench": ("bench", "I/O-latency benchmark: load, TTFT, prefill/decode tok/s, bytes and time per layer; sweeps"),
     "plan": ("plan", "show what a RAM budget pins and streams, and the predicted speed on a device"),
-    "analyze": ("analyze", "entropy and codec study of a model's quantized weights: what compression saves, at what decode cost, per device"),
+    "analyze": ("analyze", "entropy and codec study of quantized weights: what compression saves, at what decode "
+                           "cost, on which device"),
 }
 
 
