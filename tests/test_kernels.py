@@ -94,3 +94,50 @@ def test_attention_gqa_causal(start):
             s = k @ q[i, j] / np.sqrt(hd)
             p = np.exp(s - s.max())
             np.testing.assert_allclose(out[i, j], (p / p.sum()) @ v, rtol=1e-4, atol=1e-5)
+
+
+def _rows4_caller(rows4):
+    from numba import njit
+
+    @njit
+    def call(c, s, xq, xs, xsum, ng, rb, out):
+        for t in range(out.shape[0] // 4):
+            r = 4 * t
+            a = rows4(c, r * rb, r * rb + rb, r * rb + 2 * rb, r * rb + 3 * rb, s, r * ng, r * ng + ng,
+                      r * ng + 2 * ng, r * ng + 3 * ng, xq, xs, xsum, ng)
+            out[r:r + 4] = a
+    return call
+
+
+@pytest.mark.parametrize("stype", ["q4", "q8"])
+def test_group32_blocks_portable_and_avx2_agree_with_integer_formula(stype):
+    """Both lowerings of the group-32 decode block (portable IR, and AVX2 pmaddubsw when this host has it)
+    against sum_g scale_w * scale_x * sum_j w_j * xq_j computed exactly, with extreme codes included."""
+    from edgellm.kernels import simd
+    n, ng = 8, 6
+    rb = ng * (16 if stype == "q4" else 32)
+    if stype == "q4":
+        codes = RNG.integers(0, 256, n * rb, dtype=np.uint8)
+        codes[:16] = 0xFF
+        b = codes.reshape(n, ng, 16)
+        w = np.concatenate([(b & 15).astype(np.int64) - 8, (b >> 4).astype(np.int64) - 8], axis=2)
+    else:
+        codes = RNG.integers(-127, 128, n * rb).astype(np.int8).view(np.uint8)
+        codes[:32] = np.int8(-127).view(np.uint8)
+        w = codes.view(np.int8).reshape(n, ng, 32).astype(np.int64)
+    xq = RNG.integers(-127, 128, ng * 32).astype(np.int8)
+    xq[:32] = 127
+    xs = RNG.random(ng).astype(np.float32)
+    xsum = xq.reshape(ng, 32).sum(1).astype(np.int32)
+    sc = (RNG.random(n * ng) + 0.5).astype(np.float16)
+    dots = (w * xq.reshape(ng, 32)[None]).sum(2)                       # (n, ng) exact integers
+    want = (dots * sc.astype(np.float64).reshape(n, ng) * xs[None]).sum(1)
+    variants = {"portable": simd._rows4(simd._q4_block if stype == "q4" else simd._q8_block,
+                                        16 if stype == "q4" else 32, simd._x_i16, stype == "q4")}
+    if simd.has_avx2():
+        variants["avx2"] = simd._rows4(simd._q4_block_avx2 if stype == "q4" else simd._q8_block_avx2,
+                                       16 if stype == "q4" else 32, simd._x_i8, stype == "q4")
+    for name, rows4 in variants.items():
+        out = np.zeros(n, np.float32)
+        _rows4_caller(rows4)(codes, sc.view(np.uint16), xq, xs, xsum, ng, rb, out)
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-3 * np.abs(want).max(), err_msg=name)

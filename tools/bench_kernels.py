@@ -19,22 +19,20 @@ import time
 import numpy as np
 
 
-def memory_read_gb_s(nbytes: int = 1 << 29) -> float:
-    """Best of 3 multi-threaded reads of a buffer far larger than the caches."""
+def memory_read_gb_s(nbytes: int = 1 << 30) -> float:
+    """Best of 3 multi-threaded reads of a buffer far larger than the caches: an int64 sum, which LLVM
+    vectorizes with independent lanes (a float32 sum with 64 fixed chunks measured 8-12 GB/s here against
+    23 GB/s for this one: it was timing its own loop, not the memory)."""
     from numba import njit, prange
 
-    @njit(parallel=True, fastmath=True, cache=False)
+    @njit(parallel=True, cache=False)
     def _sum(a):
-        n = a.shape[0] // 64
-        s = 0.0
-        for i in prange(64):
-            t = np.float32(0)
-            for j in range(i * n, (i + 1) * n):
-                t += a[j]
-            s += t
+        s = 0
+        for i in prange(a.shape[0]):
+            s += a[i]
         return s
 
-    a = np.ones(nbytes // 4, np.float32)
+    a = np.ones(nbytes // 8, np.int64)
     _sum(a)
     best = 0.0
     for _ in range(3):

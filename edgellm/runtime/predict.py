@@ -3,8 +3,8 @@ computing every weight with its CPU."""
 from __future__ import annotations
 
 # Decode speed of this host's kernels inside a whole model, GB/s of stored weight bytes on 2 threads
-# (tools/bench_kernels.py on the TinyLlama-shaped file: q4 4.1, q8 8.2); a device's cpu_scale scales it.
-HOST_KERNEL_GB_S = {"q4": 4.0, "q8": 8.0, "f16": 8.0, "f32": 12.0}
+# (tools/bench_kernels.py on the TinyLlama-shaped file: q4 15.3, q8 21.0); a device's cpu_scale scales it.
+HOST_KERNEL_GB_S = {"q4": 15.0, "q8": 20.0, "f16": 8.0, "f32": 12.0}
 HOST_DISK_MB_S = 750.0        # this machine's cold sequential reads (FACTS.md), for the `host` profile
 
 
