@@ -172,6 +172,9 @@ def _rows4(block, code_stride: int, x_prep, offset8: bool):
 PREFETCH_TILES = 2         # 1, 2 and 4 measured alike (13.6-13.8 GB/s on a 5632x2048 q4 matrix from DRAM)
 
 
+_PREFETCH = "llvm.prefetch.p0" if llvm_binding.llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
+
+
 def _prefetch_ahead(builder, cp, c0, g, ng, code_stride):
     """Software-prefetch the tile PREFETCH_TILES ahead (rows r0+4.., contiguous after this tile), one
     group's share of it per group. A tile's four rows are four short streams (1 KiB each for 2048 columns)
@@ -182,9 +185,10 @@ def _prefetch_ahead(builder, cp, c0, g, ng, code_stride):
     base = builder.add(builder.add(c0, builder.mul(tile, ir.Constant(i64, PREFETCH_TILES))),
                        builder.mul(g, ir.Constant(i64, 4 * code_stride)))
     i8p = ir.IntType(8).as_pointer()
-    fn = builder.module.globals.get("llvm.prefetch.p0") or ir.Function(
+    name = _PREFETCH  # the intrinsic's name carries the pointer type: "p0i8" before LLVM's opaque pointers
+    fn = builder.module.globals.get(name) or ir.Function(
         builder.module, ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]),
-        name="llvm.prefetch.p0")
+        name=name)
     for line in range(0, 4 * code_stride, 64):
         addr = builder.bitcast(builder.gep(cp, [builder.add(base, ir.Constant(i64, line))]), i8p)
         builder.call(fn, [addr, ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 3),
