@@ -151,6 +151,8 @@ class StreamedWeights:
         self.staging = aligned_empty(self.group_room * RING) if self.streamed else None
         # Chunks decode on the pool while the prefetch thread goes on reading (decode_threads 0: inline).
         self._pool = ThreadPoolExecutor(decode_threads, "edgellm-decode") if decode_threads > 0 else None
+        self._ring: list[list] = [[] for _ in range(RING)]   # pending decode jobs per staging buffer
+        self._k = 0                                           # read groups issued (ring position)
         self._cv = threading.Condition()
         self._ready: dict[int, int] = {}     # unit -> slot holding it
         self._free = list(range(len(self.slots)))
@@ -260,6 +262,7 @@ class StreamedWeights:
 
     # -- prefetch thread ----------------------------------------------------------------------------
     def _prefetch_loop(self) -> None:
+        last_gen = self._generation
         while True:
             with self._cv:
                 while not self._stop and (not self._free or self._error is not None
@@ -271,62 +274,85 @@ class StreamedWeights:
                 u = self.streamed[self._next]
                 gen = self._generation
                 self._next = (self._next + 1) % len(self.streamed)
+            if gen != last_gen:          # decodes of a discarded pass may still write into a recycled slot
+                self._drain()
+                last_gen = gen
             try:
-                self._load(u, self.slots[slot])
+                self._load(u, slot, gen)
             except BaseException as e:           # surfaces in the caller as FormatError, never a hang
-                with self._cv:
-                    self._error = e
-                    self._free.append(slot)
-                    self._cv.notify_all()
-                continue
-            with self._cv:
-                if gen == self._generation:
-                    self._ready[u] = slot
-                elif slot not in self._free:
-                    self._free.append(slot)
-                self._cv.notify_all()
+                self._drain()
+                self._publish(u, slot, gen, e)
 
-    def _load(self, u: int, slot: np.ndarray) -> None:
+    def _publish(self, u: int, slot: int, gen: int, err: BaseException | None) -> None:
+        """A unit's last chunk is decoded (or failed): hand its slot to the model, or back to the free list."""
+        with self._cv:
+            if err is not None and gen == self._generation:
+                self._error = err
+            if err is None and gen == self._generation:
+                self._ready[u] = slot
+            elif slot not in self._free:
+                self._free.append(slot)
+            self._cv.notify_all()
+
+    def _drain(self) -> None:
+        for jobs in self._ring:
+            for j in jobs:
+                j.exception()
+            jobs.clear()
+
+    def _load(self, u: int, slot: int, gen: int) -> None:
         """Read unit u's chunks in groups of about PIECE bytes into a ring of staging buffers; each group's
-        chunks decode on the pool while the next group is read, so decompression and checksumming
-        overlap the reads, and staging stays a few MB instead of a whole layer."""
-        out = memoryview(slot)
-        t_dec = [0.0]
-        t_read = [0.0]
+        chunks decode on the pool while the next group is read, so decompression and checksumming overlap
+        the reads and staging stays a few MB instead of a whole layer. The ring outlives the unit: the next
+        unit's reads start while this one's last groups decode, and the last decode publishes the unit."""
+        out = memoryview(self.slots[slot])
+        entries = sorted((self.f.tensors[n] for n in self.names[u]), key=lambda e: e.chunks[0].offset)
+        groups = _groups([(e, c) for e in entries for c in e.chunks], self.group_bytes)
+        state = {"left": sum(len(g) for g in groups), "decode_s": 0.0, "err": None}
+        lock = threading.Lock()
+        rec = self.stats.unit(u)
 
         def decode(e, c, stored, dst):
             t = time.perf_counter()
-            self.f.decode_chunk(e, c, stored, dst)
+            err = None
+            try:
+                self.f.decode_chunk(e, c, stored, dst)
+            except BaseException as ex:
+                err = ex
             end = time.perf_counter()
-            t_dec[0] += end - t
             if self.trace is not None:
                 self.trace.append(("decompress", u, t, end))
+            with lock:
+                state["decode_s"] += end - t
+                state["err"] = state["err"] or err
+                state["left"] -= 1
+                last = state["left"] == 0
+            if last:
+                with self._cv:                 # decode threads finish units concurrently
+                    self.stats.decode_s += state["decode_s"]
+                    self.stats.units_loaded += 1
+                    rec["decode_s"] += state["decode_s"]
+                    rec["loads"] += 1
+                self._publish(u, slot, gen, state["err"])
 
-        ring: list[list] = [[] for _ in range(RING)]       # pending decode jobs per staging buffer
-        entries = sorted((self.f.tensors[n] for n in self.names[u]), key=lambda e: e.chunks[0].offset)
-        for k, group in enumerate(_groups([(e, c) for e in entries for c in e.chunks], self.group_bytes)):
-            r = k % RING
-            for j in ring[r]:                                  # that buffer's previous chunks are decoded
-                j.result()
-            ring[r].clear()
-            buf, base = self._read_group(group, r, u, t_read)
-            for e, c in group:
-                off = self.offsets[u][0][e.name]
-                args = (e, c, buf[c.offset - base:c.offset - base + c.length], out[off:off + e.raw_bytes])
-                if self._pool is not None:
-                    ring[r].append(self._pool.submit(decode, *args))
-                else:
-                    decode(*args)
-        for jobs in ring:
-            for j in jobs:
-                j.result()
-        st = self.stats
-        st.decode_s += t_dec[0]
-        st.units_loaded += 1
-        rec = st.unit(u)
-        rec["read_s"] += t_read[0]
-        rec["decode_s"] += t_dec[0]
-        rec["loads"] += 1
+        t_read = [0.0]
+        try:
+            for group in groups:
+                r = self._k % RING
+                self._k += 1
+                for j in self._ring[r]:                        # that buffer's previous chunks are decoded
+                    j.exception()
+                self._ring[r].clear()
+                buf, base = self._read_group(group, r, u, t_read)
+                for e, c in group:
+                    off = self.offsets[u][0][e.name]
+                    args = (e, c, buf[c.offset - base:c.offset - base + c.length], out[off:off + e.raw_bytes])
+                    if self._pool is not None:
+                        self._ring[r].append(self._pool.submit(decode, *args))
+                    else:
+                        decode(*args)
+        finally:
+            rec["read_s"] += t_read[0]
 
     def _read_group(self, group, r: int, u: int, t_read: list | None = None):
         """One read request for consecutive chunks into staging buffer r; returns (view, file offset of
