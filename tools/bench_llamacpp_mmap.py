@@ -14,24 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 
-from edgellm.bench.runner import _cgroup, cold_read_mb_s, drop_caches
+from edgellm.bench.runner import cold_read_mb_s, drop_caches, run_limited
 
 
 def run(bench: str, model: str, threads: int, gen: int, limit: int | None) -> dict:
     cmd = [bench, "-m", model, "-t", str(threads), "-p", "0", "-n", str(gen), "-r", "1", "-o", "json"]
     drop_caches()
-    cg = _cgroup(limit) if limit else None
-    pre = (lambda: open(cg / "cgroup.procs", "w").write(str(os.getpid()))) if cg else None
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pre, timeout=3600)
-    finally:
-        if cg is not None:
-            try:
-                cg.rmdir()
-            except OSError:
-                pass
+    p, _ = run_limited(cmd, limit, timeout=3600)
     if p.returncode != 0:
         return {"error": (p.stderr.strip().splitlines() or ["killed"])[-1]}
     return json.loads(p.stdout)[0]

@@ -53,28 +53,33 @@ def _cgroup(limit: int) -> Path | None:
         return None
 
 
-def run_child(args: dict, *, cold: bool = False, memory_limit: int | None = None, timeout: float = 1800) -> dict:
-    """Run edgellm.bench.child with `args`; returns its JSON result (plus `error` when it failed)."""
-    if cold:
-        drop_caches()
-    cmd = [sys.executable, "-m", "edgellm.bench.child", json.dumps(args)]
+def run_limited(cmd: list[str], memory_limit: int | None = None, timeout: float = 1800):
+    """subprocess.run(cmd) inside a fresh cgroup v1 memory limit (when given and available); the cgroup is
+    removed afterwards. Returns (CompletedProcess, whether the limit applied)."""
     cg = _cgroup(memory_limit) if memory_limit else None
     pre = None
     if cg is not None:
         procs = str(cg / "cgroup.procs")
         pre = lambda: Path(procs).write_text(str(os.getpid()))  # noqa: E731 (runs in the child before exec)
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=pre)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, preexec_fn=pre), cg is not None
     finally:
         if cg is not None:
             try:
                 cg.rmdir()
             except OSError:
                 pass
+
+
+def run_child(args: dict, *, cold: bool = False, memory_limit: int | None = None, timeout: float = 1800) -> dict:
+    """Run edgellm.bench.child with `args`; returns its JSON result (plus `error` when it failed)."""
+    if cold:
+        drop_caches()
+    p, limited = run_limited([sys.executable, "-m", "edgellm.bench.child", json.dumps(args)], memory_limit, timeout)
     if p.returncode != 0:
         return {"error": (p.stderr.strip().splitlines() or ["killed"])[-1], "returncode": p.returncode}
     result = json.loads(p.stdout.strip().splitlines()[-1])
     if "error" in result:
         return result
-    result["cgroup_limit"] = memory_limit if cg is not None else None
+    result["cgroup_limit"] = memory_limit if limited else None
     return result
