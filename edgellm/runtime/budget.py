@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..format import EllmFile
 from ..format.spec import EMBED_CHUNK
 from .plan import TOKENIZER_FACTOR, LayerCost, Plan, default_budget, make_plan, parse_size
-from .stream import EMBED, _offsets, _spans, staging_room, unit_names
+from .stream import EMBED, _offsets, _spans, staging_room, unit_names, unit_pieces
 
 DEFAULT_SLOTS = 2
 
@@ -14,7 +14,8 @@ def unit_costs(f: EllmFile, n_layers: int) -> dict[int, LayerCost]:
     for u in range(n_layers + 1):
         names = unit_names(f, u, n_layers)
         spans = _spans([f.tensors[n] for n in names])
-        costs[u] = LayerCost(u, _offsets(f, names)[1], max(e - s for s, e, _ in spans))
+        piece = max(_offsets(f, p)[1] for p in unit_pieces(f, u, n_layers))
+        costs[u] = LayerCost(u, _offsets(f, names)[1], max(e - s for s, e, _ in spans), piece)
     return costs
 
 

@@ -53,6 +53,7 @@ class LayerCost:
     layer: int           # -1 embedding, 0..L-1, L head (final norm + lm_head)
     raw: int             # decoded bytes
     stored: int          # bytes of its contiguous span on disk (what a read fetches)
+    piece: int = 0       # decoded bytes of its largest streaming piece (a slot's size); 0: the whole unit
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Plan:
     pinned: list[int]
     streamed: list[int]
     slots: int
-    slot_bytes: int           # one decoded layer
+    slot_bytes: int           # the largest decoded piece of a streamed layer
     staging_bytes: int        # the staging ring the prefetcher reads into (only when something streams)
     embed_pinned: bool
     costs: dict[int, LayerCost]
@@ -108,7 +109,7 @@ def make_plan(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], n
 
 
 def _plan_for(costs, budget, fixed, pinned, streamed, slots, tied, staging) -> Plan:
-    slot = max((costs[i].raw for i in streamed), default=0)
+    slot = max((costs[i].piece or costs[i].raw for i in streamed), default=0)
     n_slots = min(slots, len(streamed)) if streamed else 0
     embed_pinned = tied and max(costs) in pinned     # a tied head is the embedding table itself
     f = dict(fixed)

@@ -67,6 +67,28 @@ def unit_names(f: EllmFile, unit: int, n_layers: int) -> list[str]:
     return names + (["lm_head.weight"] if "lm_head.weight" in f.tensors else [EMBED])
 
 
+# A streamed layer travels in pieces, in the order the forward pass uses its tensors, so a slot holds one
+# piece (at most one MLP matrix) instead of a whole layer: for TinyLlama q4 the two slots shrink from
+# 2 x 24.8 MB to 2 x 6.5 MB, and what they free is pinned instead of read again every token.
+PIECE_ORDER = (("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+               ("self_attn.o_proj",), ("post_attention_layernorm", "mlp.gate_proj"), ("mlp.up_proj",),
+               ("mlp.down_proj",))
+
+
+def unit_pieces(f: EllmFile, unit: int, n_layers: int) -> list[list[str]]:
+    """A unit's tensor names split into pieces in use order (the head is one piece; a tensor matching no
+    known name goes with the first piece, so it is there whenever the layer is)."""
+    names = unit_names(f, unit, n_layers)
+    if unit >= n_layers:
+        return [names]
+    pieces: list[list[str]] = [[] for _ in PIECE_ORDER]
+    for n in names:
+        short = n[len(layer_prefix(unit)):]
+        k = next((j for j, keys in enumerate(PIECE_ORDER) if any(short.startswith(key + ".") for key in keys)), 0)
+        pieces[k].append(n)
+    return [p for p in pieces if p]
+
+
 def _offsets(f: EllmFile, names: list[str]) -> tuple[dict[str, int], int]:
     """Offset of each tensor inside a unit buffer (64-byte aligned) and the buffer size."""
     out, pos = {}, 0
@@ -132,7 +154,7 @@ class StreamedWeights:
         self.stats = IOStats()
         self.throttle = Throttle(getattr(device, "read_mb_s", None), getattr(device, "read_latency_us", None))
         self.names = {u: unit_names(f, u, n_layers) for u in range(n_layers + 1)}
-        self.offsets = {u: _offsets(f, self.names[u]) for u in self.names}
+        self.offsets = {u: _offsets(f, self.names[u]) for u in plan.pinned}
         self.pinned: dict[int, dict[str, QTensor]] = {}
         self._pinned_bufs = []
         for u in plan.pinned:
@@ -145,6 +167,14 @@ class StreamedWeights:
         self._fd = self._open_direct() if direct_io else f.fileno()
         self.direct = direct_io and self._fd != f.fileno()
         self.streamed = list(plan.streamed)
+        # what the prefetcher cycles through: (unit, piece) keys, their names and offsets inside a slot
+        self.sequence = [(u, k) for u in self.streamed for k in range(len(unit_pieces(f, u, n_layers)))]
+        self.piece_names = {(u, k): names for u in self.streamed
+                            for k, names in enumerate(unit_pieces(f, u, n_layers))}
+        self.piece_offsets = {key: _offsets(f, names)[0] for key, names in self.piece_names.items()}
+        self.piece_of = {u: {n: k for k, names in enumerate(unit_pieces(f, u, n_layers)) for n in names}
+                         for u in self.streamed}
+        self._held: dict[int, tuple[int, int]] = {}   # streamed unit -> the piece whose slot the model holds
         self.slots = [np.empty(plan.slot_bytes, np.uint8) for _ in range(plan.slots)]
         self.group_bytes = group_bytes(f)
         self.group_room = staging_room(f) // RING                  # one ring buffer, page multiple
@@ -154,14 +184,15 @@ class StreamedWeights:
         self._ring: list[list] = [[] for _ in range(RING)]   # pending decode jobs per staging buffer
         self._k = 0                                           # read groups issued (ring position)
         self._cv = threading.Condition()
-        self._ready: dict[int, int] = {}     # unit -> slot holding it
+        self._ready: dict[tuple, int] = {}   # (unit, piece) -> slot holding it
         self._free = list(range(len(self.slots)))
-        self._next = 0                       # index into self.streamed of the next unit to load
-        self._expect = 0                     # index into self.streamed of the next unit the model wants
+        self._next = 0                       # index into self.sequence of the next piece to load
+        self._expect = 0                     # index into self.sequence of the next piece the model wants
         self._error: BaseException | None = None
         self._generation = 0                 # bumped by _resync: loads started before it are discarded
         self._stop = False
         self._acquired: dict[int, float] = {}   # unit -> when the model got it (compute time = until release)
+        self._waited: dict[int, float] = {}     # streamed unit -> its wait_s then (waits for later pieces)
         # (lane, unit, start, end) events for a timeline while a list is set here (edgellm bench --plot)
         self.trace: list | None = None
         self._thread = None
@@ -177,29 +208,35 @@ class StreamedWeights:
         for t, i in enumerate(np.asarray(ids, dtype=np.int64)):
             out[t] = self._fetch_row(int(i))
 
-    def layer(self, i: int) -> dict[str, QTensor]:
-        return self._unit(i, prefix=layer_prefix(i))
+    def layer(self, i: int):
+        prefix = layer_prefix(i)
+        if i in self.pinned:
+            return self._pinned_unit(i, prefix)
+        self._acquired[i] = time.perf_counter()
+        self._waited[i] = self.stats.unit(i)["wait_s"]
+        return StreamedLayer(self, i, prefix)
 
     def release(self, i: int) -> None:
         t0 = self._acquired.pop(i, None)
         if t0 is not None:
             now = time.perf_counter()
             rec = self.stats.unit(i)
-            rec["compute_s"] += now - t0
+            busy = now - t0 - (rec["wait_s"] - self._waited.pop(i, rec["wait_s"]))   # minus waits for pieces
+            rec["compute_s"] += busy
             rec["uses"] += 1
-            self.stats.compute_s += now - t0
+            self.stats.compute_s += busy
             if self.trace is not None:
                 self.trace.append(("compute", i, t0, now))
-        if i in self.pinned:
-            return
-        with self._cv:
-            slot = self._ready.pop(i, None)
-            if slot is not None:
-                self._free.append(slot)
-                self._cv.notify_all()
+        self._give_back(i)
 
     def head(self) -> tuple[QTensor, QTensor]:
-        w = self._unit(self.n_layers, prefix="")
+        u = self.n_layers
+        if u in self.pinned:
+            w = self._pinned_unit(u, "")
+        else:
+            self._acquired[u] = time.perf_counter()
+            self._waited[u] = self.stats.unit(u)["wait_s"]
+            w = self._take(u, 0, "")
         return w["model.norm.weight"], w.get("lm_head.weight", w.get(EMBED))
 
     @property
@@ -221,30 +258,44 @@ class StreamedWeights:
             os.close(self._fd)
 
     # -- main-thread side ---------------------------------------------------------------------------
-    def _unit(self, u: int, prefix: str) -> dict[str, QTensor]:
-        if u in self.pinned:
-            w = self.pinned[u]
-        else:
-            slot = self._wait_for(u)
-            buf = self.slots[slot]
-            w = {n: QTensor.from_buffer(self.f.tensors[n].layout, buf[o:o + self.f.tensors[n].raw_bytes])
-                 for n, o in self.offsets[u][0].items()}
+    def _pinned_unit(self, u: int, prefix: str) -> dict[str, QTensor]:
         self._acquired[u] = time.perf_counter()
+        w = self.pinned[u]
         return {n[len(prefix):]: t for n, t in w.items()} if prefix else w
 
-    def _wait_for(self, u: int) -> int:
-        t0 = time.perf_counter()
+    def _take(self, u: int, k: int, prefix: str) -> dict[str, QTensor]:
+        """Piece k of streamed unit u, handing back the slot of the piece of u held before it."""
+        self._give_back(u)
+        key = (u, k)
+        buf = self.slots[self._wait_for(key)]
+        self._held[u] = key
+        return {n[len(prefix):]: QTensor.from_buffer(self.f.tensors[n].layout, buf[o:o + self.f.tensors[n].raw_bytes])
+                for n, o in self.piece_offsets[key].items()}
+
+    def _give_back(self, u: int) -> None:
+        key = self._held.pop(u, None)
+        if key is None:
+            return
         with self._cv:
-            if self.streamed[self._expect] != u:      # an interrupted pass: restart the cycle at u
-                self._resync(self.streamed.index(u))
-            while u not in self._ready and self._error is None:
+            slot = self._ready.pop(key, None)
+            if slot is not None:
+                self._free.append(slot)
+                self._cv.notify_all()
+
+    def _wait_for(self, key: tuple[int, int]) -> int:
+        t0 = time.perf_counter()
+        u = key[0]
+        with self._cv:
+            if self.sequence[self._expect] != key:      # an interrupted pass: restart the cycle at key
+                self._resync(self.sequence.index(key))
+            while key not in self._ready and self._error is None:
                 self._cv.wait()
             if self._error is not None:
                 err, self._error = self._error, None
                 self._resync(self._expect)
                 raise err if isinstance(err, FormatError) else FormatError(f"reading {self.f.path}: {err}")
-            self._expect = (self._expect + 1) % len(self.streamed)
-            slot = self._ready[u]
+            self._expect = (self._expect + 1) % len(self.sequence)
+            slot = self._ready[key]
         now = time.perf_counter()
         self.stats.wait_s += now - t0
         self.stats.unit(u)["wait_s"] += now - t0
@@ -253,9 +304,10 @@ class StreamedWeights:
         return slot
 
     def _resync(self, index: int) -> None:
-        """Drop what was prefetched (called with the lock held) and restart loading at streamed[index]."""
+        """Drop what was prefetched (called with the lock held) and restart loading at sequence[index]."""
         self._generation += 1
         self._ready.clear()
+        self._held.clear()
         self._free = list(range(len(self.slots)))
         self._next = self._expect = index
         self._cv.notify_all()
@@ -266,30 +318,30 @@ class StreamedWeights:
         while True:
             with self._cv:
                 while not self._stop and (not self._free or self._error is not None
-                                          or self.streamed[self._next] in self._ready):
+                                          or self.sequence[self._next] in self._ready):
                     self._cv.wait()
                 if self._stop:
                     return
                 slot = self._free.pop()
-                u = self.streamed[self._next]
+                key = self.sequence[self._next]
                 gen = self._generation
-                self._next = (self._next + 1) % len(self.streamed)
+                self._next = (self._next + 1) % len(self.sequence)
             if gen != last_gen:          # decodes of a discarded pass may still write into a recycled slot
                 self._drain()
                 last_gen = gen
             try:
-                self._load(u, slot, gen)
+                self._load(key, slot, gen)
             except BaseException as e:           # surfaces in the caller as FormatError, never a hang
                 self._drain()
-                self._publish(u, slot, gen, e)
+                self._publish(key, slot, gen, e)
 
-    def _publish(self, u: int, slot: int, gen: int, err: BaseException | None) -> None:
-        """A unit's last chunk is decoded (or failed): hand its slot to the model, or back to the free list."""
+    def _publish(self, key: tuple[int, int], slot: int, gen: int, err: BaseException | None) -> None:
+        """A piece's last chunk is decoded (or failed): hand its slot to the model, or back to the free list."""
         with self._cv:
             if err is not None and gen == self._generation:
                 self._error = err
             if err is None and gen == self._generation:
-                self._ready[u] = slot
+                self._ready[key] = slot
             elif slot not in self._free:
                 self._free.append(slot)
             self._cv.notify_all()
@@ -300,13 +352,14 @@ class StreamedWeights:
                 j.exception()
             jobs.clear()
 
-    def _load(self, u: int, slot: int, gen: int) -> None:
-        """Read unit u's chunks in groups of about PIECE bytes into a ring of staging buffers; each group's
+    def _load(self, key: tuple[int, int], slot: int, gen: int) -> None:
+        """Read piece `key`'s chunks in groups of about PIECE bytes into a ring of staging buffers; each group's
         chunks decode on the pool while the next group is read, so decompression and checksumming overlap
         the reads and staging stays a few MB instead of a whole layer. The ring outlives the unit: the next
         unit's reads start while this one's last groups decode, and the last decode publishes the unit."""
         out = memoryview(self.slots[slot])
-        entries = sorted((self.f.tensors[n] for n in self.names[u]), key=lambda e: e.chunks[0].offset)
+        u = key[0]
+        entries = sorted((self.f.tensors[n] for n in self.piece_names[key]), key=lambda e: e.chunks[0].offset)
         groups = _groups([(e, c) for e in entries for c in e.chunks], self.group_bytes)
         state = {"left": sum(len(g) for g in groups), "decode_s": 0.0, "err": None}
         lock = threading.Lock()
@@ -332,8 +385,8 @@ class StreamedWeights:
                     self.stats.decode_s += state["decode_s"]
                     self.stats.units_loaded += 1
                     rec["decode_s"] += state["decode_s"]
-                    rec["loads"] += 1
-                self._publish(u, slot, gen, state["err"])
+                    rec["loads"] += key[1] == 0
+                self._publish(key, slot, gen, state["err"])
 
         t_read = [0.0]
         try:
@@ -345,7 +398,7 @@ class StreamedWeights:
                 self._ring[r].clear()
                 buf, base = self._read_group(group, r, u, t_read)
                 for e, c in group:
-                    off = self.offsets[u][0][e.name]
+                    off = self.piece_offsets[key][e.name]
                     args = (e, c, buf[c.offset - base:c.offset - base + c.length], out[off:off + e.raw_bytes])
                     if self._pool is not None:
                         self._ring[r].append(self._pool.submit(decode, *args))
@@ -425,3 +478,29 @@ def _spans(entries) -> list[tuple[int, int, list]]:
         else:
             spans.append((s, t, [e]))
     return spans
+
+
+class StreamedLayer:
+    """The tensors of a streamed layer, fetched piece by piece as the forward pass asks for them (see
+    PIECE_ORDER); asking for a later piece hands the earlier one's slot back, since the pass never returns
+    to a piece within a layer."""
+
+    def __init__(self, weights: StreamedWeights, u: int, prefix: str):
+        self.weights, self.u, self.prefix = weights, u, prefix
+        self.where = {n[len(prefix):]: k for n, k in weights.piece_of[u].items()}
+        self.piece, self.tensors = -1, {}
+
+    def __getitem__(self, name: str) -> QTensor:
+        k = self.where[name]
+        if k != self.piece:
+            if k < self.piece:
+                raise EdgeLLMError(f"layer {self.u}: {name} asked for after a later piece (see PIECE_ORDER)")
+            self.tensors = self.weights._take(self.u, k, self.prefix)
+            self.piece = k
+        return self.tensors[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.where
+
+    def get(self, name: str, default=None):
+        return self[name] if name in self.where else default
