@@ -96,3 +96,12 @@ def tiny_model(tmp_path):
 def copy_dir(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def synthetic_ellm(root: Path, *, quant: str, codec: str = "auto", **shape) -> Path:
+    """A synthetic checkpoint of the given shape (untied, rope_theta 1e4, f16 source) converted to .ellm."""
+    import edgellm
+    from edgellm.synthetic import SyntheticConfig, make_checkpoint
+    cfg = SyntheticConfig(tie_word_embeddings=False, rope_theta=1e4, **shape)
+    src = make_checkpoint(root / "src", cfg, dtype="float16")
+    return edgellm.convert(src, root / "m.ellm", quant=quant, codec=codec, progress=False).path

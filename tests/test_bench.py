@@ -13,7 +13,8 @@ from edgellm.cli.main import main
 from edgellm.errors import EdgeLLMError
 from edgellm.format import EllmFile, codecs
 from edgellm.format.recode import recode
-from edgellm.synthetic import SyntheticConfig, make_checkpoint
+
+from conftest import synthetic_ellm
 
 RUN_KEYS = {"config", "budget_bytes", "plan_bytes", "streamed_units", "pinned_units", "streamed_bytes_per_token",
             "load_s", "ttft_s", "prefill_tps", "decode_tps", "decode_bytes_per_token", "read_s", "decompress_s",
@@ -24,13 +25,10 @@ RUN_KEYS = {"config", "budget_bytes", "plan_bytes", "streamed_units", "pinned_un
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):
-    """A 4-layer model large enough that budgets below its size stream layers."""
-    d = tmp_path_factory.mktemp("bench")
-    cfg = SyntheticConfig(hidden_size=512, intermediate_size=1408, num_hidden_layers=6, num_attention_heads=8,
-                          num_key_value_heads=2, vocab_size=1024, tie_word_embeddings=False, rope_theta=1e4,
-                          max_position_embeddings=256)
-    src = make_checkpoint(d / "src", cfg, dtype="float16")
-    return edgellm.convert(src, d / "m.ellm", quant="q4", codec="zstd", progress=False).path
+    """A 6-layer model large enough that budgets below its size stream layers."""
+    return synthetic_ellm(tmp_path_factory.mktemp("bench"), quant="q4", codec="zstd", hidden_size=512,
+                          intermediate_size=1408, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=2,
+                          vocab_size=1024, max_position_embeddings=256)
 
 
 def test_parse_sweep_and_budgets():

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-import edgellm
 from edgellm.bench.runner import run_child
-from edgellm.synthetic import SyntheticConfig, make_checkpoint
+
+from conftest import synthetic_ellm
 
 # Allocator and interpreter slack above the plan: Python objects per token, glibc arenas of the decode and
 # prefetch threads. Documented in the README; the plan itself must fit the budget exactly.
@@ -16,12 +16,9 @@ SLACK = 24 << 20
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    d = tmp_path_factory.mktemp("rss")
-    cfg = SyntheticConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=12, num_attention_heads=16,
-                          num_key_value_heads=4, vocab_size=8192, tie_word_embeddings=False, rope_theta=1e4,
+    return synthetic_ellm(tmp_path_factory.mktemp("rss"), quant="q8", hidden_size=1024, intermediate_size=2816,
+                          num_hidden_layers=12, num_attention_heads=16, num_key_value_heads=4, vocab_size=8192,
                           max_position_embeddings=512)
-    src = make_checkpoint(d / "src", cfg, dtype="float16")
-    return edgellm.convert(src, d / "m.ellm", quant="q8", progress=False).path
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.7, 0.9])

@@ -168,12 +168,11 @@ class StreamedWeights:
         self.direct = direct_io and self._fd != f.fileno()
         self.streamed = list(plan.streamed)
         # what the prefetcher cycles through: (unit, piece) keys, their names and offsets inside a slot
-        self.sequence = [(u, k) for u in self.streamed for k in range(len(unit_pieces(f, u, n_layers)))]
-        self.piece_names = {(u, k): names for u in self.streamed
-                            for k, names in enumerate(unit_pieces(f, u, n_layers))}
+        pieces = {u: unit_pieces(f, u, n_layers) for u in self.streamed}
+        self.sequence = [(u, k) for u in self.streamed for k in range(len(pieces[u]))]
+        self.piece_names = {(u, k): names for u in self.streamed for k, names in enumerate(pieces[u])}
         self.piece_offsets = {key: _offsets(f, names)[0] for key, names in self.piece_names.items()}
-        self.piece_of = {u: {n: k for k, names in enumerate(unit_pieces(f, u, n_layers)) for n in names}
-                         for u in self.streamed}
+        self.piece_of = {u: {n: k for k, names in enumerate(pieces[u]) for n in names} for u in self.streamed}
         self._held: dict[int, tuple[int, int]] = {}   # streamed unit -> the piece whose slot the model holds
         self.slots = [np.empty(plan.slot_bytes, np.uint8) for _ in range(plan.slots)]
         self.group_bytes = group_bytes(f)
