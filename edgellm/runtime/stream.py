@@ -172,7 +172,9 @@ class StreamedWeights:
         self.sequence = [(u, k) for u in self.streamed for k in range(len(pieces[u]))]
         self.piece_names = {(u, k): names for u in self.streamed for k, names in enumerate(pieces[u])}
         self.piece_offsets = {key: _offsets(f, names)[0] for key, names in self.piece_names.items()}
-        self.piece_of = {u: {n: k for k, names in enumerate(pieces[u]) for n in names} for u in self.streamed}
+        # streamed layer -> {name without the layer prefix: piece}, what StreamedLayer looks names up in
+        self.piece_of = {u: {n[len(layer_prefix(u)):]: k for k, names in enumerate(pieces[u]) for n in names}
+                         for u in self.streamed if u < n_layers}
         self._held: dict[int, tuple[int, int]] = {}   # streamed unit -> the piece whose slot the model holds
         self.slots = [np.empty(plan.slot_bytes, np.uint8) for _ in range(plan.slots)]
         self.group_bytes = group_bytes(f)
@@ -211,8 +213,7 @@ class StreamedWeights:
         prefix = layer_prefix(i)
         if i in self.pinned:
             return self._pinned_unit(i, prefix)
-        self._acquired[i] = time.perf_counter()
-        self._waited[i] = self.stats.unit(i)["wait_s"]
+        self._acquire(i)
         return StreamedLayer(self, i, prefix)
 
     def release(self, i: int) -> None:
@@ -233,8 +234,7 @@ class StreamedWeights:
         if u in self.pinned:
             w = self._pinned_unit(u, "")
         else:
-            self._acquired[u] = time.perf_counter()
-            self._waited[u] = self.stats.unit(u)["wait_s"]
+            self._acquire(u)
             w = self._take(u, 0, "")
         return w["model.norm.weight"], w.get("lm_head.weight", w.get(EMBED))
 
@@ -257,8 +257,13 @@ class StreamedWeights:
             os.close(self._fd)
 
     # -- main-thread side ---------------------------------------------------------------------------
-    def _pinned_unit(self, u: int, prefix: str) -> dict[str, QTensor]:
+    def _acquire(self, u: int) -> None:
+        """Start unit u's compute clock; waits for its later pieces are taken off at release."""
         self._acquired[u] = time.perf_counter()
+        self._waited[u] = self.stats.unit(u)["wait_s"]
+
+    def _pinned_unit(self, u: int, prefix: str) -> dict[str, QTensor]:
+        self._acquire(u)
         w = self.pinned[u]
         return {n[len(prefix):]: t for n, t in w.items()} if prefix else w
 
@@ -354,8 +359,8 @@ class StreamedWeights:
     def _load(self, key: tuple[int, int], slot: int, gen: int) -> None:
         """Read piece `key`'s chunks in groups of about PIECE bytes into a ring of staging buffers; each group's
         chunks decode on the pool while the next group is read, so decompression and checksumming overlap
-        the reads and staging stays a few MB instead of a whole layer. The ring outlives the unit: the next
-        unit's reads start while this one's last groups decode, and the last decode publishes the unit."""
+        the reads and staging stays a few MB instead of a whole layer. The ring outlives the piece: the next
+        piece's reads start while this one's last groups decode, and the last decode publishes the piece."""
         out = memoryview(self.slots[slot])
         u = key[0]
         entries = sorted((self.f.tensors[n] for n in self.piece_names[key]), key=lambda e: e.chunks[0].offset)
@@ -382,7 +387,7 @@ class StreamedWeights:
             if last:
                 with self._cv:                 # decode threads finish units concurrently
                     self.stats.decode_s += state["decode_s"]
-                    self.stats.units_loaded += 1
+                    self.stats.units_loaded += key[1] == 0      # a unit, not each of its pieces
                     rec["decode_s"] += state["decode_s"]
                     rec["loads"] += key[1] == 0
                 self._publish(key, slot, gen, state["err"])
@@ -486,7 +491,7 @@ class StreamedLayer:
 
     def __init__(self, weights: StreamedWeights, u: int, prefix: str):
         self.weights, self.u, self.prefix = weights, u, prefix
-        self.where = {n[len(prefix):]: k for n, k in weights.piece_of[u].items()}
+        self.where = weights.piece_of[u]
         self.piece, self.tensors = -1, {}
 
     def __getitem__(self, name: str) -> QTensor:
