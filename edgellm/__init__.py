@@ -1,10 +1,10 @@
 """edgellm: run large language models on memory-starved devices."""
-from .errors import (BudgetError, ConvertError, EdgeLLMError, FormatError, TokenizerError,
-                     UnsupportedModelError)
+from .errors import (BudgetError, ConvertError, EdgeLLMError, FormatError, InvalidArgumentError, ModelBusyError,
+                     TokenizerError, UnsupportedModelError)
 
 __version__ = "0.1.0"
 __all__ = ["load", "convert", "EdgeLLMError", "FormatError", "BudgetError", "UnsupportedModelError",
-           "ConvertError", "TokenizerError", "__version__"]
+           "ConvertError", "TokenizerError", "InvalidArgumentError", "ModelBusyError", "__version__"]
 
 
 def convert(src, dst, **kwargs):

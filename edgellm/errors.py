@@ -23,3 +23,11 @@ class ConvertError(EdgeLLMError):
 
 class TokenizerError(EdgeLLMError):
     """The tokenizer is missing or cannot be loaded."""
+
+
+class InvalidArgumentError(EdgeLLMError, ValueError):
+    """A flag or API argument is outside its range or of the wrong kind (e.g. max_tokens=-1, top_p=2)."""
+
+
+class ModelBusyError(EdgeLLMError):
+    """A Model is already generating on this thread (an unfinished stream() iterator): finish or close it first."""
