@@ -10,6 +10,7 @@ from . import kernels
 from .errors import BudgetError, EdgeLLMError, TokenizerError
 from .format import EllmFile
 from .generate.generate import Chunk, Session, Stats, generate_tokens, peak_rss_bytes
+from .generate.lock import LockedStream, ModelLock
 from .generate.sampling import StopMatcher
 from .models import get_model_module
 from .runtime.budget import DEFAULT_SLOTS, plan_for
@@ -27,7 +28,16 @@ PREFILL_CHUNK = 256        # tokens pushed through a layer at once: a streamed l
 
 
 class Model:
-    """A loaded model. Use as a context manager, or call close()."""
+    """A loaded model. Use as a context manager, or call close().
+
+    Safe to share between threads: calls that use the KV cache (generate, chat, logits, close) hold a lock for
+    their whole duration, and a stream() / chat(stream=True) iterator holds it from its first next() until it
+    is exhausted, closed or garbage collected; other threads wait their turn. The same thread calling again
+    while its own iterator is unfinished would wait for itself, so that raises ModelBusyError. Arguments and
+    the prompt are checked when stream() is called; the prefill runs at the first next(). An exception or
+    Ctrl-C mid-pass, or an abandoned iterator, leaves `session.ids` naming exactly what the cache holds.
+    `session`, `state` and `transformer` are internals: using them directly bypasses the lock.
+    """
 
     def __init__(self, file: EllmFile, args, module, provider, context: int, chunk: int):
         self.file, self.config, self.provider = file, args, provider
@@ -37,18 +47,23 @@ class Model:
         self.session = Session(self.transformer)
         self.load_seconds = 0.0
         self._templates = {}           # chat template spec -> (ChatTemplate, notice)
+        self._lock = ModelLock()       # one call at a time touches the KV cache (see the class docstring)
 
     # -- generation -----------------------------------------------------------------------------------
     def stream(self, prompt, *, max_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0, seed=None,
                stop=None) -> Iterator[Chunk]:
-        """Yield text chunks as tokens are generated; the last chunk has finish_reason and stats."""
+        """An iterator of text chunks as tokens are generated; the last chunk has finish_reason and stats.
+
+        Checks arguments and tokenizes now; takes the Model's lock at the first next() and keeps it until the
+        iterator is exhausted or closed (also a context manager: `with m.stream(p) as chunks: ...`)."""
         ids = self._prompt_ids(prompt)
         return self._stream_ids(ids, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                                 min_p=min_p, repetition_penalty=repetition_penalty, seed=seed, stop=stop)
 
     def generate(self, prompt, **kwargs) -> str:
-        return "".join(c.text for c in self.stream(prompt, **kwargs))
+        with self.stream(prompt, **kwargs) as chunks:
+            return "".join(c.text for c in chunks)
 
     # -- chat -----------------------------------------------------------------------------------------
     def chat(self, messages: list[dict], *, stream: bool = False, chat_template: str | None = None,
@@ -69,7 +84,10 @@ class Model:
                                f"dropped its {dropped} oldest message(s)")
         ids = encode_chat(template, self.tokenizer, kept)
         chunks = self._stream_ids(ids, end_ids=end_of_turn_ids(self.tokenizer), **sampling)
-        return chunks if stream else "".join(c.text for c in chunks)
+        if stream:
+            return chunks
+        with chunks:
+            return "".join(c.text for c in chunks)
 
     def fit_chat(self, messages: list[dict], *, max_tokens: int = 256, chat_template: str | None = None):
         """(messages that fit the context with room for a reply, number of oldest messages dropped)."""
@@ -90,17 +108,21 @@ class Model:
                 _notice(on_notice, self._templates[key][1])
         return self._templates[key][0]
 
-    def _stream_ids(self, ids, *, stop=None, max_tokens=256, end_ids=None, **sampling) -> Iterator[Chunk]:
+    def _stream_ids(self, ids, *, stop=None, max_tokens=256, end_ids=None, **sampling) -> LockedStream:
+        """Check everything now; the returned iterator runs the generation under the lock."""
         if max_tokens < 0:
             raise ValueError("max_tokens must be >= 0")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        matcher = StopMatcher(stops)
-        detok = StreamingDetokenizer(self.tokenizer)
+        end_ids = self.tokenizer.eos_ids if end_ids is None else end_ids
         stats = Stats()
+        steps = generate_tokens(self.session, ids, max_tokens=max_tokens, stats=stats, **sampling)
+        return LockedStream(self._lock, self._chunks(steps, StopMatcher(stops), end_ids, stats))
+
+    def _chunks(self, steps, matcher: StopMatcher, end_ids, stats: Stats) -> Iterator[Chunk]:
+        detok = StreamingDetokenizer(self.tokenizer)
         read0 = self._bytes_read()
         finish, last, stopped = "length", None, False
-        end_ids = self.tokenizer.eos_ids if end_ids is None else end_ids
-        for token, _full in generate_tokens(self.session, ids, max_tokens=max_tokens, stats=stats, **sampling):
+        for token, _full in steps:
             last = token
             if token in end_ids:
                 finish = "stop"
@@ -141,8 +163,8 @@ class Model:
         if len(ids) > self.state.context:
             raise EdgeLLMError(f"{len(ids)} tokens exceed the context of {self.state.context}")
         out = np.zeros((len(ids), self.config.vocab_size), np.float32)
-        self.session.ids = []
-        self.session.prefill(ids, all_logits=out)
+        with self._lock:
+            self.session.prefill(ids, all_logits=out)
         return out
 
     # -- bookkeeping ----------------------------------------------------------------------------------
@@ -154,8 +176,11 @@ class Model:
         return fn() if fn else {}
 
     def close(self) -> None:
-        self.provider.close()
-        self.file.close()
+        """Free the model; waits for other threads' calls, and closes this thread's unfinished iterator."""
+        self._lock.close_own_stream()
+        with self._lock:
+            self.provider.close()
+            self.file.close()
 
     def __enter__(self):
         return self

@@ -53,7 +53,12 @@ def peak_rss_bytes() -> int:
 
 
 class Session:
-    """The KV cache's contents: which token ids it holds, so a new prompt re-uses their shared prefix."""
+    """The KV cache's contents: which token ids it holds, so a new prompt re-uses their shared prefix.
+
+    Invariant: `ids` names exactly the positions whose KV entries are valid. It is cut to the reused prefix
+    before a pass and extended only after the pass completes, so an exception (or Ctrl-C) inside a pass leaves
+    it naming what was committed before, and the next call recomputes the rest instead of reusing garbage.
+    """
 
     def __init__(self, transformer):
         self.t = transformer
@@ -65,12 +70,13 @@ class Session:
         return self.t.state.context
 
     def prefill(self, ids: list[int], all_logits: np.ndarray | None = None) -> np.ndarray:
-        """Make the cache hold `ids`; returns the last position's logits. Reuses the common prefix."""
+        """Make the cache hold `ids`; returns the last position's logits. Reuses the common prefix, except
+        with `all_logits` (len(ids), vocab), which is filled for every position from an empty cache."""
         keep = 0
         if all_logits is None:
             while keep < min(len(ids) - 1, len(self.ids)) and ids[keep] == self.ids[keep]:
                 keep += 1
-        self.ids = self.ids[:keep]
+        del self.ids[keep:]                    # from here on the entries past `keep` get overwritten
         self.reused = keep
         chunk = self.t.state.chunk
         logits = None
@@ -78,26 +84,33 @@ class Session:
             part = np.asarray(ids[start:start + chunk], dtype=np.int64)
             rows = all_logits[start:start + len(part)] if all_logits is not None else None
             logits = self.t.forward(part, start, rows)
-            self.ids.extend(int(i) for i in part)
+            self.ids.extend(part.tolist())     # commit the pass (one list call: Ctrl-C cannot split it)
         return logits
 
     def step(self, token: int) -> np.ndarray:
         logits = self.t.forward(np.array([token], dtype=np.int64), len(self.ids))
-        self.ids.append(token)
+        self.ids.append(token)                 # commit the pass
         return logits
 
 
 def generate_tokens(session: Session, prompt_ids: list[int], *, max_tokens: int, temperature=0.0, top_k=0,
                     top_p=1.0, min_p=0.0, repetition_penalty=1.0, seed=None,
                     stats: Stats | None = None) -> Iterator[tuple[int, bool]]:
-    """Yield (token, context_full) pairs; the caller decides when to stop (EOS, stop strings...)."""
+    """An iterator of (token, context_full) pairs; the caller decides when to stop (EOS, stop strings...).
+
+    The prompt and sampling settings are checked now; the prefill runs at the first next().
+    """
     if len(prompt_ids) >= session.context:
         raise EdgeLLMError(f"prompt is {len(prompt_ids)} tokens but the context holds {session.context}; "
                            f"shorten it or raise the context length")
     sampler = make_sampler(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
-    stats = stats or Stats()
+    return _steps(session, list(prompt_ids), max_tokens, sampler, repetition_penalty, stats or Stats())
+
+
+def _steps(session: Session, prompt_ids: list[int], max_tokens: int, sampler, repetition_penalty: float,
+           stats: Stats) -> Iterator[tuple[int, bool]]:
     t0 = time.perf_counter()
-    logits = session.prefill(list(prompt_ids))
+    logits = session.prefill(prompt_ids)
     stats.prompt_tokens, stats.cached_tokens = len(prompt_ids), session.reused
     history = list(prompt_ids[-REPETITION_WINDOW:])
     t_first = None
