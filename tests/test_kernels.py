@@ -141,3 +141,45 @@ def test_group32_blocks_portable_and_avx2_agree_with_integer_formula(stype):
         out = np.zeros(n, np.float32)
         _rows4_caller(rows4)(codes, sc.view(np.uint16), xq, xs, xsum, ng, rb, out)
         np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-3 * np.abs(want).max(), err_msg=name)
+
+
+@pytest.fixture
+def split_work(monkeypatch):
+    """Force every kernel onto the shared-tiles path (all threads claiming work), whatever its size."""
+    from edgellm.kernels import parallel
+    if kernels.set_threads(None) < 2:
+        n = kernels.set_threads(min(2, __import__("numba").config.NUMBA_NUM_THREADS))
+        if n < 2:
+            pytest.skip("one thread only: nothing to split")
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)
+    yield
+    kernels.set_threads(None)
+
+
+@pytest.mark.parametrize("stype", ["q4", "q8", "f16", "f32"])
+@pytest.mark.parametrize("group", [32, 64])
+def test_shared_tiles_give_the_calling_thread_result_bit_for_bit(stype, group, split_work, monkeypatch):
+    from edgellm.kernels import parallel
+    w = RNG.standard_normal((203, 320)).astype(np.float32)     # 51 tiles, the last one short
+    t = QTensor.quantize(w, stype, group)
+    x = RNG.standard_normal((5, 320)).astype(np.float32)
+    ws = _ws(rows=8, cols=512)
+    q = RNG.standard_normal((3, 6, 16)).astype(np.float32)
+    kc, vc = RNG.standard_normal((2, 40, 2, 16)).astype(np.float32)
+
+    def run():
+        mv, mm, att, rms = (np.zeros(203, np.float32), np.zeros((5, 203), np.float32), np.zeros_like(q),
+                            np.zeros_like(x))
+        kernels.matvec(t, x[0], mv, ws)
+        kernels.matmul(t, x, mm, ws)
+        kernels.attention(q, kc, vc, 9, att, _ws(heads=6, ctx=40))
+        kernels.rmsnorm(x, w[0], 1e-5, rms)
+        return mv, mm, att, rms
+
+    shared = run()
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 1 << 62)
+    alone = run()
+    for a, b in zip(shared[:1] + shared[2:], alone[:1] + alone[2:]):
+        np.testing.assert_array_equal(a, b)          # every row is computed the same way by any thread
+    np.testing.assert_allclose(shared[1], alone[1], rtol=1e-5, atol=1e-5)   # BLAS blocks differ in shape
+    np.testing.assert_allclose(alone[1], x @ t.dequantize().T, rtol=1e-4, atol=1e-4)

@@ -9,6 +9,7 @@ pool's spinning threads steal the cores (a 5632x2048 q4 prefill product: 190 ms 
 """
 from __future__ import annotations
 
+import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,9 +18,12 @@ import numpy as np
 from numba import njit, prange
 
 from ..quant import QTensor
+from .parallel import TILES_PER_CLAIM, claim, threads, worth_forking
+from .parallel import counter as claim_counter
 from .simd import q4_dot16, q4_g32_rows4, q8_dot32, q8_g32_rows4
 
-F16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+with np.errstate(invalid="ignore"):     # widening f16 signalling NaNs raises the invalid flag on aarch64
+    F16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 MATMUL_BLOCK = 256          # weight rows dequantized at once for prefill (x padded cols f32), all threads
 
 
@@ -34,11 +38,12 @@ class Workspace:
         self.deq = np.zeros((MATMUL_BLOCK, pc), np.float32)  # (block rows, padded cols) dequantized weights
         self.mm = np.zeros((MATMUL_BLOCK, max_rows), np.float32)  # (block rows, tokens) product staging
         self.scores = np.zeros((n_heads, context), np.float32)   # (heads, context) attention scores
+        self.claims = claim_counter()                      # (1,) int64 tiles claimed in a shared kernel
 
     @staticmethod
     def nbytes_for(max_rows: int, max_cols: int, n_heads: int, context: int) -> int:
         pc = -(-max_cols // 128) * 128
-        return pc + pc // 32 * 8 + MATMUL_BLOCK * (pc + max_rows) * 4 + n_heads * context * 4
+        return pc + pc // 32 * 8 + MATMUL_BLOCK * (pc + max_rows) * 4 + n_heads * context * 4 + 8
 
 
 @njit(nogil=True, cache=True)
@@ -61,11 +66,12 @@ def quantize_activation(x, group, xq, xs, xsum):
         xsum[g] = tot
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=True)
-def _matvec_q4(codes, scales, xq, xs, xsum, table, out):
-    """codes u8[N, P/2], scales u16[N, groups] (f16 bits), xq/xs/xsum from quantize_activation; out[N].
+@njit(nogil=True, cache=True, fastmath=True)
+def _q4_tiles(codes, scales, xq, xs, xsum, table, out, t0, t1):
+    """Tiles t0..t1-1 (rows 4t..4t+3) of a q4 product: codes u8[N, P/2], scales u16[N, groups] (f16 bits),
+    xq/xs/xsum from quantize_activation; out[N].
 
-    Four rows per task share each activation load; the integer dot of each 32-weight block runs in
+    Four rows per tile share each activation load; the integer dot of each 32-weight block runs in
     16-lane i16 SIMD (simd.q4_dot16) and is scaled once per group.
     """
     n, ng = codes.shape[0], scales.shape[1]
@@ -73,7 +79,7 @@ def _matvec_q4(codes, scales, xq, xs, xsum, table, out):
     half = rb // ng
     group = 2 * half
     c = codes.reshape(-1)
-    for t in prange(-(-n // 4)):
+    for t in range(t0, t1):
         r0 = 4 * t
         r1, r2, r3 = min(r0 + 1, n - 1), min(r0 + 2, n - 1), min(r0 + 3, n - 1)   # a short tile repeats
         a0 = a1 = a2 = a3 = np.float32(0.0)
@@ -98,14 +104,14 @@ def _matvec_q4(codes, scales, xq, xs, xsum, table, out):
         out[r3] = a3
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=True)
-def _matvec_q8(codes, scales, xq, xs, table, out):
-    """codes i8[N, P], scales u16[N, groups]; out[N]. Same tiling as _matvec_q4."""
+@njit(nogil=True, cache=True, fastmath=True)
+def _q8_tiles(codes, scales, xq, xs, table, out, t0, t1):
+    """Tiles t0..t1-1 of a q8 product: codes i8[N, P], scales u16[N, groups]; out[N]. Tiling as _q4_tiles."""
     n, ng = codes.shape[0], scales.shape[1]
     rb = codes.shape[1]
     group = rb // ng
     c = codes.reshape(-1)
-    for t in prange(-(-n // 4)):
+    for t in range(t0, t1):
         r0 = 4 * t
         r1, r2, r3 = min(r0 + 1, n - 1), min(r0 + 2, n - 1), min(r0 + 3, n - 1)
         a0 = a1 = a2 = a3 = np.float32(0.0)
@@ -128,15 +134,16 @@ def _matvec_q8(codes, scales, xq, xs, table, out):
         out[r3] = a3
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=True)
-def _matvec_g32(codes, scales, xq, xs, xsum, out, q4):
-    """Group-32 fast path for q4 and q8: four rows per task through simd.q*_g32_rows4, whose loop over groups
-    keeps a float accumulator vector per row (the default group size: TinyLlama q4 9 vs 6 GB/s)."""
+@njit(nogil=True, cache=True, fastmath=True)
+def _g32_tiles(codes, scales, xq, xs, xsum, out, q4, t0, t1):
+    """Group-32 fast path for q4 and q8, tiles t0..t1-1: four rows per tile through simd.q*_g32_rows4,
+    whose loop over groups keeps a float accumulator vector per row (the default group size: TinyLlama q4
+    9 vs 6 GB/s)."""
     n, ng = codes.shape[0], scales.shape[1]
     rb = codes.shape[1]
     c = codes.reshape(-1).view(np.uint8)
     s = scales.reshape(-1)
-    for t in prange(-(-n // 4)):
+    for t in range(t0, t1):
         r0 = 4 * t
         r1, r2, r3 = min(r0 + 1, n - 1), min(r0 + 2, n - 1), min(r0 + 3, n - 1)   # a short tile repeats
         if q4:
@@ -151,41 +158,120 @@ def _matvec_g32(codes, scales, xq, xs, xsum, out, q4):
         out[r3] = a3
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=True)
-def _matvec_f32(w, x, out):
-    for r in prange(w.shape[0]):
+@njit(nogil=True, cache=True, fastmath=True)
+def _f32_rows(w, x, out, t0, t1):
+    """Rows 4t0..4t1-1 of an f32 product (tiles of 4 rows, as the quantized kernels)."""
+    for r in range(4 * t0, min(4 * t1, w.shape[0])):
         acc = np.float32(0.0)
         for j in range(w.shape[1]):
             acc += w[r, j] * x[j]
         out[r] = acc
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=True)
-def _matvec_f16(w, x, table, out):
-    """w u16[N, K] (f16 bits)."""
-    for r in prange(w.shape[0]):
+@njit(nogil=True, cache=True, fastmath=True)
+def _f16_rows(w, x, table, out, t0, t1):
+    """Rows 4t0..4t1-1 of an f16 product; w u16[N, K] (f16 bits)."""
+    for r in range(4 * t0, min(4 * t1, w.shape[0])):
         acc = np.float32(0.0)
         for j in range(w.shape[1]):
             acc += table[w[r, j]] * x[j]
         out[r] = acc
 
 
+# Shared drivers: one task per thread, each claiming TILES_PER_CLAIM tiles at a time (see parallel.py).
+# A driver per kernel because numba compiles a parallel region per call site.
+@njit(parallel=True, nogil=True, cache=True)
+def _g32_shared(codes, scales, xq, xs, xsum, out, q4, ctr, nt):
+    n_tiles = -(-codes.shape[0] // 4)
+    ctr[0] = 0
+    for _ in prange(nt):
+        while True:
+            t0 = claim(ctr, TILES_PER_CLAIM)
+            if t0 >= n_tiles:
+                break
+            _g32_tiles(codes, scales, xq, xs, xsum, out, q4, t0, min(t0 + TILES_PER_CLAIM, n_tiles))
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _q4_shared(codes, scales, xq, xs, xsum, table, out, ctr, nt):
+    n_tiles = -(-codes.shape[0] // 4)
+    ctr[0] = 0
+    for _ in prange(nt):
+        while True:
+            t0 = claim(ctr, TILES_PER_CLAIM)
+            if t0 >= n_tiles:
+                break
+            _q4_tiles(codes, scales, xq, xs, xsum, table, out, t0, min(t0 + TILES_PER_CLAIM, n_tiles))
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _q8_shared(codes, scales, xq, xs, table, out, ctr, nt):
+    n_tiles = -(-codes.shape[0] // 4)
+    ctr[0] = 0
+    for _ in prange(nt):
+        while True:
+            t0 = claim(ctr, TILES_PER_CLAIM)
+            if t0 >= n_tiles:
+                break
+            _q8_tiles(codes, scales, xq, xs, table, out, t0, min(t0 + TILES_PER_CLAIM, n_tiles))
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _f32_shared(w, x, out, ctr, nt):
+    n_tiles = -(-w.shape[0] // 4)
+    ctr[0] = 0
+    for _ in prange(nt):
+        while True:
+            t0 = claim(ctr, TILES_PER_CLAIM)
+            if t0 >= n_tiles:
+                break
+            _f32_rows(w, x, out, t0, min(t0 + TILES_PER_CLAIM, n_tiles))
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _f16_shared(w, x, table, out, ctr, nt):
+    n_tiles = -(-w.shape[0] // 4)
+    ctr[0] = 0
+    for _ in prange(nt):
+        while True:
+            t0 = claim(ctr, TILES_PER_CLAIM)
+            if t0 >= n_tiles:
+                break
+            _f16_rows(w, x, table, out, t0, min(t0 + TILES_PER_CLAIM, n_tiles))
+
+
 def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
-    """out[N] = W[N, K] @ x[K]."""
+    """out[N] = W[N, K] @ x[K]. Small matrices run on the calling thread, large ones on shared tiles."""
     st = w.layout.stype
+    shared = worth_forking(w.codes.nbytes)
+    tiles = -(-w.layout.rows // 4)
     if st == "q4" or st == "q8":
         quantize_activation(x, w.layout.group, ws.xq, ws.xs, ws.xsum)
         p = w.layout.padded_cols
+        xq, sc = ws.xq[:p], w.scales.view(np.uint16)
         if w.layout.group == 32:
-            _matvec_g32(w.codes, w.scales.view(np.uint16), ws.xq[:p], ws.xs, ws.xsum, out, st == "q4")
+            if shared:
+                _g32_shared(w.codes, sc, xq, ws.xs, ws.xsum, out, st == "q4", ws.claims, threads())
+            else:
+                _g32_tiles(w.codes, sc, xq, ws.xs, ws.xsum, out, st == "q4", 0, tiles)
         elif st == "q4":
-            _matvec_q4(w.codes, w.scales.view(np.uint16), ws.xq[:p], ws.xs, ws.xsum, F16_TABLE, out)
+            if shared:
+                _q4_shared(w.codes, sc, xq, ws.xs, ws.xsum, F16_TABLE, out, ws.claims, threads())
+            else:
+                _q4_tiles(w.codes, sc, xq, ws.xs, ws.xsum, F16_TABLE, out, 0, tiles)
+        elif shared:
+            _q8_shared(w.codes, sc, xq, ws.xs, F16_TABLE, out, ws.claims, threads())
         else:
-            _matvec_q8(w.codes, w.scales.view(np.uint16), ws.xq[:p], ws.xs, F16_TABLE, out)
+            _q8_tiles(w.codes, sc, xq, ws.xs, F16_TABLE, out, 0, tiles)
     elif st == "f32":
-        _matvec_f32(w.codes, x, out)
+        if shared:
+            _f32_shared(w.codes, x, out, ws.claims, threads())
+        else:
+            _f32_rows(w.codes, x, out, 0, tiles)
+    elif shared:
+        _f16_shared(w.codes.view(np.uint16), x, F16_TABLE, out, ws.claims, threads())
     else:
-        _matvec_f16(w.codes.view(np.uint16), x, F16_TABLE, out)
+        _f16_rows(w.codes.view(np.uint16), x, F16_TABLE, out, 0, tiles)
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -242,17 +328,20 @@ def _workers() -> tuple[int, ThreadPoolExecutor | None]:
     if n == 1:
         return 1, None
     with _pool_lock:
-        if _pool is None or _pool._max_workers != n:
-            _pool = ThreadPoolExecutor(n, thread_name_prefix="edgellm-matmul")
+        if _pool is None or _pool._max_workers != n - 1:
+            _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="edgellm-matmul")
         return n, _pool
 
 
-def _matmul_rows(w: QTensor, x: np.ndarray, out: np.ndarray, deq: np.ndarray, mm: np.ndarray,
-                 first: int, step: int) -> None:
-    """Blocks first, first+step, ... of W's rows: dequantize into deq[block, P], then out[:, rows] = x @ deq.T."""
+def _matmul_rows(w: QTensor, x: np.ndarray, out: np.ndarray, deq: np.ndarray, mm: np.ndarray, blocks) -> None:
+    """Blocks of W's rows claimed from `blocks` (a shared counter) until none are left: dequantize into
+    deq[block, P], then out[:, rows] = x @ deq.T."""
     lay = w.layout
     k, block, t = lay.cols, deq.shape[0], x.shape[0]
-    for r0 in range(first * block, lay.rows, step * block):
+    for b in blocks:
+        r0 = b * block
+        if r0 >= lay.rows:
+            return
         rows = min(block, lay.rows - r0)
         if lay.stype == "f32":
             d = w.codes[r0:r0 + rows]
@@ -270,17 +359,24 @@ def _matmul_rows(w: QTensor, x: np.ndarray, out: np.ndarray, deq: np.ndarray, mm
 
 
 def matmul(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
-    """out[T, N] = x[T, K] @ W[N, K].T for many tokens (prefill)."""
+    """out[T, N] = x[T, K] @ W[N, K].T for many tokens (prefill).
+
+    The calling thread and n-1 pool threads claim row blocks from one counter (next() on an itertools.count
+    is atomic under the GIL), so a thread the OS has descheduled delays only the block it holds."""
     pc, t = w.layout.padded_cols, x.shape[0]
     n, pool = _workers()
-    block = max(1, min(-(-w.layout.rows // n), ws.deq.size // (n * pc), ws.mm.size // (n * t)))
+    if not worth_forking(w.layout.rows * pc * 4):
+        n, pool = 1, None
+    block = max(1, min(-(-w.layout.rows // (4 * n)), ws.deq.size // (n * pc), ws.mm.size // (n * t)))
     deq = ws.deq.reshape(-1)[:n * block * pc].reshape(n, block, pc)
     mm = ws.mm.reshape(-1)[:n * block * t].reshape(n, block, t)
+    blocks = itertools.count()
     if pool is None:
-        _matmul_rows(w, x, out, deq[0], mm[0], 0, 1)
+        _matmul_rows(w, x, out, deq[0], mm[0], blocks)
         return
-    futures = [pool.submit(_matmul_rows, w, x, out, deq[i], mm[i], i, n) for i in range(n)]
+    futures = [pool.submit(_matmul_rows, w, x, out, deq[i], mm[i], blocks) for i in range(1, n)]
     try:
+        _matmul_rows(w, x, out, deq[0], mm[0], blocks)
         for f in futures:
             f.result()
     finally:

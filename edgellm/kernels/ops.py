@@ -7,19 +7,35 @@ import numpy as np
 from numba import njit, prange
 
 from ..errors import UnsupportedModelError
+from .parallel import claim, threads, worth_forking
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=True)
-def rmsnorm(x, weight, eps, out):
-    """out[T, D] = x / sqrt(mean(x^2) + eps) * weight."""
+@njit(nogil=True, cache=True, fastmath=True)
+def _rmsnorm_rows(x, weight, eps, out, t0, t1):
     d = x.shape[1]
-    for t in prange(x.shape[0]):
+    for t in range(t0, t1):
         ss = np.float32(0.0)
         for j in range(d):
             ss += x[t, j] * x[t, j]
         inv = np.float32(1.0) / np.sqrt(ss / np.float32(d) + np.float32(eps))
         for j in range(d):
             out[t, j] = x[t, j] * inv * weight[j]
+
+
+@njit(parallel=True, nogil=True, cache=True, fastmath=True)
+def _rmsnorm_shared(x, weight, eps, out, nt):
+    n = x.shape[0]
+    step = -(-n // nt)
+    for i in prange(nt):       # rows split evenly: every row costs the same, and T is small
+        _rmsnorm_rows(x, weight, eps, out, min(n, i * step), min(n, i * step + step))
+
+
+def rmsnorm(x, weight, eps, out) -> None:
+    """out[T, D] = x / sqrt(mean(x^2) + eps) * weight. One token (decode) runs on the calling thread."""
+    if worth_forking(x.nbytes):
+        _rmsnorm_shared(x, weight, eps, out, threads())
+    else:
+        _rmsnorm_rows(x, weight, eps, out, 0, x.shape[0])
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -71,16 +87,17 @@ def apply_rope(x, positions, cos, sin):
                 x[t, h, i + half] = b * c + a * s
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=True)
-def _attention(q, kc, vc, start, out, scores):
+@njit(nogil=True, cache=True, fastmath=True)
+def _attention_heads(q, kc, vc, start, out, scores, h0, h1):
+    """Heads h0..h1-1 of causal GQA attention (see attention())."""
     t_n, n_heads, hd = q.shape
     group = n_heads // kc.shape[1]
     scale = np.float32(1.0 / np.sqrt(hd))
-    for h in prange(n_heads):
+    for h in range(h0, h1):
         kv = h // group
+        sc = scores[h]                                  # (context,) reused for every query row
         for t in range(t_n):
             n = start + t + 1                           # causal: positions 0..start+t
-            sc = scores[h]                              # (context,) reused for every query row
             mx = np.float32(-np.inf)
             for p in range(n):
                 acc = np.float32(0.0)
@@ -102,6 +119,23 @@ def _attention(q, kc, vc, start, out, scores):
                     out[t, h, i] += wgt * vc[p, kv, i]
 
 
+@njit(parallel=True, nogil=True, cache=True, fastmath=True)
+def _attention_shared(q, kc, vc, start, out, scores, ctr, nt):
+    n_heads = q.shape[1]
+    ctr[0] = 0
+    for _ in prange(nt):
+        while True:                                     # one head per claim: heads are few and long
+            h = claim(ctr, 1)
+            if h >= n_heads:
+                break
+            _attention_heads(q, kc, vc, start, out, scores, h, h + 1)
+
+
 def attention(q, k_cache, v_cache, start_pos: int, out, ws) -> None:
     """Causal GQA attention of q[T, heads, hd] over the cache rows 0..start_pos+T-1 -> out[T, heads, hd]."""
-    _attention(q, k_cache, v_cache, start_pos, out, ws.scores)
+    t_n, n_heads, hd = q.shape
+    kv_bytes = t_n * n_heads * (start_pos + t_n) * hd * 8      # K and V rows read, summed over queries
+    if worth_forking(kv_bytes):
+        _attention_shared(q, k_cache, v_cache, start_pos, out, ws.scores, ws.claims, threads())
+    else:
+        _attention_heads(q, k_cache, v_cache, start_pos, out, ws.scores, 0, n_heads)
