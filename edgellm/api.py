@@ -9,6 +9,7 @@ import numpy as np
 from . import kernels
 from .errors import BudgetError, EdgeLLMError, TokenizerError
 from .format import EllmFile
+from .generate.params import check_load_args, check_sampling, clean_messages, clean_text
 from .generate.generate import Chunk, Session, Stats, generate_tokens, peak_rss_bytes
 from .generate.lock import LockedStream, ModelLock
 from .generate.sampling import StopMatcher
@@ -16,6 +17,7 @@ from .models import get_model_module
 from .runtime.budget import DEFAULT_SLOTS, plan_for
 from .runtime.device import load_device
 from .runtime.stream import StreamedWeights
+from .source import resolve_model
 from .tokenizer import StreamingDetokenizer, Tokenizer
 
 DEFAULT_CONTEXT = 2048
@@ -57,7 +59,9 @@ class Model:
 
         Checks arguments and tokenizes now; takes the Model's lock at the first next() and keeps it until the
         iterator is exhausted or closed (also a context manager: `with m.stream(p) as chunks: ...`)."""
-        ids = self._prompt_ids(prompt)
+        check_sampling(dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                            repetition_penalty=repetition_penalty, seed=seed, stop=stop))
+        ids = self._prompt_ids(clean_text(prompt, "the prompt"))
         return self._stream_ids(ids, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                                 min_p=min_p, repetition_penalty=repetition_penalty, seed=seed, stop=stop)
 
@@ -75,6 +79,8 @@ class Model:
         context, the oldest turns are dropped (the system prompt is kept) and on_notice(text) is called
         (default: a warning). chat_template: a built-in name or a file, instead of the model's own.
         """
+        check_sampling(sampling)
+        messages = clean_messages(messages)
         from .chat.conversation import encode_chat, end_of_turn_ids
         template = self.chat_template(chat_template, on_notice)
         kept, dropped = self.fit_chat(messages, max_tokens=sampling.get("max_tokens", 256),
@@ -91,6 +97,7 @@ class Model:
 
     def fit_chat(self, messages: list[dict], *, max_tokens: int = 256, chat_template: str | None = None):
         """(messages that fit the context with room for a reply, number of oldest messages dropped)."""
+        messages = clean_messages(messages)
         from .chat.conversation import encode_chat, fit_messages
         template = self.chat_template(chat_template, lambda _: None)
         room = self.state.context - min(max_tokens, self.state.context // 4)
@@ -206,14 +213,16 @@ def _tokenizer(f: EllmFile) -> Tokenizer:
 
 
 def load(path, *, ram_budget=None, threads=None, context=None, device=None, slots: int = DEFAULT_SLOTS,
-         direct_io: bool = True, decode_threads: int = 1) -> Model:
-    """Open an .ellm file for generation within `ram_budget` (bytes or "512MB"; default: half of the
+         direct_io: bool = True, decode_threads: int = 1, quant: str = "q4") -> Model:
+    """Open an .ellm file, or a Hugging Face directory (converted once to `quant` into the cache), for
+    generation within `ram_budget` (bytes, "512MB", or "50%" of the model file; default: half of the
     available memory). Layers that do not fit stream from flash; `device` emulates a device's flash.
     Streamed layers are read with O_DIRECT (measured faster than buffered reads + fadvise at every budget;
     falls back to buffered reads where O_DIRECT is unavailable); direct_io=False selects the other."""
     t0 = time.perf_counter()
+    check_load_args(threads=threads, context=context, slots=slots, ram_budget=ram_budget, decode_threads=decode_threads)
     kernels.set_threads(threads)
-    f = EllmFile(path)
+    f = EllmFile(resolve_model(path, quant))
     try:
         cfg = f.config
         module = get_model_module(cfg.get("model_type"))

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import EdgeLLMError
-from ..runtime.plan import parse_size
+from ..runtime.budget import parse_budget
 from .runner import run_child
 
 SWEEP_KEYS = ("budget", "codec")
@@ -51,19 +51,8 @@ def parse_sweep(specs: list[str] | None) -> dict[str, list[str]]:
 
 
 def budget_bytes(value, model_bytes: int) -> int | None:
-    """A budget as bytes: "50%" is half the model file; None is the runtime's default."""
-    if value is None:
-        return None
-    v = str(value).strip()
-    if v.endswith("%"):
-        try:
-            frac = float(v[:-1]) / 100
-        except ValueError:
-            raise EdgeLLMError(f"cannot read the budget {value!r}") from None
-        if frac <= 0:
-            raise EdgeLLMError(f"budget must be positive, got {value!r}")
-        return int(frac * model_bytes)
-    return parse_size(v)
+    """A budget as bytes: "50%" is half the model file; None is the runtime's default (one parser for all)."""
+    return parse_budget(value, model_bytes)
 
 
 def _summary(values: list[float]) -> dict:

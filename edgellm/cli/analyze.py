@@ -4,20 +4,25 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 from ..errors import EdgeLLMError
+from ..generate.params import check_int
+from ..source import refuse_unsupported
+from .options import device_names
 
 
 def add_arguments(p) -> None:
     p.add_argument("src", help=".ellm file (studied as stored), .safetensors file, or a model directory of them")
     p.add_argument("--quant", default=None,
-                   help="storage types to quantize a safetensors source to, comma-separated (default q4,q8)")
-    p.add_argument("--levels", default="1,3,19", help="zstd levels to try, comma-separated (default 1,3,19)")
+                   help="storage types to quantize a safetensors source to, comma-separated (default: q4,q8)")
+    p.add_argument("--levels", default="1,3,19", help="zstd levels to try (1-22), comma-separated")
     p.add_argument("--device", action="append", default=None,
-                   help="device profile(s) for the load-time prediction, repeatable or comma-separated "
-                        "(default: every profile)")
+                   help=f"device profile(s) for the load-time prediction, repeatable or comma-separated: "
+                        f"{device_names()}, or .toml paths (default: every built-in profile)")
     p.add_argument("--max-tensors", type=int, default=None,
-                   help="study only the first N 2-D tensors in file order (the rest are counted as left out)")
+                   help="study only the first N 2-D tensors in file order (the rest are counted as left out; "
+                        "default: all)")
     p.add_argument("--tensors", action="store_true", help="also print one line per tensor")
     p.add_argument("--json", action="store_true",
                    help="print the study as JSON (schema: edgellm/bench/analyze.py). share = (raw - stored) / "
@@ -49,8 +54,9 @@ def run(args) -> int:
         levels = [int(x) for x in _list(args.levels)]
     except ValueError:
         raise EdgeLLMError(f"--levels {args.levels!r}: give zstd levels as integers, e.g. 1,3,19") from None
-    if args.max_tensors is not None and args.max_tensors < 1:
-        raise EdgeLLMError("--max-tensors must be at least 1")
+    if args.max_tensors is not None:
+        check_int("--max-tensors", args.max_tensors, 1)
+    refuse_unsupported(Path(args.src))
     devices = [d for arg in args.device or [] for d in _list(arg)]
     show = sys.stderr.isatty() and not args.json
     try:

@@ -1,14 +1,14 @@
 """edgellm chat MODEL: an offline assistant in the terminal (or a line-per-turn filter when piped)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 from ..errors import EdgeLLMError
 from ..paths import cache_dir
-from .run import add_model_arguments, add_sampling_arguments, format_stats, sampling_kwargs
+from .options import text
+from .run import add_model_arguments, add_sampling_arguments, format_stats, load_model, sampling_kwargs
 
 CHAT_TEMP, CHAT_TOP_P = 0.7, 0.9      # chat defaults (mlx-lm and llama.cpp use similar ones)
 
@@ -22,41 +22,13 @@ HELP = """commands:
 
 
 def add_arguments(p) -> None:
-    add_model_arguments(p, model_help=".ellm file, or a Hugging Face model directory (converted on first use "
-                                      "into a cache directory, then reused)")
-    p.add_argument("--quant", default="q4", choices=("q4", "q8", "f16", "f32"),
-                   help="storage type when MODEL is a Hugging Face directory converted on first use (default q4)")
-    p.add_argument("--system", default=None, help="system prompt")
+    add_model_arguments(p)
+    p.add_argument("--system", default=None, type=text("--system"), help="system prompt (default: none)")
     p.add_argument("--chat-template", default=None,
                    help="built-in template (chatml, llama2, llama3, mistral, plain) or a jinja file, instead of "
-                        "the model's own")
+                        "the model's own (default: the model's, else plain)")
     add_sampling_arguments(p, temp=CHAT_TEMP, top_p=CHAT_TOP_P)
-    p.description = (p.description or "") + f" Sampling defaults for chat: temperature {CHAT_TEMP}, top-p {CHAT_TOP_P}."
-
-
-def model_file(src: str, quant: str) -> Path:
-    """An .ellm path for MODEL: the file itself, or a cached conversion of a Hugging Face directory."""
-    path = Path(src)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise EdgeLLMError(f"{src}: no such file or directory")
-    if not (path / "config.json").is_file():
-        raise EdgeLLMError(f"{src}: not a Hugging Face model directory (no config.json)")
-    # the key changes when any source file changes, so an edited checkpoint is converted again
-    h = hashlib.sha256(str(path.resolve()).encode())
-    for f in sorted(path.iterdir()):
-        if f.is_file():
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    out = cache_dir() / "models" / f"{path.resolve().name}-{quant}-{h.hexdigest()[:12]}.ellm"
-    if out.is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from .. import convert
-    print(f"converting {src} to {quant} (once; cached in {out})", file=sys.stderr)
-    convert(path, out, quant=quant)
-    return out
+    p.description = f"{p.description or ''}. Sampling defaults for chat: temperature {CHAT_TEMP}, top-p {CHAT_TOP_P}."
 
 
 class ChatLoop:
@@ -227,10 +199,8 @@ def _save_history(readline, hist) -> None:
 
 
 def run(args) -> int:
-    from .. import load
-    path = model_file(args.model, args.quant)
-    with load(path, ram_budget=args.ram_budget, threads=args.threads, context=args.context, device=args.device,
-              slots=args.slots, direct_io=args.direct_io) as model:
+    sampling_kwargs(args)                 # a bad flag fails before the model loads
+    with load_model(args) as model:
         loop = ChatLoop(model, args, interactive=sys.stdin.isatty())
         if loop.interactive:
             loop.run_interactive()

@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 import os
 
+from .options import add_model_argument
+
 
 def add_arguments(p) -> None:
-    p.add_argument("file", help=".ellm file")
+    add_model_argument(p)
     p.add_argument("--json", action="store_true", help="print a JSON report instead of tables")
     p.add_argument("--tensors", action="store_true", help="list every tensor (the default lists layer 0 only)")
 
@@ -48,7 +50,8 @@ def _layer_name(layer: int, n_layers: int) -> str:
 
 def run(args) -> int:
     from ..format import EllmFile
-    with EllmFile(args.file, verify=False) as f:
+    from ..source import resolve_model
+    with EllmFile(resolve_model(args.model, args.quant), verify=False) as f:
         s = summarize(f)
     if args.json:
         print(json.dumps(s, indent=1))

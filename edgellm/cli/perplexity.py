@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..generate.params import check_int
 from .run import add_model_arguments, load_model
 
 
 def add_arguments(p) -> None:
     add_model_arguments(p)
-    p.add_argument("--text", required=True, help="UTF-8 text file to score")
-    p.add_argument("--reference", default=None, help="a reference .ellm (e.g. the f32 conversion): also report "
-                                                     "mean KL divergence and top-1 agreement per token")
-    p.add_argument("--window", type=int, default=None, help="tokens per window (default: the context length)")
+    p.add_argument("--text", required=True, help="UTF-8 text file to score (invalid bytes become U+FFFD, with a "
+                                                  "note)")
+    p.add_argument("--reference", default=None,
+                   help="a reference model (e.g. the f32 conversion; a Hugging Face directory is converted to f32): "
+                        "also report mean KL divergence and top-1 agreement per token (default: none)")
+    p.add_argument("--window", type=int, default=None,
+                   help="tokens per window, at least 2 and at most the context (default: the context length)")
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -45,22 +49,36 @@ def score(model, ref, ids: list[int], size: int) -> dict:
     return out
 
 
+def read_text(path: str) -> str:
+    """A text file as str: read as bytes, decoded as UTF-8 with invalid bytes replaced (and a note)."""
+    from ..errors import EdgeLLMError
+    from ..generate.params import decode_utf8
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise EdgeLLMError(f"{path}: cannot read: {e.strerror}") from None
+    return decode_utf8(data, path)
+
+
 def run(args) -> int:
     from .. import load
     from ..errors import EdgeLLMError
-    try:
-        text = open(args.text, encoding="utf-8").read()
-    except OSError as e:
-        raise EdgeLLMError(f"{args.text}: cannot read: {e.strerror}") from None
+    if args.window is not None:
+        check_int("--window", args.window, 2)
+    text = read_text(args.text)
     with load_model(args) as model:
         ids = model.tokenizer.encode(text)
         size = args.window or model.state.context
-        ref = load(args.reference, context=size) if args.reference else None
+        check_int("--window", size, 2, model.state.context)
+        ref = load(args.reference, context=size, quant="f32") if args.reference else None
         try:
             r = score(model, ref, ids, size)
         finally:
             if ref is not None:
                 ref.close()
+    if r["tokens"] == 0:
+        raise EdgeLLMError(f"{args.text}: nothing to score: the text has no tokens to predict")
     line = f"{args.model}: perplexity {r['perplexity']:.4f} over {r['tokens']} tokens"
     if ref is not None:
         line += f"; vs {args.reference}: mean KL {r['kl_mean']:.5f} nats/token, top-1 agreement " \

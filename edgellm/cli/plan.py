@@ -4,13 +4,15 @@ from __future__ import annotations
 import json
 
 from ..runtime.predict import predict
+from .options import (add_budget_argument, add_context_argument, add_device_argument, add_model_argument,
+                      add_slots_argument)
 
 def add_arguments(p) -> None:
-    p.add_argument("model", help=".ellm file")
-    p.add_argument("--ram-budget", default=None, help="RAM budget, e.g. 300MB (default: half the available)")
-    p.add_argument("--device", default=None, help="device profile for the speed prediction (default: host)")
-    p.add_argument("--context", type=int, default=None, help="context length (default: min(model, 2048))")
-    p.add_argument("--slots", type=int, default=2, help="stream slots")
+    add_model_argument(p)
+    add_budget_argument(p)
+    add_device_argument(p, what="device profile for the speed prediction", none_means="this host")
+    add_context_argument(p)
+    add_slots_argument(p)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
@@ -18,7 +20,7 @@ def run(args) -> int:
     from .. import load
     from ..runtime.device import load_device
     dev = load_device(args.device) if args.device else None
-    with load(args.model, ram_budget=args.ram_budget, context=args.context, slots=args.slots) as m:
+    with load(args.model, ram_budget=args.ram_budget, context=args.context, slots=args.slots, quant=args.quant) as m:
         plan, f = m.plan, m.file
         stype = (f.header.get("quant") or {}).get("type", "q4")
         weights = sum(e.stored_bytes for e in f.entries)

@@ -1,45 +1,31 @@
 """edgellm run MODEL -p PROMPT"""
 from __future__ import annotations
 
-import argparse
 import sys
 
-
-def add_model_arguments(p, model_help: str = ".ellm file") -> None:
-    """Flags every command that loads a model shares."""
-    p.add_argument("model", help=model_help)
-    p.add_argument("--ram-budget", default=None, help="RAM budget, e.g. 300MB or 1.5GiB (default: half the "
-                                                      "available memory)")
-    p.add_argument("--device", default=None, help="device profile to emulate (see devices/)")
-    p.add_argument("--threads", type=int, default=None, help="compute threads (default: physical cores)")
-    p.add_argument("--context", type=int, default=None, help="context length in tokens (default: min(model, 2048))")
-    p.add_argument("--slots", type=int, default=2, help="stream slots for layers that do not fit")
-    p.add_argument("--direct-io", action=argparse.BooleanOptionalAction, default=True,
-                   help="read streamed layers with O_DIRECT (default) or buffered reads + fadvise(DONTNEED)")
+from .options import (MODEL_HELP, add_model_argument, add_runtime_arguments, add_sampling_arguments, sampling_params,
+                      text)
 
 
-def add_sampling_arguments(p, temp: float = 0.0, top_p: float = 1.0) -> None:
-    p.add_argument("--max-tokens", type=int, default=256, help="most tokens to generate")
-    p.add_argument("--temp", type=float, default=temp, help=f"sampling temperature (default {temp}: "
-                   f"{'greedy' if temp == 0 else 'sampled'})")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0: off)")
-    p.add_argument("--top-p", type=float, default=top_p, help=f"nucleus sampling mass (default {top_p})")
-    p.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p x the top probability")
-    p.add_argument("--repeat-penalty", type=float, default=1.0, help="repetition penalty (1.0: off)")
-    p.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
-    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
-    p.add_argument("--stats", action="store_true", help="print speed, memory and I/O statistics to stderr")
+def add_model_arguments(p, model_help: str = MODEL_HELP) -> None:
+    """Flags every command that loads a model for generation shares."""
+    add_model_argument(p, model_help)
+    add_runtime_arguments(p)
 
 
 def sampling_kwargs(args) -> dict:
-    return dict(max_tokens=args.max_tokens, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
-                min_p=args.min_p, repetition_penalty=args.repeat_penalty, seed=args.seed, stop=args.stop)
+    return sampling_params(args).as_kwargs()
 
 
-def load_model(args):
+def load_model(args, **overrides):
+    """The model MODEL names (an .ellm file, or a Hugging Face directory converted once), under the flags."""
     from .. import load
-    return load(args.model, ram_budget=args.ram_budget, threads=args.threads, context=args.context,
-                device=args.device, slots=args.slots, direct_io=args.direct_io)
+    from ..generate.params import check_load_args
+    # load() checks these too; checking first fails a bad flag before the kernels (numba) are imported
+    check_load_args(threads=args.threads, context=args.context, slots=args.slots, ram_budget=args.ram_budget)
+    kwargs = dict(ram_budget=args.ram_budget, threads=args.threads, context=args.context, device=args.device,
+                  slots=args.slots, direct_io=args.direct_io, quant=args.quant)
+    return load(args.model, **{**kwargs, **overrides})
 
 
 def format_stats(stats, model) -> str:
@@ -61,15 +47,17 @@ def format_stats(stats, model) -> str:
 
 def add_arguments(p) -> None:
     add_model_arguments(p)
-    p.add_argument("-p", "--prompt", required=True, help="prompt text ('-' reads stdin)")
+    p.add_argument("-p", "--prompt", required=True, type=text("--prompt"),
+                   help="prompt text; '-' reads it from stdin (UTF-8; invalid bytes become U+FFFD, with a note)")
     add_sampling_arguments(p)
 
 
 def run(args) -> int:
+    sampling = sampling_kwargs(args)         # a bad flag fails before the model loads
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     with load_model(args) as model:
         last = None
-        for chunk in model.stream(prompt, **sampling_kwargs(args)):
+        for chunk in model.stream(prompt, **sampling):
             sys.stdout.write(chunk.text)
             sys.stdout.flush()
             last = chunk

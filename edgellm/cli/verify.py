@@ -7,7 +7,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from ..format import EllmFile
+    from ..source import refuse_unsupported
+    refuse_unsupported(Path(args.file))
     with EllmFile(args.file) as f:
         f.verify()
         n = sum(len(e.chunks) for e in f.entries)

@@ -1,0 +1,107 @@
+"""The front door: what a user may name as MODEL, turned into the .ellm file the runtime opens.
+
+    .ellm file              used as it is
+    Hugging Face directory  converted once into the cache directory (keyed by its files), then reused
+    .gguf file              refused for now: the hook where a GGUF import will go
+
+The cached conversion is atomic (the writer renames a finished temporary file) and one process at a time
+converts a given entry (a lock file beside it), so two commands started together convert once and both
+use the result.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+from .errors import EdgeLLMError, UnsupportedModelError
+from .paths import cache_dir
+
+DEFAULT_QUANT = "q4"
+
+
+def resolve_model(src, quant: str = DEFAULT_QUANT, log=None) -> Path:
+    """The .ellm path for `src` (a file, or a Hugging Face directory converted on first use to `quant`).
+    `log(message)` hears about a conversion (default: a line on stderr)."""
+    _check_quant(quant)
+    path = Path(src)
+    if path.is_dir():
+        return _cached_conversion(path, quant, log or _stderr)
+    refuse_unsupported(path)
+    if path.suffix.lower() in (".safetensors", ".bin", ".pt", ".pth") and path.is_file():
+        raise EdgeLLMError(f"{src}: a weights file alone cannot be run; give its Hugging Face model directory "
+                           f"(config.json, tokenizer.json and the weights) or an .ellm file")
+    if not path.exists():
+        raise EdgeLLMError(f"{src}: no such file or directory")
+    return path            # EllmFile checks that it is one, with a precise message
+
+
+def refuse_unsupported(path: Path) -> None:
+    """The formats edgellm recognises but cannot read yet, refused by name rather than as a corrupt .ellm.
+    A GGUF import goes here: convert it into the cache as a Hugging Face directory is, and return that."""
+    if path.suffix.lower() == ".gguf":
+        raise UnsupportedModelError(f"{path}: GGUF import is not supported yet; convert the Hugging Face "
+                                    f"checkpoint instead (edgellm convert DIR -o model.ellm)")
+
+
+def cache_entry(path: Path, quant: str) -> Path:
+    """Where the conversion of `path` to `quant` is cached. The key covers every file's name, size and
+    mtime, so an edited checkpoint is converted again."""
+    h = hashlib.sha256(str(path.resolve()).encode())
+    for f in sorted(path.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return cache_dir() / "models" / f"{path.resolve().name}-{quant}-{h.hexdigest()[:12]}.ellm"
+
+
+def _cached_conversion(path: Path, quant: str, log) -> Path:
+    if not (path / "config.json").is_file():
+        raise EdgeLLMError(f"{path}: not a Hugging Face model directory (no config.json)")
+    out = cache_entry(path, quant)
+    if out.is_file():
+        return out
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EdgeLLMError(f"{out.parent}: cannot create the cache directory ({e.strerror}); set "
+                           f"EDGELLM_CACHE to a writable directory") from None
+    with _Lock(out.with_name(out.name + ".lock")):
+        if out.is_file():              # another process converted it while this one waited
+            return out
+        from .converter.converter import convert
+        log(f"converting {path} to {quant} (once; cached in {out})")
+        convert(path, out, quant=quant)
+    return out
+
+
+def _check_quant(quant: str) -> None:
+    from .errors import InvalidArgumentError
+    from .quant import STORAGE_TYPES
+    if quant not in STORAGE_TYPES:
+        raise InvalidArgumentError(f"quant (--quant) must be one of {', '.join(STORAGE_TYPES)}, got {quant!r}")
+
+
+class _Lock:
+    """An exclusive advisory lock on a file (flock); where flock is unavailable, no lock: the atomic rename
+    still keeps the entry whole, two processes may just both convert."""
+
+    def __init__(self, path: Path):
+        self.path, self.fh = path, None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.fh = open(self.path, "a")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fh is not None:
+            self.fh.close()          # closing releases the lock; the lock file stays (removing it races)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
