@@ -7,7 +7,7 @@ import re
 from ..errors import EdgeLLMError, InvalidArgumentError
 from ..format import EllmFile
 from ..format.spec import EMBED_CHUNK
-from .plan import TOKENIZER_FACTOR, LayerCost, Plan, default_budget, make_plan, parse_size
+from .plan import TOKENIZER_FACTOR, LayerCost, Plan, best_plan, default_budget, make_plan, parse_size
 from .stream import EMBED, _offsets, _spans, staging_room, unit_names, unit_pieces
 
 DEFAULT_SLOTS = 2
@@ -85,3 +85,10 @@ def plan_for(f: EllmFile, n_layers: int, tied: bool, run_state_bytes: int, ram_b
     return make_plan(unit_costs(f, n_layers), budget, fixed_costs(f, run_state_bytes, decode_threads),
                      n_layers, slots=slots, tied=tied, staging=staging_room(f))
 
+
+def best_plan_for(f: EllmFile, n_layers: int, tied: bool, run_state_bytes: int, budget: int,
+                  slots: int = DEFAULT_SLOTS, decode_threads: int = 1) -> tuple[Plan, bool]:
+    """plan_for without the error, for reports: (the plan, True), or (the cheapest plan, False) when nothing
+    fits `budget` bytes. Reads only the file's header; allocates nothing."""
+    return best_plan(unit_costs(f, n_layers), budget, fixed_costs(f, run_state_bytes, decode_threads),
+                     n_layers, slots=slots, tied=tied, staging=staging_room(f))

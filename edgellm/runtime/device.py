@@ -1,11 +1,15 @@
 """Device profiles (devices/*.toml): the flash, memory and CPU of a target board, to plan for and emulate."""
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EdgeLLMError
+
+try:
+    import tomllib
+except ModuleNotFoundError:            # Python 3.10: the same parser, as the tomli package
+    import tomli as tomllib
 
 DEVICES_DIR = Path(__file__).parent / "devices"
 

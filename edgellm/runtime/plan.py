@@ -89,6 +89,15 @@ def make_plan(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], n
               slots: int = 2, tied: bool = False, staging: int = 0) -> Plan:
     """Pin the head first, then as many layers as fit beside `slots` stream slots; spread the pinned
     layers evenly so the prefetcher always has a streamed layer to read while a pinned one computes."""
+    plan, fits = best_plan(costs, budget, fixed, n_layers, slots, tied, staging)
+    if not fits:
+        raise BudgetError(too_small_message(budget, plan.total))
+    return plan
+
+
+def best_plan(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], n_layers: int,
+              slots: int = 2, tied: bool = False, staging: int = 0) -> tuple[Plan, bool]:
+    """(the plan make_plan picks, True), or when nothing fits the budget (the cheapest plan, False)."""
     if slots < 1:
         raise EdgeLLMError("slots must be >= 1")
     head = n_layers
@@ -100,12 +109,15 @@ def make_plan(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], n
         streamed = [i for i in blocks + [head] if i not in pinned]
         plans.append(_plan_for(costs, budget, fixed, pinned, streamed, slots, tied, staging))
     fitting = [p for p in plans if p.total <= budget]
-    if not fitting:   # pinning everything needs no slots, so the cheapest plan need not be the all-streamed one
-        minimum = min(p.total for p in plans)
-        raise BudgetError(f"a RAM budget of {fmt_bytes(budget)} is too small for this model; the minimum "
-                          f"workable budget is {minimum / 1e6:,.2f} MB (try --ram-budget "
-                          f"{-(-minimum // 10 ** 5) / 10:g}MB, or a shorter --context)")
-    return fitting[-1]   # the most pinned: fewest bytes streamed per token
+    if fitting:
+        return fitting[-1], True   # the most pinned: fewest bytes streamed per token
+    # pinning everything needs no slots, so the cheapest plan need not be the all-streamed one
+    return min(plans, key=lambda p: p.total), False
+
+
+def too_small_message(budget: int, minimum: int) -> str:
+    return (f"a RAM budget of {fmt_bytes(budget)} is too small for this model; the minimum workable budget is "
+            f"{minimum / 1e6:,.2f} MB (try --ram-budget {-(-minimum // 10 ** 5) / 10:g}MB, or a shorter --context)")
 
 
 def _plan_for(costs, budget, fixed, pinned, streamed, slots, tied, staging) -> Plan:

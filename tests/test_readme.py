@@ -1,0 +1,108 @@
+"""Every ```python and ```bash / ```sh example of README.md runs, on stories260K.
+
+The README's placeholder paths are replaced through SUBSTITUTIONS (nothing else of an example is changed), so an
+example that cannot run as written fails here. Shell commands that install or take minutes are exempted one by
+one in EXEMPT, each with its reason; the other commands of the same block still run.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+FENCE = re.compile(r"^```(python|bash|sh)[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
+
+# placeholder in the README -> what it stands for here (filled in by the `workdir` fixture)
+SUBSTITUTIONS = {
+    "path/to/hf-model": "stories260K: the Hugging Face directory in ../shared/models",
+    "model.ellm": "stories260K converted to q4 in the test's working directory",
+}
+
+# shell commands (one `&&` step each) that are not run, as regex -> reason
+EXEMPT = {
+    r"^python3 -m venv \.venv$": "makes the environment this test already runs in (the suite installs edgellm)",
+    r"^\. \.venv/bin/activate$": "activates that environment; the test runs with its own interpreter's PATH",
+    r"^pip install \"\.\[(plot|test)\]\"$": "installs; CI runs the same install from the project's own files",
+    r"^edgellm demo$": "builds and streams a 150M-parameter model under three budgets: minutes on 2 cores "
+                       "(tests/test_bench.py runs the demo end to end on a small preset)",
+    r"^python -m pytest( -q)?$": "the test suite itself: this test is part of it",
+}
+
+
+def examples() -> list[tuple[str, str]]:
+    """(language, code) of every fenced python / bash / sh block, in README order."""
+    return [(m.group(1), m.group(2)) for m in FENCE.finditer(README.read_text())]
+
+
+def shell_steps(code: str) -> list[str]:
+    """A shell block's commands: one per line, split at `&&` (the README keeps its commands that simple)."""
+    lines = [ln.strip() for ln in code.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    return [step.strip() for ln in lines for step in ln.split("&&")]
+
+
+def exemption(step: str) -> str | None:
+    return next((why for pat, why in EXEMPT.items() if re.search(pat, step)), None)
+
+
+def substitute(code: str, table: dict[str, str]) -> str:
+    for placeholder, value in table.items():
+        code = re.sub(rf"(?<![\w/.-]){re.escape(placeholder)}(?![\w/-])", lambda _m, v=value: v, code)
+    return code
+
+
+@pytest.fixture(scope="module")
+def workdir(stories_dir, stories_ellm, tmp_path_factory):
+    """A working directory holding model.ellm, and SUBSTITUTIONS with real paths."""
+    import shutil
+    d = tmp_path_factory.mktemp("readme")
+    shutil.copy(stories_ellm["q4"], d / "model.ellm")
+    table = {"path/to/hf-model": str(stories_dir), "model.ellm": str(d / "model.ellm")}
+    assert set(table) == set(SUBSTITUTIONS)
+    return d, table
+
+
+def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
+
+
+BLOCKS = examples()
+
+
+def test_readme_has_examples():
+    langs = [lang for lang, _ in BLOCKS]
+    assert "python" in langs and "bash" in langs
+
+
+def test_tables_are_current():
+    """Every placeholder and every exemption still matches something in the README (no stale entries)."""
+    text = README.read_text()
+    assert set(SUBSTITUTIONS) and all(p in text for p in SUBSTITUTIONS)
+    steps = [s for lang, code in BLOCKS if lang != "python" for s in shell_steps(code)]
+    for pat in EXEMPT:
+        assert any(re.search(pat, s) for s in steps), f"exemption {pat!r} matches no README command"
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"{lang}-{i}" for i, (lang, _) in enumerate(BLOCKS)])
+def test_example_runs(index, workdir):
+    cwd, table = workdir
+    lang, code = BLOCKS[index]
+    if lang == "python":
+        r = run([sys.executable, "-c", substitute(code, table)], cwd)
+        assert r.returncode == 0, f"README python example {index} failed:\n{code}\n{r.stderr[-3000:]}"
+        if "model.stream(" in code:
+            # the streamed text ends before the finish line: that line is the finish reason alone
+            assert re.search(r"^(length|stop) [0-9.e+-]+ \d+$", r.stdout, re.MULTILINE), r.stdout
+        return
+    steps = [s for s in shell_steps(code) if exemption(s) is None]
+    if not steps:
+        pytest.skip("every command of this block is exempted: " + "; ".join(
+            f"{s!r}: {exemption(s)}" for s in shell_steps(code)))
+    script = substitute(" && ".join(steps), table)
+    r = run(["bash", "-euo", "pipefail", "-c", script], cwd)
+    assert r.returncode == 0, f"README shell example {index} failed:\n{script}\n{r.stderr[-3000:]}"
