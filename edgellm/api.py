@@ -6,13 +6,13 @@ from typing import Iterator
 
 import numpy as np
 
-from . import kernels
 from .errors import BudgetError, EdgeLLMError, TokenizerError
 from .format import EllmFile
 from .generate.params import check_load_args, check_sampling, clean_messages, clean_text
 from .generate.generate import Chunk, Session, Stats, generate_tokens, peak_rss_bytes
 from .generate.lock import LockedStream, ModelLock
 from .generate.sampling import StopMatcher
+from .kernels.parallel import FixedThreads
 from .models import get_model_module
 from .runtime.budget import DEFAULT_SLOTS, plan_for
 from .runtime.device import load_device
@@ -41,12 +41,13 @@ class Model:
     `session`, `state` and `transformer` are internals: using them directly bypasses the lock.
     """
 
-    def __init__(self, file: EllmFile, args, module, provider, context: int, chunk: int):
+    def __init__(self, file: EllmFile, args, module, provider, context: int, chunk: int, threads: int | None = None):
         self.file, self.config, self.provider = file, args, provider
         self.tokenizer = _tokenizer(file)
         self.state = module.RunState(args, context, chunk)
         self.transformer = module.Transformer(args, provider, self.state)
-        self.session = Session(self.transformer)
+        # threads=None: every core for prefill, and each decode pass on the count measured fastest right now
+        self.session = Session(self.transformer, FixedThreads(threads) if threads else None)
         self.load_seconds = 0.0
         self._templates = {}           # chat template spec -> (ChatTemplate, notice)
         self._lock = ModelLock()       # one call at a time touches the KV cache (see the class docstring)
@@ -221,7 +222,6 @@ def load(path, *, ram_budget=None, threads=None, context=None, device=None, slot
     falls back to buffered reads where O_DIRECT is unavailable); direct_io=False selects the other."""
     t0 = time.perf_counter()
     check_load_args(threads=threads, context=context, slots=slots, ram_budget=ram_budget, decode_threads=decode_threads)
-    kernels.set_threads(threads)
     f = EllmFile(resolve_model(path, quant))
     try:
         cfg = f.config
@@ -250,7 +250,7 @@ def load(path, *, ram_budget=None, threads=None, context=None, device=None, slot
                           f"choose)", ContextReduced, stacklevel=2)
         provider = StreamedWeights(f, args.num_hidden_layers, plan, device=dev, direct_io=direct_io,
                                    decode_threads=decode_threads)
-        model = Model(f, args, module, provider, ctx, chunk)
+        model = Model(f, args, module, provider, ctx, chunk, threads)
         model.plan, model.device = plan, dev
     except BaseException:
         f.close()

@@ -41,7 +41,7 @@ def test_rmsnorm_silu():
     x = RNG.standard_normal((3, 70)).astype(np.float32)
     w = RNG.standard_normal(70).astype(np.float32)
     out = np.zeros_like(x)
-    kernels.rmsnorm(x, w, 1e-5, out)
+    kernels.rmsnorm(x, w, 1e-5, out, _ws())
     np.testing.assert_allclose(out, x / np.sqrt((x * x).mean(1, keepdims=True) + 1e-5) * w, rtol=1e-5, atol=1e-6)
     g, u = RNG.standard_normal((2, 9)).astype(np.float32), RNG.standard_normal((2, 9)).astype(np.float32)
     kernels.silu_mul(g, u, out[:2, :9])
@@ -173,7 +173,7 @@ def test_shared_tiles_give_the_calling_thread_result_bit_for_bit(stype, group, s
         kernels.matvec(t, x[0], mv, ws)
         kernels.matmul(t, x, mm, ws)
         kernels.attention(q, kc, vc, 9, att, _ws(heads=6, ctx=40))
-        kernels.rmsnorm(x, w[0], 1e-5, rms)
+        kernels.rmsnorm(x, w[0], 1e-5, rms, ws)
         return mv, mm, att, rms
 
     shared = run()

@@ -9,6 +9,8 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import EdgeLLMError
+from ..kernels import default_threads
+from ..kernels.parallel import ThreadTuner, using_threads
 from .sampling import apply_repetition_penalty, make_sampler
 
 REPETITION_WINDOW = 64   # recent tokens the repetition penalty looks at (llama.cpp's default)
@@ -60,10 +62,12 @@ class Session:
     it naming what was committed before, and the next call recomputes the rest instead of reusing garbage.
     """
 
-    def __init__(self, transformer):
+    def __init__(self, transformer, threads=None):
         self.t = transformer
         self.ids: list[int] = []
         self.reused = 0        # prompt tokens the last prefill found already in the cache
+        # thread count per pass: all of them for prefill, tuned per decode pass unless the caller fixed it
+        self.threads = threads or ThreadTuner(default_threads())
 
     @property
     def context(self) -> int:
@@ -83,12 +87,17 @@ class Session:
         for start in range(keep, len(ids), chunk):
             part = np.asarray(ids[start:start + chunk], dtype=np.int64)
             rows = all_logits[start:start + len(part)] if all_logits is not None else None
-            logits = self.t.forward(part, start, rows)
+            with using_threads(self.threads.most):
+                logits = self.t.forward(part, start, rows)
             self.ids.extend(part.tolist())     # commit the pass (one list call: Ctrl-C cannot split it)
         return logits
 
     def step(self, token: int) -> np.ndarray:
-        logits = self.t.forward(np.array([token], dtype=np.int64), len(self.ids))
+        n = self.threads.decode_threads()
+        t0 = time.perf_counter()
+        with using_threads(n):
+            logits = self.t.forward(np.array([token], dtype=np.int64), len(self.ids))
+        self.threads.record(n, time.perf_counter() - t0)
         self.ids.append(token)                 # commit the pass
         return logits
 

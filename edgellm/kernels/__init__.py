@@ -14,17 +14,7 @@ def _cache_dir() -> None:
     os.environ["NUMBA_CACHE_DIR"] = os.path.join(base, "edgellm", "numba")
 
 
-def _wait_policy() -> None:
-    """Idle OpenMP threads sleep instead of spinning (unless the user chose otherwise).
-
-    A spinning thread competes with whatever else runs on the device: with one of two cores busy, a 5632x2048
-    q4 matvec at 2 threads took a median 8.0 ms spinning (OMP_WAIT_POLICY=active) against 0.40 ms sleeping,
-    and 0.36 ms on one thread. It must be set before numba starts its OpenMP pool, i.e. on import."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-
-
 _cache_dir()
-_wait_policy()
 
 import numba  # noqa: E402
 import psutil  # noqa: E402

@@ -241,37 +241,23 @@ def _f16_shared(w, x, table, out, ctr, nt):
 
 
 def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
-    """out[N] = W[N, K] @ x[K]. Small matrices run on the calling thread, large ones on shared tiles."""
+    """out[N] = W[N, K] @ x[K]. Small matrices run on the calling thread alone, through the same compiled
+    driver as large ones (so every thread count gives the same bits: a pass may change its count)."""
     st = w.layout.stype
-    shared = worth_forking(w.codes.nbytes)
-    tiles = -(-w.layout.rows // 4)
+    nt = threads() if worth_forking(w.codes.nbytes) else 1
     if st == "q4" or st == "q8":
         quantize_activation(x, w.layout.group, ws.xq, ws.xs, ws.xsum)
-        p = w.layout.padded_cols
-        xq, sc = ws.xq[:p], w.scales.view(np.uint16)
+        xq, sc = ws.xq[:w.layout.padded_cols], w.scales.view(np.uint16)
         if w.layout.group == 32:
-            if shared:
-                _g32_shared(w.codes, sc, xq, ws.xs, ws.xsum, out, st == "q4", ws.claims, threads())
-            else:
-                _g32_tiles(w.codes, sc, xq, ws.xs, ws.xsum, out, st == "q4", 0, tiles)
+            _g32_shared(w.codes, sc, xq, ws.xs, ws.xsum, out, st == "q4", ws.claims, nt)
         elif st == "q4":
-            if shared:
-                _q4_shared(w.codes, sc, xq, ws.xs, ws.xsum, F16_TABLE, out, ws.claims, threads())
-            else:
-                _q4_tiles(w.codes, sc, xq, ws.xs, ws.xsum, F16_TABLE, out, 0, tiles)
-        elif shared:
-            _q8_shared(w.codes, sc, xq, ws.xs, F16_TABLE, out, ws.claims, threads())
+            _q4_shared(w.codes, sc, xq, ws.xs, ws.xsum, F16_TABLE, out, ws.claims, nt)
         else:
-            _q8_tiles(w.codes, sc, xq, ws.xs, F16_TABLE, out, 0, tiles)
+            _q8_shared(w.codes, sc, xq, ws.xs, F16_TABLE, out, ws.claims, nt)
     elif st == "f32":
-        if shared:
-            _f32_shared(w.codes, x, out, ws.claims, threads())
-        else:
-            _f32_rows(w.codes, x, out, 0, tiles)
-    elif shared:
-        _f16_shared(w.codes.view(np.uint16), x, F16_TABLE, out, ws.claims, threads())
+        _f32_shared(w.codes, x, out, ws.claims, nt)
     else:
-        _f16_rows(w.codes.view(np.uint16), x, F16_TABLE, out, 0, tiles)
+        _f16_shared(w.codes.view(np.uint16), x, F16_TABLE, out, ws.claims, nt)
 
 
 @njit(nogil=True, cache=True, fastmath=True)

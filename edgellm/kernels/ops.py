@@ -23,19 +23,20 @@ def _rmsnorm_rows(x, weight, eps, out, t0, t1):
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=True)
-def _rmsnorm_shared(x, weight, eps, out, nt):
+def _rmsnorm_shared(x, weight, eps, out, ctr, nt):
     n = x.shape[0]
-    step = -(-n // nt)
-    for i in prange(nt):       # rows split evenly: every row costs the same, and T is small
-        _rmsnorm_rows(x, weight, eps, out, min(n, i * step), min(n, i * step + step))
+    ctr[0] = 0
+    for _ in prange(nt):
+        while True:
+            t = claim(ctr, 1)
+            if t >= n:
+                break
+            _rmsnorm_rows(x, weight, eps, out, t, t + 1)
 
 
-def rmsnorm(x, weight, eps, out) -> None:
+def rmsnorm(x, weight, eps, out, ws) -> None:
     """out[T, D] = x / sqrt(mean(x^2) + eps) * weight. One token (decode) runs on the calling thread."""
-    if worth_forking(x.nbytes):
-        _rmsnorm_shared(x, weight, eps, out, threads())
-    else:
-        _rmsnorm_rows(x, weight, eps, out, 0, x.shape[0])
+    _rmsnorm_shared(x, weight, eps, out, ws.claims, threads() if worth_forking(x.nbytes) else 1)
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -135,7 +136,5 @@ def attention(q, k_cache, v_cache, start_pos: int, out, ws) -> None:
     """Causal GQA attention of q[T, heads, hd] over the cache rows 0..start_pos+T-1 -> out[T, heads, hd]."""
     t_n, n_heads, hd = q.shape
     kv_bytes = t_n * n_heads * (start_pos + t_n) * hd * 8      # K and V rows read, summed over queries
-    if worth_forking(kv_bytes):
-        _attention_shared(q, k_cache, v_cache, start_pos, out, ws.scores, ws.claims, threads())
-    else:
-        _attention_heads(q, k_cache, v_cache, start_pos, out, ws.scores, 0, n_heads)
+    nt = threads() if worth_forking(kv_bytes) else 1
+    _attention_shared(q, k_cache, v_cache, start_pos, out, ws.scores, ws.claims, nt)

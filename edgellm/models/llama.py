@@ -149,7 +149,7 @@ class Transformer:
         self.provider.embed(tokens, x)                                        # x = embedding rows
         for i in range(a.num_hidden_layers):
             w = self.provider.layer(i)
-            kernels.rmsnorm(x, w["input_layernorm.weight"].codes[0], a.rms_norm_eps, xb)
+            kernels.rmsnorm(x, w["input_layernorm.weight"].codes[0], a.rms_norm_eps, xb, s.scratch)
             _project(w["self_attn.q_proj.weight"], w.get("self_attn.q_proj.bias"), xb, q, s.scratch)
             _project(w["self_attn.k_proj.weight"], w.get("self_attn.k_proj.bias"), xb, k, s.scratch)
             _project(w["self_attn.v_proj.weight"], w.get("self_attn.v_proj.bias"), xb, v, s.scratch)
@@ -163,7 +163,7 @@ class Transformer:
                               att.reshape(n, a.num_attention_heads, a.head_dim), s.scratch)
             _project(w["self_attn.o_proj.weight"], w.get("self_attn.o_proj.bias"), att, xb, s.scratch)
             x += xb                                                           # residual
-            kernels.rmsnorm(x, w["post_attention_layernorm.weight"].codes[0], a.rms_norm_eps, xb)
+            kernels.rmsnorm(x, w["post_attention_layernorm.weight"].codes[0], a.rms_norm_eps, xb, s.scratch)
             _project(w["mlp.gate_proj.weight"], w.get("mlp.gate_proj.bias"), xb, hb, s.scratch)
             _project(w["mlp.up_proj.weight"], w.get("mlp.up_proj.bias"), xb, hb2, s.scratch)
             kernels.silu_mul(hb, hb2, hb)                                     # silu(gate) * up
@@ -172,11 +172,11 @@ class Transformer:
             self.provider.release(i)
         norm, head = self.provider.head()
         if all_logits is not None:
-            kernels.rmsnorm(x, norm.codes[0], a.rms_norm_eps, xb)
+            kernels.rmsnorm(x, norm.codes[0], a.rms_norm_eps, xb, s.scratch)
             _project(head, None, xb, all_logits, s.scratch)
             s.logits[:] = all_logits[-1]
         else:
-            kernels.rmsnorm(x[-1:], norm.codes[0], a.rms_norm_eps, xb[:1])
+            kernels.rmsnorm(x[-1:], norm.codes[0], a.rms_norm_eps, xb[:1], s.scratch)
             kernels.matvec(head, xb[0], s.logits, s.scratch)
         self.provider.release(a.num_hidden_layers)
         return s.logits
