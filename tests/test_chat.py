@@ -18,6 +18,7 @@ import pytest
 
 import edgellm
 from edgellm.chat.templates import NO_TEMPLATE_NOTICE
+from edgellm.cli.chat import HELP, RS, _stdout_writer
 from edgellm.errors import EdgeLLMError
 from edgellm.generate.generate import Chunk, Stats
 from edgellm.synthetic import make_checkpoint
@@ -27,6 +28,7 @@ pexpect = pytest.importorskip("pexpect")
 TIMEOUT = 120          # seconds for one exchange; numba compiles its kernels on a cold cache (~30 s)
 SYSTEM = "You are a helpful assistant."
 PROMPT = ">>> "
+RS_LINE = f"\n{RS}\n"      # what ends each reply in piped mode
 STATS_RE = re.compile(r"prompt: (\d+) tokens \((\d+) cached\).*\n.*decode: (\d+) tokens")
 
 
@@ -279,12 +281,69 @@ def test_piped_mode_one_turn_per_line_only_replies_on_stdout(tiny, tmp_path):
                  "--stats", "--system", SYSTEM)
     assert r.returncode == 0, r.stderr
     stats = [tuple(int(g) for g in m.groups()) for m in STATS_RE.finditer(r.stderr)]
-    assert len(stats) == 3                               # three non-empty lines, three turns ("/stats" is text)
+    assert len(stats) == 3                               # --stats after each of the two turns, then /stats
     assert stats[0][1] == 0 and all(p > c > 0 for p, c, _ in stats[1:])   # later turns reuse the cache
-    assert r.stdout.endswith("\n") and r.stdout.count("\n") >= 3
+    assert stats[2] == stats[1]                          # /stats: the last reply's
+    assert r.stdout.endswith(RS_LINE) and len(r.stdout.split(RS_LINE)) == 3
     for noise in (PROMPT, "edgellm chat with", "prompt:", "decode:", "[the conversation", "[interrupted]"):
         assert noise not in r.stdout                     # no banner, prompt, stats nor notices
     assert not (tmp_path / "cache" / "chat_history").exists()
+
+
+def test_piped_replies_end_with_an_rs_line_and_commands_never_reach_the_model(stories_ellm, tmp_path):
+    """Plain piped mode on stories260K: one reply per turn, each followed by a line holding only RS; the
+    /commands work (on stderr), an unknown one is refused in one line, `//` sends a leading slash."""
+    stdin = ("Once upon a time\n/help\n\n//slash at the start\n/stats\n/nope\n/save conv.json\nThe dog ran\n"
+             "/reset\n/save reset.json\n/exit\nnever sent\n")
+    r = run_chat(tmp_path, stories_ellm["q4"], stdin, "--chat-template", "plain", "--seed", "1", "--max-tokens", "48")
+    assert r.returncode == 0, r.stderr
+    *replies, rest = r.stdout.split(RS_LINE)
+    assert len(replies) == 3 and rest == ""              # "never sent" came after /exit
+    saved = json.loads((tmp_path / "conv.json").read_text(encoding="utf-8"))["messages"]
+    assert [m["role"] for m in saved] == ["user", "assistant"] * 2
+    assert [m["content"] for m in saved[::2]] == ["Once upon a time", "/slash at the start"]
+    assert [m["content"] for m in saved[1::2]] == replies[:2]    # the records are exactly the replies
+    assert json.loads((tmp_path / "reset.json").read_text())["messages"] == []
+    err = r.stderr.splitlines()
+    assert HELP in r.stderr and len(STATS_RE.findall(r.stderr)) == 1
+    assert err.count("unknown command /nope; /help lists them") == 1
+    for said in ("[saved 4 messages to conv.json]", "[conversation cleared]", "[saved 0 messages to reset.json]"):
+        assert said in err
+
+
+def test_piped_writer_never_lets_an_rs_through(capsys):
+    write = _stdout_writer(RS)
+    write("a\x1eb")
+    write("\n\x1e")
+    assert capsys.readouterr().out == "a\ufffdb\n\ufffd"
+
+
+def test_jsonl_one_json_line_per_input_line(stories_ellm, tmp_path):
+    lines = ["Once upon a time", '{"content": "/not a command"}', "/stats", "", "/nope", "{not json",
+             '{"role": "system", "content": "x"}', '{"content": 5}', "dog " * 600, "/save conv.json", "/exit",
+             "never sent"]
+    r = run_chat(tmp_path, stories_ellm["q4"], "\n".join(lines) + "\n", "--chat-template", "plain", "--seed", "1",
+                 "--max-tokens", "24", "--jsonl", "--stats")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    out = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(out) == 10                                # every non-blank line up to /exit, nothing else
+    first, second, stats, nope, bad, system, number, long, save, leave = out
+    for reply in (first, second):
+        assert set(reply) == {"role", "content", "finish_reason", "stats"} and reply["role"] == "assistant"
+        assert reply["finish_reason"] in ("stop", "length") and reply["stats"]["generated_tokens"] >= 1
+    assert second["stats"]["cached_tokens"] > 0          # the second turn reused the first from the cache
+    assert stats["command"] == "/stats" and stats["ok"] and stats["stats"] == second["stats"]
+    assert STATS_RE.search(stats["text"])
+    assert nope == {"command": "/nope", "ok": False, "text": "unknown command /nope; /help lists them"}
+    assert bad["error"].startswith("cannot read the JSON line")
+    assert system == {"error": "a JSON line is a user turn; got role 'system'"}
+    assert number == {"error": 'a JSON line must be an object with a "content" string'}
+    assert long["error"].startswith("the last message alone is ")      # refused; the session goes on
+    assert save == {"command": "/save", "ok": True, "text": "[saved 4 messages to conv.json]"}
+    assert leave == {"command": "/exit", "ok": True, "text": ""}
+    saved = json.loads((tmp_path / "conv.json").read_text(encoding="utf-8"))["messages"]
+    assert [m["content"] for m in saved] == ["Once upon a time", first["content"], "/not a command",
+                                             second["content"]]
 
 
 def test_piped_mode_drops_oldest_turns_with_a_notice(tiny, tmp_path):

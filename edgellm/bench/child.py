@@ -157,3 +157,5 @@ if __name__ == "__main__":
         print(json.dumps(main(json.loads(sys.argv[1]))))
     except EdgeLLMError as e:            # a user error (budget too small...): one line for the table
         print(json.dumps({"error": str(e)}))
+    except KeyboardInterrupt:            # the parent stops us (runner._stop): the with-blocks have cleaned up
+        sys.exit(130)

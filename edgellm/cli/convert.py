@@ -23,9 +23,10 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from .. import convert
+    from ..interrupts import finish       # once the output is in place, a Ctrl-C no longer interrupts
     check_int("--threads", args.threads, 1)
     r = convert(args.src, args.output, quant=args.quant, group_size=args.group_size, codec=args.codec,
-                level=args.level, device=args.device, threads=args.threads)
+                level=args.level, device=args.device, threads=args.threads, on_commit=finish)
     print(summary(r))
     return 0
 

@@ -91,6 +91,9 @@ def _utf8_stdin() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:                      # the edgellm process itself: Ctrl-C handled from this line on
+        from ..interrupts import run_program
+        return run_program(main, sys.argv[1:])
     warnings.showwarning = _note          # library notices (a reduced context, repaired text) as one line each
     _utf8_stdin()
     args, extra = build_parser().parse_known_args(argv)

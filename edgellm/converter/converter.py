@@ -67,8 +67,10 @@ class _Progress:
 
 def convert(src, dst, *, quant: str = "q4", group_size: int = 32, codec: str = "auto", level: int = 3,
             device=None, chunk_size: int = DEFAULT_CHUNK, threads: int = 2,
-            progress: bool | None = None) -> ConvertReport:
-    """Convert a Hugging Face model directory `src` into the .ellm file `dst` (written atomically)."""
+            progress: bool | None = None, on_commit=None) -> ConvertReport:
+    """Convert a Hugging Face model directory `src` into the .ellm file `dst` (written atomically: interrupted
+    or failed, `dst` is untouched and no temporary file stays). `on_commit()` runs the moment `dst` is in
+    place, before a Ctrl-C that came in during the rename is delivered."""
     _check_args(quant, group_size, codec, level)
     t0 = time.perf_counter()
     source = open_source(src)
@@ -103,7 +105,7 @@ def convert(src, dst, *, quant: str = "q4", group_size: int = 32, codec: str = "
                     progress)
     writer = Writer(dst, meta, entries, codec=codec, level=level, cost=codecs.CostModel.for_device(dev),
                     chunk_size=chunk_size, chunk_sizes={"model.embed_tokens.weight": min(chunk_size, EMBED_CHUNK)},
-                    threads=threads)
+                    threads=threads, on_commit=on_commit)
     try:
         with writer:
             for e in entries:

@@ -3,20 +3,33 @@
 The JSON header comes first in the file but its chunk offsets are known only at the end, so the writer
 reserves room for the largest header the plan can produce (every number at its widest) and fills it in
 last, padded with spaces. Output goes to a temporary file beside the target, renamed only on success.
+
+Interrupted at any moment (Ctrl-C, an error), the target is untouched and the temporary file is gone: it is
+removed when the writer fails, and, should a KeyboardInterrupt cut even that short, at interpreter exit. Its
+closing and renaming run with SIGINT held, and the rename happens only if no Ctrl-C came in by then.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..interrupts import held, pending
 from . import codecs
 from .spec import (DEFAULT_ALIGN, DEFAULT_CHUNK, MAGIC, MAX_CHUNK, MAX_HEADER, PREAMBLE, PREAMBLE_SIZE,
                    VERSION_MAJOR, VERSION_MINOR, Chunk, TensorEntry, align_up, checksum, chunk_ranges)
 
 _WIDEST_CHUNK = [10 ** 15, 10 ** 15, MAX_CHUNK, "zstd", "f" * 16]
+_unfinished: set[Path] = set()      # temporary files of writers not yet renamed or removed
+
+
+@atexit.register
+def _remove_unfinished() -> None:
+    for tmp in list(_unfinished):
+        tmp.unlink(missing_ok=True)
 
 
 def dumps(obj) -> bytes:
@@ -24,12 +37,14 @@ def dumps(obj) -> bytes:
 
 
 class Writer:
-    """Usage: `with Writer(path, meta, entries) as w: for each entry in order: w.feed(name, bytes)...`."""
+    """Usage: `with Writer(path, meta, entries) as w: for each entry in order: w.feed(name, bytes)...`.
+
+    `on_commit`, if given, is called right after the rename, before a Ctrl-C held during it is delivered."""
 
     def __init__(self, path, meta: dict, entries: list[TensorEntry], *, codec: str = "auto", level: int = 3,
                  cost: codecs.CostModel | None = None, chunk_size: int = DEFAULT_CHUNK,
                  chunk_sizes: dict[str, int] | None = None, tensor_codecs: dict[str, str] | None = None,
-                 alignment: int = DEFAULT_ALIGN, threads: int = 2):
+                 alignment: int = DEFAULT_ALIGN, threads: int = 2, on_commit=None):
         self.path = Path(path)
         self.meta, self.entries = dict(meta), entries
         self.codec, self.level = codec, level
@@ -45,6 +60,7 @@ class Writer:
             raise ValueError(f"header would take {self.header_room} bytes, more than {MAX_HEADER}")
         self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self._f = None
+        self.on_commit = on_commit
         self._pool = ThreadPoolExecutor(max(1, threads))
         self._inflight: deque = deque()   # futures of (entry, raw_offset, codec, stored) in file order
         self._max_inflight = 2 * max(1, threads)
@@ -65,8 +81,13 @@ class Writer:
         return {**self.meta, "alignment": self.alignment, "tensors": tensors}
 
     def __enter__(self):
-        self._f = open(self._tmp, "wb")
-        self._pos = align_up(PREAMBLE_SIZE + self.header_room, self.alignment)
+        _unfinished.add(self._tmp)          # before the file exists: a Ctrl-C from here on cannot leave it behind
+        try:
+            self._f = open(self._tmp, "wb")
+            self._pos = align_up(PREAMBLE_SIZE + self.header_room, self.alignment)
+        except BaseException:
+            self._discard()
+            raise
         return self
 
     def feed(self, name: str, data) -> None:
@@ -126,17 +147,35 @@ class Writer:
         os.fsync(self._f.fileno())
 
     def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self._discard()
+            return False
         try:
-            if exc_type is None:
-                self._finish()
+            self._finish()                  # the header and fsync: an error or a Ctrl-C here discards the file
         except BaseException:
-            exc_type = True
+            self._discard()
             raise
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._f.close()
-            if exc_type is None:
-                os.replace(self._tmp, self.path)
-            else:
-                self._tmp.unlink(missing_ok=True)
+        with held():                        # close, then rename or remove: never half of it
+            renamed = False
+            try:
+                self._pool.shutdown(wait=True)
+                self._f.close()
+                if not pending():           # a Ctrl-C that came in by now wins over the rename
+                    os.replace(self._tmp, self.path)
+                    renamed = True
+            finally:
+                if not renamed:
+                    self._tmp.unlink(missing_ok=True)
+                _unfinished.discard(self._tmp)
+            if renamed and self.on_commit is not None:
+                self.on_commit()
         return False
+
+    def _discard(self) -> None:
+        """Remove the temporary file (idempotent; with SIGINT held, so a second Ctrl-C cannot cut it short)."""
+        with held():
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            if self._f is not None:
+                self._f.close()
+            self._tmp.unlink(missing_ok=True)
+            _unfinished.discard(self._tmp)
