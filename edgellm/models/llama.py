@@ -5,25 +5,47 @@ at a time and releases it when done, so the same code runs a model that fits in 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 
 import numpy as np
 
-from .. import kernels
 from ..errors import UnsupportedModelError
+from .base import TensorSpec
+
+# edgellm.kernels (numba: ~70 MB resident) is imported when a RunState is sized or built, not with this module:
+# the converter reads only the schema below and stays small.
+kernels = None
 
 
-def rope_settings(cfg: dict, default_theta=None) -> dict:
-    """rope_theta and rope_scaling from either config schema: transformers <= 4 keeps them at the top level,
-    transformers 5 writes one `rope_parameters` object (rope_type "default" meaning no scaling)."""
+def _import_kernels():
+    global kernels
+    from .. import kernels
+
+
+ROPE_TYPES = ("default", "linear", "llama3")   # what kernels.rope_tables implements
+
+# The order a layer uses its tensors (module names under "model.layers.{i}."), grouped in the pieces a
+# streamed layer travels in (edgellm/runtime/): norm + q/k/v, o, norm + gate, up, down. Transformer.forward
+# asks for them in exactly this order, and tensor_specs lists them in it (so the file stores them in it too).
+LAYER_PIECES = (("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+                ("self_attn.o_proj",), ("post_attention_layernorm", "mlp.gate_proj"), ("mlp.up_proj",),
+                ("mlp.down_proj",))
+
+
+def rope_settings(cfg: dict, default_theta: float) -> tuple[float, dict | None]:
+    """(rope_theta, rope_scaling) from either config schema, the one place a config's rope is read:
+    transformers <= 4 keeps them at the top level, transformers 5 writes one `rope_parameters` object. The
+    scaling comes back None for "default", else with its kind under "rope_type"; an unknown kind raises."""
     rp = cfg.get("rope_parameters")
-    if not isinstance(rp, dict):
-        return {}
-    out = {"rope_theta": rp.get("rope_theta", cfg.get("rope_theta", default_theta))}
-    out = {k: v for k, v in out.items() if v is not None}
-    kind = rp.get("rope_type", rp.get("type", "default"))
-    out["rope_scaling"] = None if kind == "default" else {k: v for k, v in rp.items() if k != "rope_theta"}
-    return out
+    if isinstance(rp, dict):
+        theta = rp.get("rope_theta", cfg.get("rope_theta"))
+        scaling = {k: v for k, v in rp.items() if k != "rope_theta"}
+    else:
+        theta, scaling = cfg.get("rope_theta"), dict(cfg.get("rope_scaling") or {})
+    kind = scaling.pop("rope_type", scaling.pop("type", "default"))
+    if kind not in ROPE_TYPES:
+        raise UnsupportedModelError(f"rope_scaling type {kind!r} is not supported ({', '.join(ROPE_TYPES)})")
+    return (default_theta if theta is None else theta), (None if kind == "default" else {"rope_type": kind, **scaling})
 
 
 @dataclass
@@ -41,17 +63,26 @@ class ModelArgs:
     rope_scaling: dict | None = None
     max_position_embeddings: int = 2048
     tie_word_embeddings: bool = False
-    sliding_window: int | None = None
+    hidden_act: str = "silu"
+    attention_bias: bool = False     # q/k/v/o biases
+    mlp_bias: bool = False           # gate/up/down biases
 
     @classmethod
     def from_dict(cls, cfg: dict) -> "ModelArgs":
         """Build from a Hugging Face config.json object, ignoring keys this family does not use."""
-        names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in cfg.items() if k in names}
-        kw.update(rope_settings(cfg, kw.get("rope_theta")))
+        fs = fields(cls)
+        kw = {f.name: cfg[f.name] for f in fs if cfg.get(f.name) is not None}
+        missing = [f.name for f in fs if f.default is MISSING and f.name not in kw]
+        if missing:
+            raise UnsupportedModelError(f"the config lacks {missing[0]!r}, which every {cfg.get('model_type')} "
+                                        f"model has")
+        kw["rope_theta"], kw["rope_scaling"] = rope_settings(cfg, next(f.default for f in fs
+                                                                       if f.name == "rope_theta"))
         return cls(**kw)
 
     def __post_init__(self):
+        if self.hidden_act != "silu":
+            raise UnsupportedModelError(f"hidden_act {self.hidden_act!r} is not supported (edgellm implements silu)")
         self.num_key_value_heads = self.num_key_value_heads or self.num_attention_heads
         self.head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
         if self.num_attention_heads % self.num_key_value_heads:
@@ -67,8 +98,36 @@ class ModelArgs:
         return self.num_key_value_heads * self.head_dim
 
     def max_context(self) -> int:
-        """Longest context the model supports (Mistral's sliding window caps full attention)."""
-        return min(self.max_position_embeddings, self.sliding_window or self.max_position_embeddings)
+        """Longest context the model supports."""
+        return self.max_position_embeddings
+
+    def biased(self) -> set[str]:
+        """The layer modules (LAYER_PIECES names) that carry a bias beside their weight."""
+        out = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"} \
+            if self.attention_bias else set()
+        return out | ({"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"} if self.mlp_bias else set())
+
+
+def tensor_specs(args: ModelArgs) -> list[TensorSpec]:
+    """Every tensor a model of `args` has, in file order: the embedding, each layer's in LAYER_PIECES order
+    (a bias right after its weight), the final norm, and lm_head unless the embeddings are tied."""
+    h, inter, vocab, n = args.hidden_size, args.intermediate_size, args.vocab_size, args.num_hidden_layers
+    weight = {"input_layernorm": (h,), "self_attn.q_proj": (args.q_dim, h), "self_attn.k_proj": (args.kv_dim, h),
+              "self_attn.v_proj": (args.kv_dim, h), "self_attn.o_proj": (h, args.q_dim),
+              "post_attention_layernorm": (h,), "mlp.gate_proj": (inter, h), "mlp.up_proj": (inter, h),
+              "mlp.down_proj": (h, inter)}
+    biased = args.biased()
+    out = [TensorSpec("model.embed_tokens.weight", (vocab, h), "embed", -1)]
+    for i in range(n):
+        for module in (m for piece in LAYER_PIECES for m in piece):
+            name = f"model.layers.{i}.{module}"
+            out.append(TensorSpec(name + ".weight", weight[module], "layer", i))
+            if module in biased:
+                out.append(TensorSpec(name + ".bias", weight[module][:1], "layer", i))
+    out.append(TensorSpec("model.norm.weight", (h,), "norm", n))
+    if not args.tie_word_embeddings:       # tied: the head is the embedding table
+        out.append(TensorSpec("lm_head.weight", (vocab, h), "head", n))
+    return out
 
 
 @dataclass
@@ -93,6 +152,7 @@ class RunState:
     scratch: object = field(init=False)      # kernels' own workspace (quantized activations, scores)
 
     def __post_init__(self):
+        _import_kernels()
         a, c, t = self.args, self.context, self.chunk
         f32 = np.float32
         self.x, self.xb = np.zeros((t, a.hidden_size), f32), np.zeros((t, a.hidden_size), f32)
@@ -111,6 +171,7 @@ class RunState:
     @staticmethod
     def nbytes_for(args: ModelArgs, context: int, chunk: int) -> int:
         """Bytes `RunState(args, context, chunk)` allocates, for the memory planner."""
+        _import_kernels()
         a = args
         per_tok = 2 * a.hidden_size + 2 * a.q_dim + 2 * a.kv_dim + 2 * a.intermediate_size
         kv = 2 * a.num_hidden_layers * context * a.kv_dim
@@ -148,7 +209,7 @@ class Transformer:
         positions = np.arange(start_pos, start_pos + n, dtype=np.int64)
         self.provider.embed(tokens, x)                                        # x = embedding rows
         for i in range(a.num_hidden_layers):
-            w = self.provider.layer(i)
+            w = self.provider.layer(i)                                        # asked in LAYER_PIECES order
             kernels.rmsnorm(x, w["input_layernorm.weight"].codes[0], a.rms_norm_eps, xb, s.scratch)
             _project(w["self_attn.q_proj.weight"], w.get("self_attn.q_proj.bias"), xb, q, s.scratch)
             _project(w["self_attn.k_proj.weight"], w.get("self_attn.k_proj.bias"), xb, k, s.scratch)

@@ -1,4 +1,18 @@
 """Mistral: the Llama block; its sliding window caps the context so full attention stays exact."""
-from .llama import ModelArgs, RunState, Transformer
+from __future__ import annotations
 
-__all__ = ["ModelArgs", "RunState", "Transformer"]
+from dataclasses import dataclass
+
+from .llama import LAYER_PIECES, RunState, Transformer, tensor_specs
+from .llama import ModelArgs as LlamaArgs
+
+
+@dataclass
+class ModelArgs(LlamaArgs):
+    sliding_window: int | None = None
+
+    def max_context(self) -> int:
+        return min(self.max_position_embeddings, self.sliding_window or self.max_position_embeddings)
+
+
+__all__ = ["LAYER_PIECES", "ModelArgs", "RunState", "Transformer", "tensor_specs"]
