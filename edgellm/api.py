@@ -14,9 +14,12 @@ from .generate.lock import LockedStream, ModelLock
 from .generate.sampling import StopMatcher
 from .kernels.parallel import FixedThreads
 from .models import get_model_module
-from .runtime.budget import DEFAULT_SLOTS, plan_for
-from .runtime.device import load_device
-from .runtime.stream import StreamedWeights
+from .runtime.budget import parse_budget
+from .runtime.device import DeviceProfile, load_device
+from .runtime.pager import Pager
+from .runtime.plan import DEFAULT_SLOTS, Plan, default_budget, plan_file, too_small_message
+from .runtime.predict import predict
+from .runtime.provider import WeightProvider
 from .source import resolve_model
 from .tokenizer import StreamingDetokenizer, Tokenizer
 
@@ -41,10 +44,12 @@ class Model:
     `session`, `state` and `transformer` are internals: using them directly bypasses the lock.
     """
 
-    def __init__(self, file: EllmFile, args, module, provider, context: int, chunk: int, threads: int | None = None):
+    def __init__(self, file: EllmFile, args, module, provider: WeightProvider, plan: Plan, threads: int | None = None):
+        """`plan` (edgellm.plan): what `provider` holds, the context and the device it was made for."""
         self.file, self.config, self.provider = file, args, provider
+        self.plan, self.device = plan, plan.device
         self.tokenizer = _tokenizer(file)
-        self.state = module.RunState(args, context, chunk)
+        self.state = module.RunState(args, plan.context, min(PREFILL_CHUNK, plan.context))
         self.transformer = module.Transformer(args, provider, self.state)
         # threads=None: every core for prefill, and each decode pass on the count measured fastest right now
         self.session = Session(self.transformer, FixedThreads(threads) if threads else None)
@@ -177,11 +182,10 @@ class Model:
 
     # -- bookkeeping ----------------------------------------------------------------------------------
     def _bytes_read(self) -> int:
-        return getattr(self.provider, "bytes_read", 0)
+        return self.provider.bytes_read
 
     def _io_stats(self) -> dict:
-        fn = getattr(self.provider, "io_stats", None)
-        return fn() if fn else {}
+        return self.provider.io_stats()
 
     def close(self) -> None:
         """Free the model; waits for other threads' calls, and closes this thread's unfinished iterator."""
@@ -213,6 +217,41 @@ def _tokenizer(f: EllmFile) -> Tokenizer:
     return Tokenizer(tok["json"], tok.get("config") or {}, tok.get("generation_config") or {})
 
 
+def plan(path, *, ram_budget=None, context=None, device=None, slots: int = DEFAULT_SLOTS, decode_threads: int = 1,
+         quant: str = "q4") -> Plan:
+    """What load() with the same arguments would allocate, from the file header alone (no weight is read, no
+    buffer allocated): pinned and streamed units, the breakdown, `fits`, `minimum_budget` (the smallest budget
+    that works at the plan's `context`) and the predicted tok/s on `device`. A budget too small is not an
+    error here: the plan says fits=False (load() raises BudgetError)."""
+    check_load_args(context=context, slots=slots, ram_budget=ram_budget, decode_threads=decode_threads)
+    dev = load_device(device) if device is not None else None
+    with EllmFile(resolve_model(path, quant)) as f:
+        module = get_model_module(f.config.get("model_type"))
+        return _plan(f, module, module.ModelArgs.from_dict(f.config), ram_budget, context, dev, slots,
+                     decode_threads)
+
+
+def _plan(f: EllmFile, module, args, ram_budget, context, device: DeviceProfile | None, slots: int,
+          decode_threads: int) -> Plan:
+    """plan() for an opened file. The default context halves (down to MIN_AUTO_CONTEXT) while its KV cache
+    does not fit the budget (it can outweigh a layer); a context the caller asked for is kept."""
+    budget = parse_budget(ram_budget, f.size) if ram_budget is not None else default_budget()
+    default = None if context else min(args.max_context(), DEFAULT_CONTEXT)
+    ctx = int(context) if context else default
+    if ctx < 1 or ctx > args.max_context():
+        raise EdgeLLMError(f"context {ctx} is outside 1..{args.max_context()} for this model")
+    while True:
+        run_bytes = module.RunState.nbytes_for(args, ctx, min(PREFILL_CHUNK, ctx))
+        p = plan_file(f, args.num_hidden_layers, args.tie_word_embeddings, run_bytes, budget, slots, decode_threads)
+        if p.fits or context or ctx <= MIN_AUTO_CONTEXT:
+            break
+        ctx = max(MIN_AUTO_CONTEXT, ctx // 2)
+    p.context, p.default_context, p.device = ctx, default, device
+    stype = (f.header.get("quant") or {}).get("type", "q4")
+    p.predicted = predict(p, p.device, stype, sum(e.stored_bytes for e in f.entries))
+    return p
+
+
 def load(path, *, ram_budget=None, threads=None, context=None, device=None, slots: int = DEFAULT_SLOTS,
          direct_io: bool = True, decode_threads: int = 1, quant: str = "q4") -> Model:
     """Open an .ellm file, or a Hugging Face directory (converted once to `quant` into the cache), for
@@ -222,36 +261,21 @@ def load(path, *, ram_budget=None, threads=None, context=None, device=None, slot
     falls back to buffered reads where O_DIRECT is unavailable); direct_io=False selects the other."""
     t0 = time.perf_counter()
     check_load_args(threads=threads, context=context, slots=slots, ram_budget=ram_budget, decode_threads=decode_threads)
+    dev = load_device(device) if device is not None else None
     f = EllmFile(resolve_model(path, quant))
     try:
         cfg = f.config
         module = get_model_module(cfg.get("model_type"))
         args = module.ModelArgs.from_dict(cfg)
-        ctx = int(context) if context else min(args.max_context(), DEFAULT_CONTEXT)
-        if ctx < 1 or ctx > args.max_context():
-            raise EdgeLLMError(f"context {ctx} is outside 1..{args.max_context()} for this model")
-        dev = load_device(device) if device is not None else None
-        while True:
-            chunk = min(PREFILL_CHUNK, ctx)
-            run_bytes = module.RunState.nbytes_for(args, ctx, chunk)
-            try:
-                plan = plan_for(f, args.num_hidden_layers, args.tie_word_embeddings, run_bytes, ram_budget, slots,
-                                decode_threads)
-                break
-            except BudgetError:
-                # the default context gives way to a tight budget (its KV cache can outweigh a layer);
-                # a context the caller asked for does not
-                if context or ctx <= MIN_AUTO_CONTEXT:
-                    raise
-                ctx = max(MIN_AUTO_CONTEXT, ctx // 2)
-        if not context and ctx < min(args.max_context(), DEFAULT_CONTEXT):
+        p = _plan(f, module, args, ram_budget, context, dev, slots, decode_threads)
+        if not p.fits:
+            raise BudgetError(too_small_message(p.budget, p.minimum_budget))
+        if p.default_context and p.context < p.default_context:
             import warnings
-            warnings.warn(f"context reduced to {ctx} tokens to fit the RAM budget (set context= / --context to "
-                          f"choose)", ContextReduced, stacklevel=2)
-        provider = StreamedWeights(f, args.num_hidden_layers, plan, device=dev, direct_io=direct_io,
-                                   decode_threads=decode_threads)
-        model = Model(f, args, module, provider, ctx, chunk, threads)
-        model.plan, model.device = plan, dev
+            warnings.warn(f"context reduced to {p.context} tokens to fit the RAM budget (set context= / --context "
+                          f"to choose)", ContextReduced, stacklevel=2)
+        provider = Pager(f, p, direct_io=direct_io, decode_threads=decode_threads)
+        model = Model(f, args, module, provider, p, threads)
     except BaseException:
         f.close()
         raise

@@ -53,7 +53,7 @@ def test_bench_budget_sweep_schema_and_ratios(small_model, tmp_path):
         assert RUN_KEYS <= set(run), RUN_KEYS - set(run)
         assert len(run["decode_tps"]["values"]) == 2 and run["decode_tps"]["mean"] > 0
         assert run["plan_bytes"] <= run["budget_bytes"]
-        assert {"unit", "streamed", "read_s", "decode_s", "compute_s", "wait_s"} <= set(run["per_layer"][0])
+        assert {"unit", "streamed", "read_s", "decompress_s", "compute_s", "wait_s"} <= set(run["per_layer"][0])
         assert {e[0] for e in run["trace"]} <= {"read", "decompress", "compute", "wait"}
     assert low["streamed_units"] > 0 and low["decode_bytes_per_token"] > 0
     assert {e[0] for e in low["trace"]} >= {"read", "decompress", "compute"}

@@ -8,8 +8,10 @@ import pytest
 import edgellm
 from edgellm.cli.main import main
 from edgellm.runtime import predict as P
+from edgellm.runtime.costs import LayerCost
 from edgellm.runtime.device import DeviceProfile, load_device
-from edgellm.runtime.plan import LayerCost, Plan
+from edgellm.runtime.plan import Plan
+from edgellm.runtime.provider import WeightProvider
 
 BREAKDOWN = ("pinned weights", "stream slots", "staging", "run state (KV cache, activations, scratch)",
              "tokenizer", "decoder scratch")
@@ -29,16 +31,36 @@ def plan_cli(capsys, *argv):
 def test_plan_allocates_nothing(q4, capsys, monkeypatch):
     """plan works from the header: loading the model, its weights or its run state would fail here."""
     from edgellm.models import llama
-    from edgellm.runtime import stream
+    from edgellm.runtime import pager
 
     def refuse(*a, **k):
         raise AssertionError("plan must not load the model")
     monkeypatch.setattr(edgellm, "load", refuse)
-    monkeypatch.setattr(stream.StreamedWeights, "__init__", refuse)
+    monkeypatch.setattr(pager.Pager, "__init__", refuse)
     monkeypatch.setattr(llama.RunState, "__init__", refuse)
     rc, out, _ = plan_cli(capsys, q4, "--ram-budget", "50MB")
     assert rc == 0
     assert all(k in out for k in BREAKDOWN) and "predicted" in out
+    p = edgellm.plan(q4, ram_budget="50MB", device="rpi5-nvme")         # the public function, the same way
+    assert p.fits and p.device.name == "rpi5-nvme" and p.predicted["predicted_tps"] > 0
+
+
+def test_public_plan_is_what_load_allocates(q4):
+    """edgellm.plan is the plan load() builds from: same units, same bytes, the minimum as a field."""
+    small = edgellm.plan(q4, ram_budget="200KB", context=128)
+    assert not small.fits and small.total == small.minimum_budget > small.budget == 200_000
+    assert sum(small.breakdown().values()) == small.total and small.context == 128
+    p = edgellm.plan(q4, ram_budget=small.minimum_budget, context=128)
+    assert p.fits and p.minimum_budget == small.minimum_budget
+    with edgellm.load(q4, ram_budget=small.minimum_budget, context=128) as m:
+        assert isinstance(m.provider, WeightProvider)
+        assert (m.plan.pinned, m.plan.streamed, m.plan.total) == (p.pinned, p.streamed, p.total)
+        assert m.state.context == m.plan.context == 128 and m.device is None
+        slots = m.provider.prefetch.slots if m.plan.streamed else []
+        assert [s.nbytes for s in slots] == [m.plan.slot_bytes] * m.plan.slots
+        assert sum(b.nbytes for b in m.provider.pinned_bufs) == m.plan.pinned_bytes
+        staging = m.provider.prefetch.staging.nbytes if m.plan.streamed else 0
+        assert staging == m.plan.staging_bytes
 
 
 def test_too_small_budget_prints_breakdown_and_minimum(q4, capsys):
@@ -112,11 +134,11 @@ def test_read_requests_match_the_prefetcher(q4, capsys):
     with edgellm.load(q4, ram_budget=json.loads(out)["minimum_budget"], context=64) as m:
         assert m.plan.streamed
         m.logits([1])
-        m.provider.trace = []
+        m.provider.stats.trace = []
         passes = 4
         for _ in range(passes):
             m.logits([1, 5])          # one pass through the layers each (2 tokens < one prefill chunk)
-        reads = sum(1 for e in m.provider.trace if e[0] == "read")
+        reads = sum(1 for e in m.provider.stats.trace if e[0] == "read")
         want = P.read_requests(m.plan)
     # a pass's reads may start during the one before (the prefetcher reads ahead): allow one pass either way
     assert (passes - 1) * want <= reads <= (passes + 1) * want

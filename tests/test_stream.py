@@ -1,6 +1,7 @@
 """The streaming runtime: same logits under any budget, slot count and device; budget errors; I/O errors."""
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -8,9 +9,8 @@ import pytest
 
 import edgellm
 import edgellm.api
-from edgellm.runtime.device import DeviceProfile, list_devices, load_device
+from edgellm.runtime.device import DeviceProfile, Throttle, list_devices, load_device
 from edgellm.runtime.plan import parse_size
-from edgellm.runtime.stream import Throttle
 
 PROMPT = [1, 5, 9, 33, 60]
 CTX = 64
@@ -40,10 +40,9 @@ def _reference(path):
 
 
 def _minimum(path, slots=2, **kw) -> int:
-    with pytest.raises(edgellm.BudgetError) as e:
-        edgellm.load(path, context=CTX, ram_budget=1000, slots=slots, **kw)
-    mb = float(str(e.value).split("minimum workable budget is ")[1].split(" MB")[0])
-    return int(mb * 1e6) + 10_000
+    p = edgellm.plan(path, context=CTX, ram_budget=1000, slots=slots, **kw)
+    assert not p.fits and p.minimum_budget > 1000
+    return p.minimum_budget
 
 
 @pytest.mark.parametrize("which", ["f32", "q4"])
@@ -137,6 +136,33 @@ def test_truncated_file_mid_run_raises_format_error(f32_file, tmp_path):
                 m.logits(PROMPT)
     finally:
         m.close()
+
+
+def _fail_decoding(m, exc):
+    """Make every chunk decode in the prefetcher's threads raise `exc` (embedding rows still decode)."""
+    real = m.file.decode_chunk
+
+    def decode_chunk(*a, **k):
+        if threading.current_thread().name.startswith("edgellm-"):
+            raise exc
+        return real(*a, **k)
+    m.file.decode_chunk = decode_chunk
+
+
+@pytest.mark.parametrize("exc,want", [(OSError(5, "Input/output error"), edgellm.FormatError),
+                                      (ZeroDivisionError("a bug"), ZeroDivisionError)])
+def test_only_io_and_codec_errors_become_format_error(f32_file, exc, want):
+    """A read error is reported as FormatError; any other exception in the prefetch thread (a bug) is re-raised
+    in the caller as it is, not disguised as a damaged file. Either way the next pass works again."""
+    ref_logits, _ = _reference(f32_file)
+    with edgellm.load(f32_file, context=CTX, ram_budget=_minimum(f32_file)) as m:
+        real = m.file.decode_chunk
+        _fail_decoding(m, exc)
+        with pytest.raises(want) as e:
+            m.logits(PROMPT)
+        assert not isinstance(e.value, edgellm.FormatError) or "Input/output error" in str(e.value)
+        m.file.decode_chunk = real
+        np.testing.assert_array_equal(m.logits(PROMPT), ref_logits)
 
 
 def test_throttle_honours_bandwidth_within_10_percent():

@@ -15,7 +15,7 @@ process's own baseline and a cold page cache means cold. JSON result (`--json FI
         "peak_rss_bytes", "rss_over_baseline_bytes", "baseline_rss_bytes",
         "predicted_tps", "flash_bound_tps", "measured_vs_predicted",
         "ratio_vs_first",                                    # decode tok/s / the first row's
-        "per_layer": [{"unit", "streamed", "read_s", "decode_s", "compute_s", "wait_s"}],   # per token
+        "per_layer": [{"unit", "streamed", "read_s", "decompress_s", "compute_s", "wait_s"}],   # per token
         "trace": [[lane, unit, start_s, end_s]], "token_times": [s],   # a few decode tokens, for --plot
         "error": str                                         # only when the configuration failed
      }]}
@@ -74,7 +74,7 @@ def _row(config: dict, r: dict) -> dict:
         "load_s": _summary([x["load_s"] for x in reps]), "ttft_s": _summary([x["ttft_s"] for x in reps]),
         "prefill_tps": _summary([x["prompt_tps"] for x in reps]), "decode_tps": decode,
         "decode_bytes_per_token": statistics.fmean(x["decode_bytes_per_token"] for x in reps),
-        "read_s": r["read_s"] / steps, "decompress_s": r["decode_s"] / steps, "compute_s": r["compute_s"] / steps,
+        "read_s": r["read_s"] / steps, "decompress_s": r["decompress_s"] / steps, "compute_s": r["compute_s"] / steps,
         "wait_s": r["wait_s"] / steps, "overlap": r["overlap"],
         "peak_rss_bytes": r["peak_rss"], "rss_over_baseline_bytes": r["rss_over_baseline"],
         "baseline_rss_bytes": r["baseline_rss"], "page_cache_dropped": r.get("page_cache_dropped"),
@@ -178,7 +178,7 @@ def format_layers(run: dict) -> str:
     for u in run["per_layer"]:
         name = "head" if u["unit"] == n else f"layer {u['unit']}"
         lines.append(f"{name:<9} {'yes' if u['streamed'] else 'no':>8} {u['read_s'] * 1e3:>8.2f} "
-                     f"{u['decode_s'] * 1e3:>9.2f} {u['compute_s'] * 1e3:>10.2f} {u['wait_s'] * 1e3:>8.2f}")
+                     f"{u['decompress_s'] * 1e3:>9.2f} {u['compute_s'] * 1e3:>10.2f} {u['wait_s'] * 1e3:>8.2f}")
     lines.append(f"{'per token':<9} {'':>8} {run['read_s'] * 1e3:>8.1f} {run['decompress_s'] * 1e3:>9.1f} "
                  f"{run['compute_s'] * 1e3:>10.1f} {run['wait_s'] * 1e3:>8.1f}")
     return "\n".join(lines)

@@ -86,20 +86,20 @@ def _one(a: dict, repeat: int) -> dict:
                 io1, read1 = dict(prov.io_stats()), prov.bytes_read
                 units1 = {u: dict(r) for u, r in prov.stats.per_unit.items()}
                 if trace_tokens:
-                    prov.trace = []
+                    prov.stats.trace = []
             elif n == trace_tokens:
-                trace, prov.trace = prov.trace, None
-        if prov.trace is not None:          # fewer tokens than asked to trace
-            trace, prov.trace = prov.trace, None
+                trace, prov.stats.trace = prov.stats.trace, None
+        if prov.stats.trace is not None:          # fewer tokens than asked to trace
+            trace, prov.stats.trace = prov.stats.trace, None
         io = prov.io_stats()
         steps = max(stats.generated_tokens - 1, 1)
-        d = {k: io[k] - io1[k] for k in ("read_s", "decode_s", "wait_s", "compute_s", "bytes_read")}
-        io_s = d["read_s"] + d["decode_s"]
+        d = {k: io[k] - io1[k] for k in ("read_s", "decompress_s", "wait_s", "compute_s", "bytes_read")}
+        io_s = d["read_s"] + d["decompress_s"]
         per_layer = []
         for u in sorted(prov.stats.per_unit):
             r, r1 = prov.stats.per_unit[u], units1.get(u, {})
             per_layer.append({"unit": u, "streamed": u in model.plan.streamed,
-                              **{k: (r[k] - r1.get(k, 0.0)) / steps for k in ("read_s", "decode_s", "wait_s",
+                              **{k: (r[k] - r1.get(k, 0.0)) / steps for k in ("read_s", "decompress_s", "wait_s",
                                                                                 "compute_s")}})
         with EllmFile(a["model"]) as f:
             stype = (f.header.get("quant") or {}).get("type", "q4")
@@ -113,7 +113,8 @@ def _one(a: dict, repeat: int) -> dict:
             "generated_tokens": stats.generated_tokens, "decode_tps": stats.decode_tps,
             "bytes_read": prov.bytes_read - read0, "prompt_bytes_read": read1 - read0,
             "decode_bytes_per_token": (prov.bytes_read - read1) / steps,
-            "read_s": d["read_s"], "decode_s": d["decode_s"], "wait_s": d["wait_s"], "compute_s": d["compute_s"],
+            "read_s": d["read_s"], "decompress_s": d["decompress_s"], "wait_s": d["wait_s"],
+            "compute_s": d["compute_s"],
             "overlap": max(0.0, 1.0 - d["wait_s"] / io_s) if io_s else 1.0,
             "per_layer": per_layer, "predicted": predict(plan, dev, stype, weights), "stype": stype,
             "peak_rss": _peak(),

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-from ..runtime.predict import predict
 from .options import (add_budget_argument, add_context_argument, add_device_argument, add_model_argument,
                       add_slots_argument)
 
@@ -18,61 +17,33 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from ..api import plan
     from ..errors import BudgetError
-    from ..format import EllmFile
-    from ..generate.params import check_load_args
-    from ..runtime.budget import parse_budget
-    from ..runtime.device import load_device
-    from ..runtime.plan import default_budget, too_small_message
-    from ..source import resolve_model
-    check_load_args(context=args.context, slots=args.slots, ram_budget=args.ram_budget)
-    dev = load_device(args.device) if args.device else None
-    path = resolve_model(args.model, args.quant)
-    with EllmFile(path) as f:            # the header only: no weight is read, no buffer allocated
-        budget = parse_budget(args.ram_budget, f.size) if args.ram_budget is not None else default_budget()
-        n, ctx, plan, fits = plan_file(f, budget, args.context, args.slots)
-        full = plan_file(f, 1 << 62, args.context, args.slots)[1]          # the context before any halving
-        minimum = plan_file(f, 0, ctx, args.slots)[2].total      # the cheapest plan at that context
-        stype = (f.header.get("quant") or {}).get("type", "q4")
-        pred = predict(plan, dev, stype, sum(e.stored_bytes for e in f.entries))
-    dn = dev.name if dev else "host"
+    from ..runtime.plan import too_small_message
+    # the header only: no weight is read, no buffer allocated
+    p = plan(args.model, ram_budget=args.ram_budget, context=args.context, device=args.device, slots=args.slots,
+             quant=args.quant)
+    pred = p.predicted
+    dn = p.device.name if p.device else "host"
     if args.json:
         finite = {k: (v if v != float("inf") else None) for k, v in pred.items()}
-        print(json.dumps({"budget": budget, "fits": fits, "minimum_budget": minimum, "context": ctx,
-                          "total": plan.total, "breakdown": plan.breakdown(), "pinned": plan.pinned,
-                          "streamed": plan.streamed, "slots": plan.slots,
-                          "streamed_bytes_per_token": plan.streamed_bytes_per_pass, **finite, "device": dn},
+        print(json.dumps({"budget": p.budget, "fits": p.fits, "minimum_budget": p.minimum_budget,
+                          "context": p.context, "total": p.total, "breakdown": p.breakdown(), "pinned": p.pinned,
+                          "streamed": p.streamed, "slots": p.slots,
+                          "streamed_bytes_per_token": p.streamed_bytes_per_pass, **finite, "device": dn},
                          indent=1))
     else:
-        print("\n".join(report_lines(args.model, n, ctx, full, plan, fits, minimum, pred, dn)))
-    if not fits:
-        raise BudgetError(too_small_message(budget, minimum))
+        print("\n".join(report_lines(args.model, p, dn)))
+    if not p.fits:
+        raise BudgetError(too_small_message(p.budget, p.minimum_budget))
     return 0
 
 
-def plan_file(f, budget: int, context=None, slots: int = 2):
-    """(layers, context, plan, fits) as edgellm.load would plan `f` for `budget` bytes, without loading it:
-    the default context halves (down to 256) while its KV cache does not fit; an explicit one is kept."""
-    from ..api import DEFAULT_CONTEXT, MIN_AUTO_CONTEXT, PREFILL_CHUNK
-    from ..errors import EdgeLLMError
-    from ..models import get_model_module
-    from ..runtime.budget import best_plan_for
-    module = get_model_module(f.config.get("model_type"))
-    a = module.ModelArgs.from_dict(f.config)
-    ctx = int(context) if context else min(a.max_context(), DEFAULT_CONTEXT)
-    if ctx < 1 or ctx > a.max_context():
-        raise EdgeLLMError(f"context {ctx} is outside 1..{a.max_context()} for this model")
-    while True:
-        run_bytes = module.RunState.nbytes_for(a, ctx, min(PREFILL_CHUNK, ctx))
-        plan, fits = best_plan_for(f, a.num_hidden_layers, a.tie_word_embeddings, run_bytes, budget, slots)
-        if fits or context or ctx <= MIN_AUTO_CONTEXT:
-            return a.num_hidden_layers, ctx, plan, fits
-        ctx = max(MIN_AUTO_CONTEXT, ctx // 2)
-
-
-def report_lines(model, n: int, ctx: int, full_ctx: int, plan, fits: bool, minimum: int, pred: dict,
-                 device: str) -> list[str]:
-    """The text report: the breakdown always; then the prediction, or why the budget is too small."""
+def report_lines(model, plan, device: str) -> list[str]:
+    """The text report of an edgellm.plan: the breakdown always; then the prediction, or why the budget is too
+    small."""
+    n, ctx, fits, minimum, pred = plan.n_layers, plan.context, plan.fits, plan.minimum_budget, plan.predicted
+    full_ctx = plan.default_context or ctx
     name = lambda u: "head" if u == n else f"layer {u}"  # noqa: E731
     mb = lambda b: f"{b / 1e6:,.2f} MB"                   # noqa: E731
     what = "plan uses" if fits else "does NOT fit: the smallest plan needs"

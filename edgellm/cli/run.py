@@ -39,7 +39,7 @@ def format_stats(stats, model) -> str:
               f"{len(plan.streamed)} of {len(plan.pinned) + len(plan.streamed)} units streamed" if plan else ""),
              f"I/O: {stats.bytes_read / 1e6:,.1f} MB read"]
     if io.get("units_loaded"):
-        lines[-1] += (f", read {io['read_s']:.2f} s, decompress {io['decode_s']:.2f} s, "
+        lines[-1] += (f", read {io['read_s']:.2f} s, decompress {io['decompress_s']:.2f} s, "
                       f"compute {io.get('compute_s', 0.0):.2f} s, waited {io['wait_s']:.2f} s, "
                       f"overlap {100 * io['overlap']:.0f}%")
     return "\n".join(lines)

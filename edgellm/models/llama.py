@@ -10,6 +10,7 @@ from dataclasses import MISSING, dataclass, field, fields
 import numpy as np
 
 from ..errors import UnsupportedModelError
+from ..runtime.provider import WeightProvider
 from .base import TensorSpec
 
 # edgellm.kernels (numba: ~70 MB resident) is imported when a RunState is sized or built, not with this module:
@@ -194,7 +195,7 @@ def _project(w, bias, x, out, scratch) -> None:
 class Transformer:
     """The forward pass. `provider` yields weights by layer; `state` holds every buffer."""
 
-    def __init__(self, args: ModelArgs, provider, state: RunState):
+    def __init__(self, args: ModelArgs, provider: WeightProvider, state: RunState):
         self.args, self.provider, self.state = args, provider, state
 
     def forward(self, tokens: np.ndarray, start_pos: int, all_logits: np.ndarray | None = None) -> np.ndarray:

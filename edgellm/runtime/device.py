@@ -1,6 +1,8 @@
-"""Device profiles (devices/*.toml): the flash, memory and CPU of a target board, to plan for and emulate."""
+"""Device profiles (devices/*.toml): the flash, memory and CPU of a target board, to plan for and emulate;
+Throttle: the emulation of a profile's flash."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,3 +53,27 @@ def load_device(name_or_path) -> DeviceProfile:
         raise EdgeLLMError(f"{p}: cannot read the device profile: {e}") from None
     known = set(DeviceProfile.__dataclass_fields__)
     return DeviceProfile(**{k: v for k, v in d.items() if k in known})
+
+
+class Throttle:
+    """Emulates a slower flash device: each request costs latency + bytes / bandwidth of device time."""
+
+    def __init__(self, read_mb_s: float | None, latency_us: float | None):
+        self.bw = (read_mb_s or 0) * 1e6
+        self.latency = (latency_us or 0) / 1e6
+        self.busy_until = 0.0
+
+    @classmethod
+    def of(cls, device: DeviceProfile | None) -> Throttle:
+        """The throttle a profile's flash needs (None, or an unthrottled profile: no waiting)."""
+        return cls(device.read_mb_s, device.read_latency_us) if device is not None else cls(None, None)
+
+    def wait(self, nbytes: int, started: float) -> None:
+        """Sleep until a request of `nbytes` issued at `started` would have finished on the device."""
+        if not self.bw:
+            return
+        start = max(started, self.busy_until)
+        self.busy_until = start + self.latency + nbytes / self.bw
+        delay = self.busy_until - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)

@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from ..errors import BudgetError, EdgeLLMError
+from ..errors import EdgeLLMError
+from ..format import EllmFile
+from .costs import LayerCost, fixed_costs, staging_bytes, unit_costs
+from .device import DeviceProfile
 
 DEFAULT_FRACTION = 0.5        # of available memory, when no budget is given
-TOKENIZER_FACTOR = 6          # RSS of a loaded `tokenizers` object per byte of tokenizer.json (measured)
+DEFAULT_SLOTS = 2
 _UNITS = {"": 1, "b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12,
           "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40, "k": 2 ** 10, "m": 2 ** 20,
           "g": 2 ** 30}
@@ -49,14 +52,6 @@ def default_budget() -> int:
 
 
 @dataclass
-class LayerCost:
-    layer: int           # -1 embedding, 0..L-1, L head (final norm + lm_head)
-    raw: int             # decoded bytes
-    stored: int          # bytes of its contiguous span on disk (what a read fetches)
-    piece: int = 0       # decoded bytes of its largest streaming piece (a slot's size); 0: the whole unit
-
-
-@dataclass
 class Plan:
     budget: int
     pinned: list[int]
@@ -67,6 +62,12 @@ class Plan:
     embed_pinned: bool
     costs: dict[int, LayerCost]
     fixed: dict[str, int] = field(default_factory=dict)   # run state, tokenizer, decoder scratch...
+    fits: bool = True         # total <= budget; load() refuses a plan that does not fit
+    minimum_budget: int = 0   # the cheapest plan's total at this context: the smallest budget that works
+    context: int = 0          # tokens the KV cache holds
+    default_context: int | None = None   # the default context before it was halved to fit; None: asked for
+    device: DeviceProfile | None = None  # what the prediction is for (and the flash load() emulates)
+    predicted: dict = field(default_factory=dict)         # tok/s bounds on that device (predict.py)
 
     @property
     def pinned_bytes(self) -> int:
@@ -80,24 +81,27 @@ class Plan:
     def streamed_bytes_per_pass(self) -> int:
         return sum(self.costs[i].stored for i in self.streamed)
 
+    @property
+    def n_layers(self) -> int:
+        return len(self.costs) - 1                 # units are the layers and the head
+
     def breakdown(self) -> dict[str, int]:
         return {"pinned weights": self.pinned_bytes, "stream slots": self.slots * self.slot_bytes,
                 "staging": self.staging_bytes, **self.fixed}
 
 
-def make_plan(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], n_layers: int,
-              slots: int = 2, tied: bool = False, staging: int = 0) -> Plan:
+def plan_file(f: EllmFile, n_layers: int, tied: bool, run_state_bytes: int, budget: int, slots: int = 2,
+              decode_threads: int = 1) -> Plan:
+    """plan_units for an opened file, its costs from the header (costs.py). Reads no weight, allocates none."""
+    return plan_units(unit_costs(f, n_layers), budget, fixed_costs(f, run_state_bytes, decode_threads), n_layers,
+                      slots=slots, tied=tied, staging=staging_bytes(f))
+
+
+def plan_units(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], n_layers: int,
+               slots: int = 2, tied: bool = False, staging: int = 0) -> Plan:
     """Pin the head first, then as many layers as fit beside `slots` stream slots; spread the pinned
-    layers evenly so the prefetcher always has a streamed layer to read while a pinned one computes."""
-    plan, fits = best_plan(costs, budget, fixed, n_layers, slots, tied, staging)
-    if not fits:
-        raise BudgetError(too_small_message(budget, plan.total))
-    return plan
-
-
-def best_plan(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], n_layers: int,
-              slots: int = 2, tied: bool = False, staging: int = 0) -> tuple[Plan, bool]:
-    """(the plan make_plan picks, True), or when nothing fits the budget (the cheapest plan, False)."""
+    layers evenly so the prefetcher always has a streamed layer to read while a pinned one computes.
+    When nothing fits the budget: the cheapest plan, with fits=False."""
     if slots < 1:
         raise EdgeLLMError("slots must be >= 1")
     head = n_layers
@@ -108,11 +112,12 @@ def best_plan(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], n
         pinned = sorted(order[:k])
         streamed = [i for i in blocks + [head] if i not in pinned]
         plans.append(_plan_for(costs, budget, fixed, pinned, streamed, slots, tied, staging))
-    fitting = [p for p in plans if p.total <= budget]
-    if fitting:
-        return fitting[-1], True   # the most pinned: fewest bytes streamed per token
     # pinning everything needs no slots, so the cheapest plan need not be the all-streamed one
-    return min(plans, key=lambda p: p.total), False
+    cheapest = min(plans, key=lambda p: p.total)
+    fitting = [p for p in plans if p.total <= budget]
+    best = fitting[-1] if fitting else cheapest          # the most pinned: fewest bytes streamed per token
+    best.fits, best.minimum_budget = bool(fitting), cheapest.total
+    return best
 
 
 def too_small_message(budget: int, minimum: int) -> str:

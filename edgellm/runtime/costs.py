@@ -1,0 +1,105 @@
+"""The one cost model: the bytes of every buffer the runtime allocates, as the planner counts them and the
+pager allocates them (a byte counted in the plan is a byte allocated; nothing is sized twice).
+
+    unit buffer     a pinned unit's tensors back to back, each 64-byte aligned    (packed_offsets)
+    slot            the largest piece of a streamed unit, packed the same way      (LayerCost.piece)
+    staging ring    RING read buffers of one read group each, page-rounded          (staging_bytes)
+    fixed           run state, tokenizer, decoder scratch, embedding rows            (fixed_costs)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..format import EllmFile
+from ..format.spec import EMBED_CHUNK
+from .units import EMBED, unit_names, unit_pieces
+
+READ_SIZE = 2 << 20      # bytes per read request: large enough for full bandwidth, small enough that
+                         # decoding the last read of a layer (not overlapped) stays short
+PAGE = 4096              # O_DIRECT alignment of file offsets, lengths and buffer addresses
+RING = 3                 # staging buffers: one being read while the other two decode
+TENSOR_ALIGN = 64        # each tensor's offset inside a unit buffer or slot
+TOKENIZER_FACTOR = 6     # RSS of a loaded `tokenizers` object per byte of tokenizer.json (measured)
+
+
+@dataclass
+class LayerCost:
+    layer: int           # -1 embedding, 0..L-1, L head (final norm + lm_head)
+    raw: int             # decoded bytes: the size of its unit buffer when pinned
+    stored: int          # bytes of its contiguous span on disk (what a read fetches)
+    piece: int = 0       # decoded bytes of its largest streaming piece (a slot's size); 0: the whole unit
+
+
+def packed_offsets(f: EllmFile, names: list[str]) -> tuple[dict[str, int], int]:
+    """Offset of each tensor inside a unit buffer or slot (TENSOR_ALIGN-aligned) and the buffer's size."""
+    out, pos = {}, 0
+    for n in names:
+        out[n] = pos
+        pos += -(-f.tensors[n].raw_bytes // TENSOR_ALIGN) * TENSOR_ALIGN
+    return out, pos
+
+
+def file_spans(entries) -> list[tuple[int, int, list]]:
+    """Group a unit's tensors into contiguous file spans (a tied head spans the embedding and the norm)."""
+    spans: list[tuple[int, int, list]] = []
+    for e in sorted(entries, key=lambda e: e.chunks[0].offset):
+        s, t = e.chunks[0].offset, e.chunks[-1].offset + e.chunks[-1].length
+        if spans and s - spans[-1][1] < PAGE * 16:
+            spans[-1] = (spans[-1][0], t, spans[-1][2] + [e])
+        else:
+            spans.append((s, t, [e]))
+    return spans
+
+
+def unit_costs(f: EllmFile, n_layers: int) -> dict[int, LayerCost]:
+    """Decoded, stored and largest-piece bytes of every unit (the layers, then the head)."""
+    costs = {}
+    for u in range(n_layers + 1):
+        names = unit_names(f, u, n_layers)
+        spans = file_spans([f.tensors[n] for n in names])
+        piece = max(packed_offsets(f, p)[1] for p in unit_pieces(f, u, n_layers))
+        costs[u] = LayerCost(u, packed_offsets(f, names)[1], max(e - s for s, e, _ in spans), piece)
+    return costs
+
+
+def read_size(f: EllmFile) -> int:
+    """Bytes per read request: READ_SIZE, or a third of the largest layer when layers are small, so the whole
+    staging ring never outweighs one layer."""
+    return min(READ_SIZE, -(-max((s.end - s.start for s in f.layer_spans()), default=READ_SIZE) // RING))
+
+
+def staging_bytes(f: EllmFile) -> int:
+    """Bytes of the staging ring: RING buffers, each one read group (or one larger chunk) plus O_DIRECT
+    page rounding on both ends."""
+    biggest = max((c.length for e in f.entries for c in e.chunks), default=0)
+    one = -(-(max(read_size(f), biggest) + 2 * PAGE) // PAGE) * PAGE
+    return RING * one
+
+
+def read_groups(chunks, limit: int) -> list[list]:
+    """Consecutive (entry, chunk) pairs cut into read groups of at most `limit` bytes (a larger chunk alone)."""
+    out, cur, start = [], [], 0
+    for e, c in chunks:
+        if cur and c.offset + c.length - start > limit:
+            out.append(cur)
+            cur = []
+        if not cur:
+            start = c.offset
+        cur.append((e, c))
+    if cur:
+        out.append(cur)
+    return out
+
+
+def fixed_costs(f: EllmFile, run_state_bytes: int, decode_threads: int) -> dict[str, int]:
+    """Everything besides the weights: the run state, the tokenizer, a chunk of scratch per decoder (the
+    decode pool's threads and the calling thread), and the embedding-row fetch's buffers."""
+    tok = f.tokenizer or {}
+    max_chunk = max(c.raw_length for e in f.entries for c in e.chunks)
+    embed = f.tensors[EMBED].layout
+    return {
+        "run state (KV cache, activations, scratch)": run_state_bytes,
+        "tokenizer": TOKENIZER_FACTOR * len(tok.get("json", "")),
+        "decoder scratch": (decode_threads + 1) * max_chunk,
+        "embedding rows": 2 * max(EMBED_CHUNK, embed.code_row_bytes) + embed.nbytes // max(embed.rows, 1) * 4,
+    }

@@ -1,0 +1,148 @@
+"""The pager: the weight provider the model code uses (provider.WeightProvider), for any plan.
+
+Pinned units (plan.pinned) are read and decoded once, into one buffer each, and stay in RAM; the streamed
+ones (plan.streamed) come piece by piece through plan.slots slots that the prefetcher (prefetch.py) fills
+while the model computes. A fully pinned plan starts no thread at all. Every buffer is the size the plan
+counted (costs.py).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import EdgeLLMError
+from ..format import EllmFile
+from ..quant import QTensor
+from .costs import packed_offsets
+from .device import Throttle
+from .embedding import fetch_row
+from .iostats import IOStats
+from .plan import Plan
+from .prefetch import Prefetcher
+from .provider import LayerWeights
+from .units import EMBED, layer_prefix, unit_names, unit_pieces
+
+
+class Pager:
+    def __init__(self, f: EllmFile, plan: Plan, *, direct_io: bool = False, decode_threads: int = 1):
+        self.f, self.plan, self.n_layers = f, plan, plan.n_layers
+        self.stats = IOStats()
+        self.throttle = Throttle.of(plan.device)
+        # pinned units: read and decoded now, each tensor at its packed offset in its unit's buffer
+        self.pinned: dict[int, dict[str, QTensor]] = {}
+        self.pinned_bufs: list[np.ndarray] = []     # one (costs[u].raw,) uint8 buffer per pinned unit
+        for u in plan.pinned:
+            offsets, size = packed_offsets(f, unit_names(f, u, self.n_layers))
+            assert size == plan.costs[u].raw, "the plan counts what the pager allocates"
+            buf = np.empty(size, np.uint8)
+            self.pinned_bufs.append(buf)
+            self.pinned[u] = {n: f.read_into(n, buf[o:o + f.tensors[n].raw_bytes]) for n, o in offsets.items()}
+            self.stats.bytes_read += sum(f.tensors[n].stored_bytes for n in offsets)
+        self._embed_table = self.pinned.get(self.n_layers, {}).get(EMBED)
+        # streamed units: (unit, piece) keys in use order, each piece's tensors at their offsets in a slot
+        pieces = {u: unit_pieces(f, u, self.n_layers) for u in plan.streamed}
+        sequence = [(u, k) for u in plan.streamed for k in range(len(pieces[u]))]
+        self.layout = {(u, k): packed_offsets(f, names)[0] for u in plan.streamed for k, names in enumerate(pieces[u])}
+        # streamed layer -> {name without the layer prefix: piece}, what StreamedLayer looks names up in
+        self.piece_of = {u: {n[len(layer_prefix(u)):]: k for k, names in enumerate(pieces[u]) for n in names}
+                         for u in plan.streamed if u < self.n_layers}
+        self.prefetch = None
+        if plan.streamed:
+            slots = [np.empty(plan.slot_bytes, np.uint8) for _ in range(plan.slots)]   # plan.slots x (slot_bytes,)
+            self.prefetch = Prefetcher(f, sequence, self.layout, slots, plan.staging_bytes, self.stats,
+                                       self.throttle, direct_io=direct_io, decode_threads=decode_threads)
+        self._acquired: dict[int, float] = {}   # unit -> when the model got it (compute time = until release)
+        self._waited: dict[int, float] = {}     # unit -> its wait_s then (waits for later pieces are not compute)
+
+    # -- the provider verbs -------------------------------------------------------------------------
+    def embed(self, ids, out) -> None:
+        if self._embed_table is not None:
+            out[:] = self._embed_table.dequantize(np.asarray(ids, dtype=np.int64))
+            return
+        for t, i in enumerate(np.asarray(ids, dtype=np.int64)):
+            out[t] = fetch_row(self.f, int(i), self.stats)
+
+    def layer(self, i: int) -> LayerWeights:
+        prefix = layer_prefix(i)
+        if i in self.pinned:
+            return self._pinned_unit(i, prefix)
+        self._acquire(i)
+        return StreamedLayer(self, i, prefix)
+
+    def release(self, i: int) -> None:
+        t0 = self._acquired.pop(i, None)
+        if t0 is not None:
+            now = time.perf_counter()
+            rec = self.stats.unit(i)
+            busy = now - t0 - (rec["wait_s"] - self._waited.pop(i, rec["wait_s"]))   # minus waits for pieces
+            rec["compute_s"] += busy
+            rec["uses"] += 1
+            self.stats.compute_s += busy
+            self.stats.event("compute", i, t0, now)
+        if self.prefetch is not None:
+            self.prefetch.give_back(i)
+
+    def head(self) -> tuple[QTensor, QTensor]:
+        u = self.n_layers
+        if u in self.pinned:
+            w = self._pinned_unit(u, "")
+        else:
+            self._acquire(u)
+            w = self.take(u, 0, "")
+        return w["model.norm.weight"], w.get("lm_head.weight", w.get(EMBED))
+
+    @property
+    def bytes_read(self) -> int:
+        return self.stats.bytes_read
+
+    def io_stats(self) -> dict:
+        return self.stats.as_dict()
+
+    def close(self) -> None:
+        if self.prefetch is not None:
+            self.prefetch.close()
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def take(self, u: int, k: int, prefix: str) -> dict[str, QTensor]:
+        """Piece k of streamed unit u as tensors named without `prefix`, viewing the slot that holds it."""
+        buf = self.prefetch.take((u, k))
+        tensors = self.f.tensors
+        return {n[len(prefix):]: QTensor.from_buffer(tensors[n].layout, buf[o:o + tensors[n].raw_bytes])
+                for n, o in self.layout[(u, k)].items()}
+
+    def _acquire(self, u: int) -> None:
+        """Start unit u's compute clock; waits for its later pieces are taken off at release."""
+        self._acquired[u] = time.perf_counter()
+        self._waited[u] = self.stats.unit(u)["wait_s"]
+
+    def _pinned_unit(self, u: int, prefix: str) -> dict[str, QTensor]:
+        self._acquire(u)
+        w = self.pinned[u]
+        return {n[len(prefix):]: t for n, t in w.items()} if prefix else w
+
+
+class StreamedLayer:
+    """The tensors of a streamed layer, fetched piece by piece as the forward pass asks for them (see
+    units.PIECE_ORDER); asking for a later piece hands the earlier one's slot back, since the pass never
+    returns to a piece within a layer."""
+
+    def __init__(self, pager: Pager, u: int, prefix: str):
+        self.pager, self.u, self.prefix = pager, u, prefix
+        self.where = pager.piece_of[u]
+        self.piece, self.tensors = -1, {}
+
+    def __getitem__(self, name: str) -> QTensor:
+        k = self.where[name]
+        if k != self.piece:
+            if k < self.piece:
+                raise EdgeLLMError(f"layer {self.u}: {name} asked for after a later piece (see PIECE_ORDER)")
+            self.tensors = self.pager.take(self.u, k, self.prefix)
+            self.piece = k
+        return self.tensors[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.where
+
+    def get(self, name: str, default=None):
+        return self[name] if name in self.where else default

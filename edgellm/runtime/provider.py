@@ -1,0 +1,48 @@
+"""The contract between the model code and the runtime: where a forward pass gets its weights.
+
+The model asks for one unit at a time and releases it when done, so the same forward pass runs a model that
+fits in RAM and one that streams; it must not care which. The pager (pager.py) implements it.
+"""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..quant import QTensor
+
+
+class LayerWeights(Protocol):
+    """One layer's tensors by name without the layer prefix ("self_attn.q_proj.weight"); a dict is one.
+    A streamed layer may only be asked for its tensors in use order (units.PIECE_ORDER)."""
+
+    def __getitem__(self, name: str) -> QTensor: ...
+
+    def __contains__(self, name: str) -> bool: ...
+
+    def get(self, name: str, default=None) -> QTensor | None: ...
+
+
+@runtime_checkable
+class WeightProvider(Protocol):
+    def embed(self, ids, out: np.ndarray) -> None:
+        """out[T, hidden] = the embedding rows of token ids[T]."""
+
+    def layer(self, i: int) -> LayerWeights:
+        """Layer i's weights, valid until release(i)."""
+
+    def release(self, i: int) -> None:
+        """The forward pass is done with unit i (a layer, or n_layers for the head)."""
+
+    def head(self) -> tuple[QTensor, QTensor]:
+        """(final norm, lm_head): unit n_layers, valid until release(n_layers)."""
+
+    def close(self) -> None:
+        """Stop background work and free the buffers; the provider is unusable after."""
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from the file so far (pinned loads, streamed reads, embedding rows)."""
+
+    def io_stats(self) -> dict:
+        """A snapshot of the I/O statistics (iostats.IOStats.as_dict)."""
