@@ -28,6 +28,7 @@ class LayerCost:
     raw: int             # decoded bytes: the size of its unit buffer when pinned
     stored: int          # bytes of its contiguous span on disk (what a read fetches)
     piece: int = 0       # decoded bytes of its largest streaming piece (a slot's size); 0: the whole unit
+    reads: int = 0       # read requests that stream it once: each piece cut into read groups; 0: not counted
 
 
 def packed_offsets(f: EllmFile, names: list[str]) -> tuple[dict[str, int], int]:
@@ -52,14 +53,22 @@ def file_spans(entries) -> list[tuple[int, int, list]]:
 
 
 def unit_costs(f: EllmFile, n_layers: int) -> dict[int, LayerCost]:
-    """Decoded, stored and largest-piece bytes of every unit (the layers, then the head)."""
-    costs = {}
+    """Decoded, stored and largest-piece bytes and read requests of every unit (the layers, then the head)."""
+    costs, limit = {}, read_size(f)
     for u in range(n_layers + 1):
         names = unit_names(f, u, n_layers)
         spans = file_spans([f.tensors[n] for n in names])
-        piece = max(packed_offsets(f, p)[1] for p in unit_pieces(f, u, n_layers))
-        costs[u] = LayerCost(u, packed_offsets(f, names)[1], max(e - s for s, e, _ in spans), piece)
+        pieces = unit_pieces(f, u, n_layers)
+        piece = max(packed_offsets(f, p)[1] for p in pieces)
+        reads = sum(len(read_groups(piece_chunks(f, p), limit)) for p in pieces)
+        costs[u] = LayerCost(u, packed_offsets(f, names)[1], max(e - s for s, e, _ in spans), piece, reads)
     return costs
+
+
+def piece_chunks(f: EllmFile, names: list[str]) -> list[tuple]:
+    """A piece's (entry, chunk) pairs in file order, as the prefetcher reads them."""
+    entries = sorted((f.tensors[n] for n in names), key=lambda e: e.chunks[0].offset)
+    return [(e, c) for e in entries for c in e.chunks]
 
 
 def read_size(f: EllmFile) -> int:

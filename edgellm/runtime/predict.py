@@ -8,9 +8,6 @@ it at ~2,500.
 """
 from __future__ import annotations
 
-from .costs import READ_SIZE, RING
-from .units import PIECE_ORDER
-
 # Decode speed of this host's kernels inside a whole model, GB/s of stored weight bytes on 2 threads
 # (tools/bench_kernels.py on the TinyLlama-shaped file: q4 15.3, q8 21.0); a device's cpu_scale scales it.
 HOST_KERNEL_GB_S = {"q4": 15.0, "q8": 20.0, "f16": 8.0, "f32": 12.0}
@@ -34,14 +31,8 @@ def compute_seconds(weight_bytes: int, n_layers: int, stype: str, device=None) -
 
 
 def read_requests(plan) -> int:
-    """Read requests per token, as the prefetcher issues them: each streamed layer piece by piece (the head
-    whole), each piece in groups of at most costs.read_size, which for small layers is a third of the
-    largest layer."""
-    n_layers = plan.n_layers
-    largest = max((c.stored for c in plan.costs.values()), default=0)
-    group = max(1, min(READ_SIZE, -(-largest // RING)))
-    return sum(max(len(PIECE_ORDER) if u < n_layers else 1, -(-plan.costs[u].stored // group))
-               for u in plan.streamed)
+    """Read requests per token, as the prefetcher issues them (counted per unit by costs.unit_costs)."""
+    return sum(plan.costs[u].reads for u in plan.streamed)
 
 
 def predict(plan, device, stype: str, weight_bytes: int) -> dict:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..format import EllmFile
-from .costs import PAGE, RING, read_groups, read_size
+from .costs import PAGE, RING, piece_chunks, read_groups, read_size
 from .device import Throttle
 from .iostats import IOStats
 
@@ -173,8 +173,7 @@ class Prefetcher:
         out = memoryview(self.slots[slot])
         u = key[0]
         offsets = self.layout[key]
-        entries = sorted((self.f.tensors[n] for n in offsets), key=lambda e: e.chunks[0].offset)
-        groups = read_groups([(e, c) for e in entries for c in e.chunks], self.group_bytes)
+        groups = read_groups(piece_chunks(self.f, list(offsets)), self.group_bytes)
         state = {"left": sum(len(g) for g in groups), "decompress_s": 0.0, "err": None}
         lock = threading.Lock()
         rec = self.stats.unit(u)
