@@ -3,7 +3,7 @@
     with EllmFile(path) as f:
         f.config, f.tokenizer, f.tensors["model.norm.weight"]   # header, parsed and validated
         f.read_tensor(name) -> QTensor                           # reads, verifies and decodes its chunks
-        f.verify() -> None                                       # raises FormatError naming the first damage
+        f.verify() -> None                                       # reads every chunk and padding byte (below)
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
-from ..quant import GROUP_SIZES, STORAGE_TYPES, QTensor
+from ..quant import GROUP_SIZES, QUANTIZED, STORAGE_TYPES, QTensor
 from . import codecs
 from .spec import (CODECS, MAGIC, MAX_ALIGN, MAX_CHUNK, MAX_DIM, MAX_HEADER, MIN_ALIGN, PREAMBLE,
-                   PREAMBLE_SIZE, VERSION_MAJOR, Chunk, TensorEntry, checksum, layout_for)
+                   PREAMBLE_SIZE, VERSION_MAJOR, Chunk, TensorEntry, align_up, checksum, layout_for)
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,10 @@ def read_header(f, size: int, name: str) -> tuple[dict, int]:
 
 
 def parse_tensors(header: dict, data_start: int, size: int, name: str) -> list[TensorEntry]:
-    """Validate the tensor table against the file size; raise FormatError on the first problem."""
+    """Validate the tensor table against the file size; raise FormatError on the first problem.
+
+    Chunks are packed (formats/SPEC.md, "Byte layout"): each starts at the first aligned offset after the
+    previous one (the first: after the header), and the file ends where the last one does."""
     align = _int(header.get("alignment"), f"{name}: alignment", MIN_ALIGN, MAX_ALIGN)
     _need(align & (align - 1) == 0, f"{name}: alignment {align} is not a power of two")
     table = header.get("tensors")
@@ -79,10 +82,13 @@ def parse_tensors(header: dict, data_start: int, size: int, name: str) -> list[T
         shape = tuple(_int(d, f"{where}: shape", 1, MAX_DIM) for d in shape)
         stype = t.get("stype")
         _need(stype in STORAGE_TYPES, f"{where}: unknown storage type {stype!r}")
-        group = t.get("group", 0)
-        if stype in ("q8", "q4"):
-            _need(group in GROUP_SIZES, f"{where}: group size {group!r} not one of {GROUP_SIZES}")
-        layout = layout_for(shape, stype, group or 32)
+        group = t.get("group")
+        if stype in QUANTIZED:
+            _need(type(group) is int and group in GROUP_SIZES,
+                  f"{where}: group size {group!r} not one of {GROUP_SIZES}")
+        else:
+            _need(type(group) is int and group == 0, f"{where}: group {group!r} for {stype} must be 0")
+        layout = layout_for(shape, stype, group)
         layer = _int(t.get("layer"), f"{where}: layer", -1, 1 << 20)
         _need(layer >= prev_layer, f"{where}: layer {layer} stored after layer {prev_layer}")
         prev_layer = layer
@@ -101,12 +107,16 @@ def parse_tensors(header: dict, data_start: int, size: int, name: str) -> list[T
             _need(off % align == 0, f"{cw}: offset {off} is not {align}-aligned")
             _need(off >= prev_end, f"{cw}: offset {off} overlaps the header or the previous chunk")
             _need(off + length <= size, f"{cw}: truncated file: chunk ends at {off + length}, file has {size}")
+            _need(off == align_up(prev_end, align), f"{cw}: gap: offset {off} leaves unreferenced bytes after "
+                  f"{prev_end}; chunks are packed, this one belongs at {align_up(prev_end, align)}")
             _need(codec != "raw" or length == raw_len, f"{cw}: raw chunk with stored {length} != raw {raw_len}")
             _need(raw_off + raw_len in bounds, f"{cw}: does not end on a row boundary")
             chunks.append(Chunk(off, length, raw_off, raw_len, codec, digest))
             prev_end, raw_off = off + length, raw_off + raw_len
         _need(raw_off == layout.nbytes, f"{where}: chunks hold {raw_off} bytes, layout needs {layout.nbytes}")
         out.append(TensorEntry(tn, shape, layout, layer, chunks))
+    _need(size == prev_end, f"{name}: {size - prev_end} trailing byte(s) after the last chunk (it ends at "
+          f"{prev_end}, the file at {size})")
     return out
 
 
@@ -133,8 +143,8 @@ class EllmFile:
             raise FormatError(f"{path}: cannot open: {e.strerror}") from None
         try:
             self.size = os.fstat(self._f.fileno()).st_size
-            self.header, data_start = read_header(self._f, self.size, str(self.path))
-            self.entries = parse_tensors(self.header, data_start, self.size, str(self.path))
+            self.header, self.data_start = read_header(self._f, self.size, str(self.path))
+            self.entries = parse_tensors(self.header, self.data_start, self.size, str(self.path))
             self.tensors = {e.name: e for e in self.entries}
             self._check_meta()
         except BaseException:
@@ -203,13 +213,27 @@ class EllmFile:
         return self.read_into(name, np.empty(self.tensors[name].raw_bytes, np.uint8))
 
     def verify(self) -> None:
-        """Check every checksum and that every chunk decodes; FormatError names the first damaged tensor."""
+        """Read every byte after the header once (opening checked the rest): each padding byte must be zero,
+        each chunk must match its checksum (even if opened with verify=False) and decode to its raw length.
+        FormatError names the first damaged tensor, or the offset of a non-zero padding byte."""
+        pos, scratch = self.data_start, bytearray(max((c.raw_length for e in self.entries for c in e.chunks),
+                                                      default=0))
         for e in self.entries:
             for c in e.chunks:
-                stored = os.pread(self._f.fileno(), c.length, c.offset)
-                _need(len(stored) == c.length, f"{self.path}: tensor {e.name!r}: truncated chunk")
+                span = os.pread(self._f.fileno(), c.offset + c.length - pos, pos)
+                _need(len(span) == c.offset + c.length - pos, f"{self.path}: tensor {e.name!r}: truncated chunk")
+                pad, stored = span[:c.offset - pos], span[c.offset - pos:]
+                first = len(pad) - len(pad.lstrip(b"\0"))      # index of the first non-zero byte
+                _need(first == len(pad), f"{self.path}: non-zero padding byte at offset {pos + first} "
+                      f"(before tensor {e.name!r}); padding must be zero")
                 _need(checksum(stored) == c.checksum, f"{self.path}: tensor {e.name!r} is damaged "
                       f"(checksum mismatch in chunk at offset {c.offset})")
+                if c.codec != "raw":
+                    try:
+                        codecs.decode_into(stored, c.codec, memoryview(scratch)[:c.raw_length])
+                    except FormatError as err:
+                        raise FormatError(f"{self.path}: tensor {e.name!r}: {err}") from None
+                pos = c.offset + c.length
 
     def fileno(self) -> int:
         return self._f.fileno()

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import xxhash
 
-from ..quant import Layout
+from ..quant import QUANTIZED, Layout
 
 MAGIC = b"ELLM"
 VERSION_MAJOR = 1
@@ -68,9 +68,9 @@ class TensorEntry:
 
 
 def layout_for(shape: tuple[int, ...], stype: str, group: int) -> Layout:
-    """1-D tensors are one row; quantized types need whole 2-D matrices."""
+    """1-D tensors are one row. f32 and f16 have no groups: their layout's group is 0, as the file records it."""
     rows, cols = (1, shape[0]) if len(shape) == 1 else shape
-    return Layout(stype, rows, cols, group)
+    return Layout(stype, rows, cols, group if stype in QUANTIZED else 0)
 
 
 def chunk_ranges(layout: Layout, chunk_size: int) -> list[tuple[int, int]]:
