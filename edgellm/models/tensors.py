@@ -1,22 +1,25 @@
 """The tensors a file must hold for the runtime to run it (formats/SPEC.md, "Tensors a model needs").
 
-The list itself has one home, `converter.archs.expected_tensors`: what the converter writes is what is checked.
+The list itself has one home, each architecture's `tensor_specs` (edgellm/models/<model_type>.py): the converter
+writes it and this checks it.
 """
 from __future__ import annotations
 
-from ..converter.archs import Planned, expected_tensors
 from ..errors import FormatError
+from . import model_args
+from .base import TensorSpec
 
 
 def check_tensors(f) -> None:
     """Raise FormatError naming the first tensor the config of the open EllmFile `f` needs that the file lacks
     or holds with another shape, layer or storage type. Reads only the header: call it before any weight."""
-    need = expected_tensors(f.config)
+    module, args = model_args(f.config)
+    need = module.tensor_specs(args)
     names = {p.name for p in need}
-    used_if_present = [Planned(p.name[:-len("weight")] + "bias", p.shape[:1], p.layer, False)
-                       for p in need if p.matrix and p.name.startswith("model.layers.")]
+    used_if_present = [TensorSpec(p.name[:-len("weight")] + "bias", p.shape[:1], "layer", p.layer)
+                       for p in need if p.role == "layer" and p.matrix]
     if "lm_head.weight" not in names:        # tied: a head stored anyway is used instead of the embedding
-        used_if_present.append(Planned("lm_head.weight", need[0].shape, need[-1].layer, True))
+        used_if_present.append(TensorSpec("lm_head.weight", need[0].shape, "head", need[-1].layer))
     mt = f.config.get("model_type")
     for p in need + [p for p in used_if_present if p.name not in names and p.name in f.tensors]:
         e = f.tensors.get(p.name)
