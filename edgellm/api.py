@@ -9,9 +9,9 @@ import numpy as np
 from .errors import BudgetError, EdgeLLMError, TokenizerError
 from .format import EllmFile
 from .generate.params import check_load_args, check_sampling, clean_messages, clean_text
-from .generate.generate import Chunk, Session, Stats, generate_tokens, peak_rss_bytes
+from .generate.generate import Session, generate_tokens  # noqa: F401  (the token loop, for callers of api)
 from .generate.lock import LockedStream, ModelLock
-from .generate.sampling import StopMatcher
+from .generate.stream import Chunk, stream_text
 from .kernels.parallel import FixedThreads
 from .models import get_model_module
 from .runtime.budget import parse_budget
@@ -21,7 +21,7 @@ from .runtime.plan import DEFAULT_SLOTS, Plan, default_budget, plan_file, too_sm
 from .runtime.predict import predict
 from .runtime.provider import WeightProvider
 from .source import resolve_model
-from .tokenizer import StreamingDetokenizer, Tokenizer
+from .tokenizer import Tokenizer
 
 DEFAULT_CONTEXT = 2048
 MIN_AUTO_CONTEXT = 256     # the default context shrinks down to this to fit a tight budget
@@ -61,7 +61,8 @@ class Model:
     def stream(self, prompt, *, max_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0, seed=None,
                stop=None) -> Iterator[Chunk]:
-        """An iterator of text chunks as tokens are generated; the last chunk has finish_reason and stats.
+        """An iterator of Chunks, one per generated token (edgellm.generate.stream); the last one has the last
+        token, finish_reason and stats. `prompt`: text, or a list of token ids used as they are.
 
         Checks arguments and tokenizes now; takes the Model's lock at the first next() and keeps it until the
         iterator is exhausted or closed (also a context manager: `with m.stream(p) as chunks: ...`)."""
@@ -121,42 +122,10 @@ class Model:
                 _notice(on_notice, self._templates[key][1])
         return self._templates[key][0]
 
-    def _stream_ids(self, ids, *, stop=None, max_tokens=256, end_ids=None, **sampling) -> LockedStream:
-        """Check everything now; the returned iterator runs the generation under the lock."""
-        if max_tokens < 0:
-            raise ValueError("max_tokens must be >= 0")
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        end_ids = self.tokenizer.eos_ids if end_ids is None else end_ids
-        stats = Stats()
-        steps = generate_tokens(self.session, ids, max_tokens=max_tokens, stats=stats, **sampling)
-        return LockedStream(self._lock, self._chunks(steps, StopMatcher(stops), end_ids, stats))
-
-    def _chunks(self, steps, matcher: StopMatcher, end_ids, stats: Stats) -> Iterator[Chunk]:
-        detok = StreamingDetokenizer(self.tokenizer)
-        read0 = self._bytes_read()
-        finish, last, stopped = "length", None, False
-        for token, _full in steps:
-            last = token
-            if token in end_ids:
-                finish = "stop"
-                break
-            detok.add_token(token)
-            text, stopped = matcher.feed(detok.last_segment)
-            if text:
-                yield Chunk(text, token)
-            if stopped:
-                finish = "stop"
-                break
-        tail = ""
-        if not stopped:   # flush what the detokenizer and the stop matcher still hold back
-            detok.finalize()
-            tail, stopped = matcher.feed(detok.last_segment)
-            tail = tail if stopped else tail + matcher.flush()
-            finish = "stop" if stopped else finish
-        stats.peak_rss_bytes = peak_rss_bytes()
-        stats.bytes_read = self._bytes_read() - read0
-        stats.io = self._io_stats()
-        yield Chunk(tail, last, finish, stats)
+    def _stream_ids(self, ids, **kwargs) -> LockedStream:
+        """generate.stream.stream_text over this Model's session, run under its lock (checks happen now)."""
+        return LockedStream(self._lock, stream_text(self.session, self.tokenizer, ids, weights=self.provider,
+                                                    **kwargs))
 
     def _prompt_ids(self, prompt) -> list[int]:
         if isinstance(prompt, str):

@@ -20,7 +20,8 @@ import edgellm
 from edgellm.chat.templates import NO_TEMPLATE_NOTICE
 from edgellm.cli.chat import HELP, RS, _stdout_writer
 from edgellm.errors import EdgeLLMError
-from edgellm.generate.generate import Chunk, Stats
+from edgellm.generate.generate import Stats
+from edgellm.generate.stream import Chunk
 from edgellm.synthetic import make_checkpoint
 
 pexpect = pytest.importorskip("pexpect")
@@ -58,10 +59,25 @@ def user(text: str) -> dict:
 
 # -- Python API -------------------------------------------------------------------------------------------
 def test_chat_returns_the_reply_text(tiny):
+    """The reply is the sampled continuation (seed 0) of the templated conversation up to an end-of-turn token:
+    computed here serially on a fresh model with the token loop alone (no stream, stop matcher or lock) and the
+    same sampler settings, decoded at once. (Greedy, this noise model only repeats one whitespace token.)"""
+    from edgellm.chat.conversation import encode_chat, end_of_turn_ids
+    from edgellm.generate.generate import generate_tokens
+    messages = [{"role": "system", "content": SYSTEM}, user("Hello, who are you?")]
     with load(tiny.ellm) as m:
-        reply = m.chat([{"role": "system", "content": SYSTEM}, user("Hello, who are you?")], max_tokens=12,
-                       seed=0)
-    assert isinstance(reply, str)
+        reply = m.chat(messages, max_tokens=12, temperature=0.8, seed=0)
+    with load(tiny.ellm) as ref:
+        ends = end_of_turn_ids(ref.tokenizer)
+        tokens = []
+        for t, _ in generate_tokens(ref.session, encode_chat(ref.chat_template(), ref.tokenizer, messages),
+                                    max_tokens=12, temperature=0.8, seed=0):
+            if t in ends:
+                break
+            tokens.append(t)
+        want = ref.tokenizer.decode(tokens)
+    assert len(set(tokens)) > 3 and want.strip()        # a real reply to compare, not an empty one
+    assert reply == want
 
 
 def test_chat_stream_yields_chunks_the_last_with_stats(tiny):

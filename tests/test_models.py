@@ -101,14 +101,15 @@ def test_logits_match_transformers(case, tmp_path, request):
 
 
 def test_stories_greedy_40_equals_transformers(stories_ellm):
-    """40 greedy tokens from our f32 file equal transformers' generate() on the same weights."""
+    """40 greedy tokens from our f32 file equal transformers' generate() on the same weights; the public stream
+    gives one chunk per generated token, the last one with the last token, and its text is generate()'s."""
     want = json.loads((REFERENCE / "stories260K" / "greedy.json").read_text())
     assert len(want) == 40 and want[:20] == STORIES_GREEDY_20
     with edgellm.load(stories_ellm["f32"]) as m:
-        ids = [c.token for c in m._stream_ids(STORIES_PROMPT, max_tokens=40) if c.token is not None]
-    # the stream's last chunk repeats the final token; the generator stops early only on EOS
-    got = []
-    for t in ids:
-        if not got or len(got) < 40:
-            got.append(t)
-    assert got[:40] == want
+        chunks = list(m.stream(STORIES_PROMPT, max_tokens=40))
+        text = m.generate(STORIES_PROMPT, max_tokens=40)
+        assert text == m.tokenizer.decode(want)
+    assert [c.token for c in chunks] == want
+    assert [c.finish_reason for c in chunks] == [None] * 39 + ["length"]
+    assert chunks[-1].stats.generated_tokens == 40 and all(c.stats is None for c in chunks[:-1])
+    assert "".join(c.text for c in chunks) == text

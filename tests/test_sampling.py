@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgellm.generate.sampling import StopMatcher, apply_repetition_penalty, filter_probs, make_sampler
+from edgellm.generate.sampling import apply_repetition_penalty, filter_probs, make_sampler
+from edgellm.generate.stops import StopMatcher
 
 LOGITS = np.log(np.array([0.5, 0.25, 0.15, 0.07, 0.03], np.float32))
 

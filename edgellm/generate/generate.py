@@ -1,4 +1,6 @@
-"""Generation in two layers (mlx-lm style): token steps, then text chunks with stats."""
+"""The token loop (mlx-lm's generate_step): the KV cache's session, and an iterator of sampled token ids.
+
+Text comes one layer up (stream.py: stream_text), joined text one more (Model.generate)."""
 from __future__ import annotations
 
 import resource
@@ -40,14 +42,6 @@ class Stats:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d.update(prompt_tps=self.prompt_tps, decode_tps=self.decode_tps)
         return d
-
-
-@dataclass
-class Chunk:
-    text: str
-    token: int | None
-    finish_reason: str | None = None    # "stop" (EOS or stop string), "length" (max tokens or context)
-    stats: Stats | None = None
 
 
 def peak_rss_bytes() -> int:
