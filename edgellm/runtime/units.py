@@ -8,11 +8,10 @@ one piece (at most one MLP matrix) instead of a whole layer: for TinyLlama q4 th
 from __future__ import annotations
 
 from ..format import EllmFile
+from ..models import get_model_module
 
 EMBED = "model.embed_tokens.weight"
-PIECE_ORDER = (("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-               ("self_attn.o_proj",), ("post_attention_layernorm", "mlp.gate_proj"), ("mlp.up_proj",),
-               ("mlp.down_proj",))
+PIECE_ORDER = get_model_module("llama").LAYER_PIECES   # declared by the model (mistral and qwen2 reuse llama's)
 
 
 def layer_prefix(i: int) -> str:
