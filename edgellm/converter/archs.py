@@ -5,32 +5,18 @@ checks a checkpoint against it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..errors import ConvertError, UnsupportedModelError
 from ..models import model_args
+from ..models.base import TensorSpec
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)   # buffers some old checkpoints saved; recomputed at run time
 
 
-@dataclass(frozen=True)
-class Planned:
-    """A models.base.TensorSpec as the file-side checks (models/tensors.py) take it."""
-    name: str
-    shape: tuple[int, ...]
-    layer: int           # -1 embedding, 0..L-1 blocks, L final norm and head
-    matrix: bool         # quantizable 2-D weight (norms and biases stay f32)
-
-
-def expected_tensors(cfg: dict) -> list[Planned]:
-    """Every tensor a `cfg` model has, in file order (formats/SPEC.md, "Tensors a model needs")."""
+def plan(cfg: dict, available: set[str]) -> list[TensorSpec]:
+    """Every tensor to store, in file order (the model module's tensor_specs); raises if the config is not
+    supported, a tensor it needs is missing, or the checkpoint holds one edgellm does not know."""
     module, args = model_args(cfg)
-    return [Planned(s.name, s.shape, s.layer, s.matrix) for s in module.tensor_specs(args)]
-
-
-def plan(cfg: dict, available: set[str]) -> list[Planned]:
-    """Every tensor to store, in file order; raises if a required one is missing or an unknown one exists."""
-    out = expected_tensors(cfg)
+    out = module.tensor_specs(args)
     missing = [p.name for p in out if p.name not in available]
     if missing:
         raise ConvertError(f"checkpoint lacks {len(missing)} tensor(s) the {cfg['model_type']} config needs, "
