@@ -14,6 +14,7 @@ from .generate.lock import LockedStream, ModelLock
 from .generate.stream import Chunk, stream_text
 from .kernels.parallel import FixedThreads
 from .models import get_model_module
+from .models.tensors import check_tensors
 from .runtime.budget import parse_budget
 from .runtime.device import DeviceProfile, load_device
 from .runtime.pager import Pager
@@ -204,6 +205,7 @@ def _plan(f: EllmFile, module, args, ram_budget, context, device: DeviceProfile 
           decode_threads: int) -> Plan:
     """plan() for an opened file. The default context halves (down to MIN_AUTO_CONTEXT) while its KV cache
     does not fit the budget (it can outweigh a layer); a context the caller asked for is kept."""
+    check_tensors(f)          # one FormatError naming a missing tensor, before anything is sized from it
     budget = parse_budget(ram_budget, f.size) if ram_budget is not None else default_budget()
     default = None if context else min(args.max_context(), DEFAULT_CONTEXT)
     ctx = int(context) if context else default

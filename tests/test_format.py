@@ -460,3 +460,14 @@ def test_unknown_extra_tensors_are_ignored(converted, tmp_path):
                  _insert_after(L1 + "mlp.down_proj.weight", (L1 + "mlp.extra.weight", "f32", np.ones((3, 5)), 1)))
     with EllmFile(p) as f:
         check_tensors(f)
+
+
+@pytest.mark.parametrize("case", ["no k_proj", "no head"])
+def test_load_and_plan_refuse_a_file_missing_a_tensor_by_name(converted, tmp_path, case):
+    import edgellm
+    kind, edit, message = NEEDS_CASES[case]
+    p = _rewrite(converted[kind], tmp_path / "x.ellm", edit)
+    for call in (edgellm.load, edgellm.plan):
+        with pytest.raises(FormatError) as err:
+            call(p)
+        assert str(err.value) == f"{p}: tensor {message}"
