@@ -75,3 +75,29 @@ def test_fixed_threads_and_using_threads_restore_the_callers_count():
     with using_threads(1):
         assert numba.get_num_threads() == 1
     assert numba.get_num_threads() == before
+
+
+def test_a_tuned_generation_equals_a_fixed_thread_one_token_for_token(stories_ellm, monkeypatch):
+    """Switching thread counts between passes never changes the output (every kernel shared, switching often)."""
+    import numba
+
+    import edgellm
+    from edgellm.kernels import parallel
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        import pytest
+        pytest.skip("one thread only")
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)
+    monkeypatch.setattr(ThreadTuner, "MIN_GAP", 1)
+    monkeypatch.setattr(ThreadTuner, "MAX_GAP", 2)
+    runs = {}
+    for threads in (None, 2):
+        with edgellm.load(stories_ellm["q4"], threads=threads) as m:
+            chosen = []
+            if threads is None:
+                m.session.threads = ThreadTuner(2)
+                pick = m.session.threads.decode_threads
+                m.session.threads.decode_threads = lambda: chosen.append(pick()) or chosen[-1]
+            runs[threads] = [c.token for c in m.stream("Once upon a time", max_tokens=60)]
+            if threads is None:
+                assert set(chosen) == {1, 2}            # the tuned run really switched
+    assert runs[None] == runs[2]

@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..quant import QTensor
-from .parallel import TILES_PER_CLAIM, claim, threads, worth_forking
+from .parallel import TILES_PER_CLAIM, claim, is_large, threads
 from .parallel import counter as claim_counter
 from .simd import q4_dot16, q4_g32_rows4, q8_dot32, q8_g32_rows4
 
@@ -241,23 +241,38 @@ def _f16_shared(w, x, table, out, ctr, nt):
 
 
 def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
-    """out[N] = W[N, K] @ x[K]. Small matrices run on the calling thread alone, through the same compiled
-    driver as large ones (so every thread count gives the same bits: a pass may change its count)."""
+    """out[N] = W[N, K] @ x[K]. A small matrix runs on the calling thread, a large one on shared tiles. The
+    choice depends on the matrix alone, never on the thread count, and shared tiles give the same bits at any
+    count: a pass may change its count (ThreadTuner) without changing its result."""
     st = w.layout.stype
-    nt = threads() if worth_forking(w.codes.nbytes) else 1
+    shared = is_large(w.codes.nbytes)
+    nt, tiles = threads(), -(-w.layout.rows // 4)
     if st == "q4" or st == "q8":
         quantize_activation(x, w.layout.group, ws.xq, ws.xs, ws.xsum)
         xq, sc = ws.xq[:w.layout.padded_cols], w.scales.view(np.uint16)
         if w.layout.group == 32:
-            _g32_shared(w.codes, sc, xq, ws.xs, ws.xsum, out, st == "q4", ws.claims, nt)
+            if shared:
+                _g32_shared(w.codes, sc, xq, ws.xs, ws.xsum, out, st == "q4", ws.claims, nt)
+            else:
+                _g32_tiles(w.codes, sc, xq, ws.xs, ws.xsum, out, st == "q4", 0, tiles)
         elif st == "q4":
-            _q4_shared(w.codes, sc, xq, ws.xs, ws.xsum, F16_TABLE, out, ws.claims, nt)
-        else:
+            if shared:
+                _q4_shared(w.codes, sc, xq, ws.xs, ws.xsum, F16_TABLE, out, ws.claims, nt)
+            else:
+                _q4_tiles(w.codes, sc, xq, ws.xs, ws.xsum, F16_TABLE, out, 0, tiles)
+        elif shared:
             _q8_shared(w.codes, sc, xq, ws.xs, F16_TABLE, out, ws.claims, nt)
+        else:
+            _q8_tiles(w.codes, sc, xq, ws.xs, F16_TABLE, out, 0, tiles)
     elif st == "f32":
-        _f32_shared(w.codes, x, out, ws.claims, nt)
-    else:
+        if shared:
+            _f32_shared(w.codes, x, out, ws.claims, nt)
+        else:
+            _f32_rows(w.codes, x, out, 0, tiles)
+    elif shared:
         _f16_shared(w.codes.view(np.uint16), x, F16_TABLE, out, ws.claims, nt)
+    else:
+        _f16_rows(w.codes.view(np.uint16), x, F16_TABLE, out, 0, tiles)
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -351,7 +366,7 @@ def matmul(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     is atomic under the GIL), so a thread the OS has descheduled delays only the block it holds."""
     pc, t = w.layout.padded_cols, x.shape[0]
     n, pool = _workers()
-    if not worth_forking(w.layout.rows * pc * 4):
+    if not is_large(w.layout.rows * pc * 4):
         n, pool = 1, None
     block = max(1, min(-(-w.layout.rows // (4 * n)), ws.deq.size // (n * pc), ws.mm.size // (n * t)))
     deq = ws.deq.reshape(-1)[:n * block * pc].reshape(n, block, pc)

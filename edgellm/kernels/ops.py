@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..errors import UnsupportedModelError
-from .parallel import claim, threads, worth_forking
+from .parallel import claim, is_large, threads
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -36,7 +36,10 @@ def _rmsnorm_shared(x, weight, eps, out, ctr, nt):
 
 def rmsnorm(x, weight, eps, out, ws) -> None:
     """out[T, D] = x / sqrt(mean(x^2) + eps) * weight. One token (decode) runs on the calling thread."""
-    _rmsnorm_shared(x, weight, eps, out, ws.claims, threads() if worth_forking(x.nbytes) else 1)
+    if is_large(x.nbytes):
+        _rmsnorm_shared(x, weight, eps, out, ws.claims, threads())
+    else:
+        _rmsnorm_rows(x, weight, eps, out, 0, x.shape[0])
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -136,5 +139,7 @@ def attention(q, k_cache, v_cache, start_pos: int, out, ws) -> None:
     """Causal GQA attention of q[T, heads, hd] over the cache rows 0..start_pos+T-1 -> out[T, heads, hd]."""
     t_n, n_heads, hd = q.shape
     kv_bytes = t_n * n_heads * (start_pos + t_n) * hd * 8      # K and V rows read, summed over queries
-    nt = threads() if worth_forking(kv_bytes) else 1
-    _attention_shared(q, k_cache, v_cache, start_pos, out, ws.scores, ws.claims, nt)
+    if is_large(kv_bytes):       # a long context: heads shared between threads
+        _attention_shared(q, k_cache, v_cache, start_pos, out, ws.scores, ws.claims, threads())
+    else:
+        _attention_heads(q, k_cache, v_cache, start_pos, out, ws.scores, 0, n_heads)

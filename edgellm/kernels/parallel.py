@@ -6,7 +6,9 @@ scheduler and every join stalls for a time slice (stories260K q4 with one core b
 against 1,247 at one). Two rules avoid that:
 - work is claimed dynamically: a region starts one task per thread, and each task takes tiles from a shared
   atomic counter until none are left, so a thread that starts late finds the work done and leaves;
-- an operation too small to pay for a fork runs on the calling thread (`worth_forking`).
+- an operation too small to pay for a fork runs on the calling thread (`is_large`). That choice depends on
+  the operation's size only, never on the thread count, and a shared kernel gives the same bits at any
+  count, so the ThreadTuner can change the count between passes without changing any result.
 """
 from __future__ import annotations
 
@@ -50,8 +52,9 @@ def threads() -> int:
     return numba.get_num_threads()
 
 
-def worth_forking(work_bytes: int) -> bool:
-    return work_bytes >= MIN_PARALLEL_BYTES and numba.get_num_threads() > 1
+def is_large(work_bytes: int) -> bool:
+    """Worth sharing between threads: the kernel's shared driver runs it (on however many threads are set)."""
+    return work_bytes >= MIN_PARALLEL_BYTES
 
 
 class using_threads:
