@@ -1,16 +1,17 @@
 """The embeddable Python API: `edgellm.load(path) -> Model`."""
+
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
 from .errors import BudgetError, EdgeLLMError, TokenizerError
 from .format import EllmFile
-from .generate.params import check_load_args, check_sampling, clean_messages, clean_text
 from .generate.generate import Session, generate_tokens  # noqa: F401  (the token loop, for callers of api)
 from .generate.lock import LockedStream, ModelLock
+from .generate.params import check_load_args, check_sampling, clean_messages, clean_text
 from .generate.stream import Chunk, stream_text
 from .kernels.parallel import FixedThreads
 from .models import get_model_module
@@ -25,12 +26,14 @@ from .source import resolve_model
 from .tokenizer import Tokenizer
 
 DEFAULT_CONTEXT = 2048
-MIN_AUTO_CONTEXT = 256     # the default context shrinks down to this to fit a tight budget
+MIN_AUTO_CONTEXT = 256  # the default context shrinks down to this to fit a tight budget
 
 
 class ContextReduced(UserWarning):
     """load() shrank the default context to fit the RAM budget."""
-PREFILL_CHUNK = 256        # tokens pushed through a layer at once: a streamed layer is read once per chunk
+
+
+PREFILL_CHUNK = 256  # tokens pushed through a layer at once: a streamed layer is read once per chunk
 
 
 class Model:
@@ -55,31 +58,67 @@ class Model:
         # threads=None: every core for prefill, and each decode pass on the count measured fastest right now
         self.session = Session(self.transformer, FixedThreads(threads) if threads else None)
         self.load_seconds = 0.0
-        self._templates = {}           # chat template spec -> (ChatTemplate, notice)
-        self._lock = ModelLock()       # one call at a time touches the KV cache (see the class docstring)
+        self._templates = {}  # chat template spec -> (ChatTemplate, notice)
+        self._lock = ModelLock()  # one call at a time touches the KV cache (see the class docstring)
 
     # -- generation -----------------------------------------------------------------------------------
-    def stream(self, prompt, *, max_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
-               top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0, seed=None,
-               stop=None) -> Iterator[Chunk]:
+    def stream(
+        self,
+        prompt,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        repetition_penalty: float = 1.0,
+        seed=None,
+        stop=None,
+    ) -> Iterator[Chunk]:
         """An iterator of Chunks, one per generated token (edgellm.generate.stream); the last one has the last
         token, finish_reason and stats. `prompt`: text, or a list of token ids used as they are.
 
         Checks arguments and tokenizes now; takes the Model's lock at the first next() and keeps it until the
         iterator is exhausted or closed (also a context manager: `with m.stream(p) as chunks: ...`)."""
-        check_sampling(dict(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                            repetition_penalty=repetition_penalty, seed=seed, stop=stop))
+        check_sampling(
+            dict(
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                min_p=min_p,
+                repetition_penalty=repetition_penalty,
+                seed=seed,
+                stop=stop,
+            )
+        )
         ids = self._prompt_ids(clean_text(prompt, "the prompt"))
-        return self._stream_ids(ids, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                min_p=min_p, repetition_penalty=repetition_penalty, seed=seed, stop=stop)
+        return self._stream_ids(
+            ids,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            repetition_penalty=repetition_penalty,
+            seed=seed,
+            stop=stop,
+        )
 
     def generate(self, prompt, **kwargs) -> str:
         with self.stream(prompt, **kwargs) as chunks:
             return "".join(c.text for c in chunks)
 
     # -- chat -----------------------------------------------------------------------------------------
-    def chat(self, messages: list[dict], *, stream: bool = False, chat_template: str | None = None,
-             on_notice=None, **sampling):
+    def chat(
+        self,
+        messages: list[dict],
+        *,
+        stream: bool = False,
+        chat_template: str | None = None,
+        on_notice=None,
+        **sampling,
+    ):
         """Reply to an OpenAI-style conversation ([{"role": ..., "content": ...}, ...]).
 
         Returns the reply text, or with stream=True an iterator of Chunks. A call that extends the previous
@@ -90,12 +129,15 @@ class Model:
         check_sampling(sampling)
         messages = clean_messages(messages)
         from .chat.conversation import encode_chat, end_of_turn_ids
+
         template = self.chat_template(chat_template, on_notice)
-        kept, dropped = self.fit_chat(messages, max_tokens=sampling.get("max_tokens", 256),
-                                      chat_template=chat_template)
+        kept, dropped = self.fit_chat(messages, max_tokens=sampling.get("max_tokens", 256), chat_template=chat_template)
         if dropped:
-            _notice(on_notice, f"the conversation outgrew the context of {self.state.context} tokens: "
-                               f"dropped its {dropped} oldest message(s)")
+            _notice(
+                on_notice,
+                f"the conversation outgrew the context of {self.state.context} tokens: "
+                f"dropped its {dropped} oldest message(s)",
+            )
         ids = encode_chat(template, self.tokenizer, kept)
         chunks = self._stream_ids(ids, end_ids=end_of_turn_ids(self.tokenizer), **sampling)
         if stream:
@@ -107,6 +149,7 @@ class Model:
         """(messages that fit the context with room for a reply, number of oldest messages dropped)."""
         messages = clean_messages(messages)
         from .chat.conversation import encode_chat, fit_messages
+
         template = self.chat_template(chat_template, lambda _: None)
         room = self.state.context - min(max_tokens, self.state.context // 4)
         return fit_messages(list(messages), lambda m: len(encode_chat(template, self.tokenizer, m)), room)
@@ -114,19 +157,20 @@ class Model:
     def chat_template(self, spec: str | None = None, on_notice=None):
         """The ChatTemplate `spec` names (built-in name or file), else the model's own, else plain."""
         from .chat.templates import resolve
+
         key = spec or ""
         if key not in self._templates:
             t = self.tokenizer
-            self._templates[key] = resolve(spec, t.chat_template, bos_token=t.bos_token or "",
-                                           eos_token=t.eos_token or "")
+            self._templates[key] = resolve(
+                spec, t.chat_template, bos_token=t.bos_token or "", eos_token=t.eos_token or ""
+            )
             if self._templates[key][1]:
                 _notice(on_notice, self._templates[key][1])
         return self._templates[key][0]
 
     def _stream_ids(self, ids, **kwargs) -> LockedStream:
         """generate.stream.stream_text over this Model's session, run under its lock (checks happen now)."""
-        return LockedStream(self._lock, stream_text(self.session, self.tokenizer, ids, weights=self.provider,
-                                                    **kwargs))
+        return LockedStream(self._lock, stream_text(self.session, self.tokenizer, ids, weights=self.provider, **kwargs))
 
     def _prompt_ids(self, prompt) -> list[int]:
         if isinstance(prompt, str):
@@ -174,6 +218,7 @@ class Model:
 def _notice(on_notice, text: str) -> None:
     if on_notice is None:
         import warnings
+
         warnings.warn(text, stacklevel=3)
     else:
         on_notice(text)
@@ -182,13 +227,22 @@ def _notice(on_notice, text: str) -> None:
 def _tokenizer(f: EllmFile) -> Tokenizer:
     tok = f.tokenizer
     if not tok or not tok.get("json"):
-        raise TokenizerError(f"{f.path}: the file carries no tokenizer; re-convert it from a model directory "
-                             f"with tokenizer.json")
+        raise TokenizerError(
+            f"{f.path}: the file carries no tokenizer; re-convert it from a model directory with tokenizer.json"
+        )
     return Tokenizer(tok["json"], tok.get("config") or {}, tok.get("generation_config") or {})
 
 
-def plan(path, *, ram_budget=None, context=None, device=None, slots: int = DEFAULT_SLOTS, decode_threads: int = 1,
-         quant: str = "q4") -> Plan:
+def plan(
+    path,
+    *,
+    ram_budget=None,
+    context=None,
+    device=None,
+    slots: int = DEFAULT_SLOTS,
+    decode_threads: int = 1,
+    quant: str = "q4",
+) -> Plan:
     """What load() with the same arguments would allocate, from the file header alone (no weight is read, no
     buffer allocated): pinned and streamed units, the breakdown, `fits`, `minimum_budget` (the smallest budget
     that works at the plan's `context`) and the predicted tok/s on `device`. A budget too small is not an
@@ -197,15 +251,15 @@ def plan(path, *, ram_budget=None, context=None, device=None, slots: int = DEFAU
     dev = load_device(device) if device is not None else None
     with EllmFile(resolve_model(path, quant)) as f:
         module = get_model_module(f.config.get("model_type"))
-        return _plan(f, module, module.ModelArgs.from_dict(f.config), ram_budget, context, dev, slots,
-                     decode_threads)
+        return _plan(f, module, module.ModelArgs.from_dict(f.config), ram_budget, context, dev, slots, decode_threads)
 
 
-def _plan(f: EllmFile, module, args, ram_budget, context, device: DeviceProfile | None, slots: int,
-          decode_threads: int) -> Plan:
+def _plan(
+    f: EllmFile, module, args, ram_budget, context, device: DeviceProfile | None, slots: int, decode_threads: int
+) -> Plan:
     """plan() for an opened file. The default context halves (down to MIN_AUTO_CONTEXT) while its KV cache
     does not fit the budget (it can outweigh a layer); a context the caller asked for is kept."""
-    check_tensors(f)          # one FormatError naming a missing tensor, before anything is sized from it
+    check_tensors(f)  # one FormatError naming a missing tensor, before anything is sized from it
     budget = parse_budget(ram_budget, f.size) if ram_budget is not None else default_budget()
     default = None if context else min(args.max_context(), DEFAULT_CONTEXT)
     ctx = int(context) if context else default
@@ -223,8 +277,18 @@ def _plan(f: EllmFile, module, args, ram_budget, context, device: DeviceProfile 
     return p
 
 
-def load(path, *, ram_budget=None, threads=None, context=None, device=None, slots: int = DEFAULT_SLOTS,
-         direct_io: bool = True, decode_threads: int = 1, quant: str = "q4") -> Model:
+def load(
+    path,
+    *,
+    ram_budget=None,
+    threads=None,
+    context=None,
+    device=None,
+    slots: int = DEFAULT_SLOTS,
+    direct_io: bool = True,
+    decode_threads: int = 1,
+    quant: str = "q4",
+) -> Model:
     """Open an .ellm file, or a Hugging Face directory (converted once to `quant` into the cache), for
     generation within `ram_budget` (bytes, "512MB", or "50%" of the model file; default: half of the
     available memory). Layers that do not fit stream from flash; `device` emulates a device's flash.
@@ -243,8 +307,12 @@ def load(path, *, ram_budget=None, threads=None, context=None, device=None, slot
             raise BudgetError(too_small_message(p.budget, p.minimum_budget))
         if p.default_context and p.context < p.default_context:
             import warnings
-            warnings.warn(f"context reduced to {p.context} tokens to fit the RAM budget (set context= / --context "
-                          f"to choose)", ContextReduced, stacklevel=2)
+
+            warnings.warn(
+                f"context reduced to {p.context} tokens to fit the RAM budget (set context= / --context to choose)",
+                ContextReduced,
+                stacklevel=2,
+            )
         provider = Pager(f, p, direct_io=direct_io, decode_threads=decode_threads)
         model = Model(f, args, module, provider, p, threads)
     except BaseException:

@@ -14,6 +14,7 @@ into place. Two tools:
 
 A Ctrl-C during the interpreter's own start-up, before edgellm's first line runs, is Python's to report.
 """
+
 from __future__ import annotations
 
 import _thread
@@ -22,7 +23,7 @@ import sys
 import threading
 from contextlib import contextmanager
 
-INTERRUPTED = 130            # the exit status of a command stopped by SIGINT (128 + 2), as shells report it
+INTERRUPTED = 130  # the exit status of a command stopped by SIGINT (128 + 2), as shells report it
 MESSAGE = "edgellm: interrupted"
 
 # Code a KeyboardInterrupt must not cut: numba compiling or loading a kernel (cut there, LLVM's state is left
@@ -32,9 +33,9 @@ MESSAGE = "edgellm: interrupted"
 _NOT_THERE = ("/numba/", "/llvmlite/")
 RETRY = 0.02
 
-_pending = False             # a SIGINT arrived inside held()
-_finished = False            # run_program's command has done its work: later SIGINTs change nothing
-_owed = False                # a SIGINT put off (see _NOT_THERE) and not raised yet
+_pending = False  # a SIGINT arrived inside held()
+_finished = False  # run_program's command has done its work: later SIGINTs change nothing
+_owed = False  # a SIGINT put off (see _NOT_THERE) and not raised yet
 
 
 def _hold(signum, frame) -> None:
@@ -75,7 +76,7 @@ def _again_soon() -> None:
 
 
 def _retry(signum, frame) -> None:
-    handler = signal.getsignal(signal.SIGINT)     # held() may have taken over meanwhile, or the exit ignores it
+    handler = signal.getsignal(signal.SIGINT)  # held() may have taken over meanwhile, or the exit ignores it
     if callable(handler):
         handler(signal.SIGINT, frame)
 
@@ -103,19 +104,22 @@ def held():
     from Python: a plain block."""
     global _pending
     current = signal.getsignal(signal.SIGINT)
-    if (threading.current_thread() is not threading.main_thread() or current in (_hold, None, signal.SIG_IGN)
-            or (current is _program_handler and _finished)):
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or current in (_hold, None, signal.SIG_IGN)
+        or (current is _program_handler and _finished)
+    ):
         yield
         return
     _pending = False
-    previous = signal.signal(signal.SIGINT, _hold)     # a Ctrl-C before this line is raised before the block
+    previous = signal.signal(signal.SIGINT, _hold)  # a Ctrl-C before this line is raised before the block
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
         if _pending:
             _pending = False
-            signal.raise_signal(signal.SIGINT)           # now: KeyboardInterrupt, or whatever `previous` does
+            signal.raise_signal(signal.SIGINT)  # now: KeyboardInterrupt, or whatever `previous` does
 
 
 def finish() -> None:
@@ -128,14 +132,14 @@ def run_program(main, argv: list[str]) -> int:
     """`main(argv)` as the whole process: a Ctrl-C anywhere ends in MESSAGE on stderr and INTERRUPTED."""
     global _finished, _owed
     _finished = _owed = False
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:     # started with Ctrl-C ignored (nohup): stay so
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # started with Ctrl-C ignored (nohup): stay so
         signal.signal(signal.SIGINT, _program_handler)
         sys.unraisablehook = _unraisable
     try:
-        if hasattr(signal, "pthread_sigmask"):      # one our parent held back is delivered here
+        if hasattr(signal, "pthread_sigmask"):  # one our parent held back is delivered here
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         code = main(argv)
-        if _owed and not _finished:               # the command ended before a put-off Ctrl-C could land
+        if _owed and not _finished:  # the command ended before a put-off Ctrl-C could land
             raise KeyboardInterrupt
         return code
     except KeyboardInterrupt:
@@ -143,6 +147,6 @@ def run_program(main, argv: list[str]) -> int:
         print(MESSAGE, file=sys.stderr, flush=True)
         return INTERRUPTED
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)    # on the way out: a late Ctrl-C changes nothing
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # on the way out: a late Ctrl-C changes nothing
         if hasattr(signal, "setitimer"):
-            signal.setitimer(signal.ITIMER_REAL, 0)     # nor a retry still on its way
+            signal.setitimer(signal.ITIMER_REAL, 0)  # nor a retry still on its way

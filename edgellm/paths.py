@@ -1,4 +1,5 @@
 """Where edgellm keeps files between runs: converted models, the demo model, chat history."""
+
 from __future__ import annotations
 
 import os

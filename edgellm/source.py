@@ -8,6 +8,7 @@ The cached conversion is atomic (the writer renames a finished temporary file) a
 converts a given entry (a lock file beside it), so two commands started together convert once and both
 use the result.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,19 +30,23 @@ def resolve_model(src, quant: str = DEFAULT_QUANT, log=None) -> Path:
         return _cached_conversion(path, quant, log or _stderr)
     refuse_unsupported(path)
     if path.suffix.lower() in (".safetensors", ".bin", ".pt", ".pth") and path.is_file():
-        raise EdgeLLMError(f"{src}: a weights file alone cannot be run; give its Hugging Face model directory "
-                           f"(config.json, tokenizer.json and the weights) or an .ellm file")
+        raise EdgeLLMError(
+            f"{src}: a weights file alone cannot be run; give its Hugging Face model directory "
+            f"(config.json, tokenizer.json and the weights) or an .ellm file"
+        )
     if not path.exists():
         raise EdgeLLMError(f"{src}: no such file or directory")
-    return path            # EllmFile checks that it is one, with a precise message
+    return path  # EllmFile checks that it is one, with a precise message
 
 
 def refuse_unsupported(path: Path) -> None:
     """The formats edgellm recognises but cannot read yet, refused by name rather than as a corrupt .ellm.
     A GGUF import goes here: convert it into the cache as a Hugging Face directory is, and return that."""
     if path.suffix.lower() == ".gguf":
-        raise UnsupportedModelError(f"{path}: GGUF import is not supported yet; convert the Hugging Face "
-                                    f"checkpoint instead (edgellm convert DIR -o model.ellm)")
+        raise UnsupportedModelError(
+            f"{path}: GGUF import is not supported yet; convert the Hugging Face "
+            f"checkpoint instead (edgellm convert DIR -o model.ellm)"
+        )
 
 
 def cache_entry(path: Path, quant: str) -> Path:
@@ -64,12 +69,14 @@ def _cached_conversion(path: Path, quant: str, log) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise EdgeLLMError(f"{out.parent}: cannot create the cache directory ({e.strerror}); set "
-                           f"EDGELLM_CACHE to a writable directory") from None
+        raise EdgeLLMError(
+            f"{out.parent}: cannot create the cache directory ({e.strerror}); set EDGELLM_CACHE to a writable directory"
+        ) from None
     with _Lock(out.with_name(out.name + ".lock")):
-        if out.is_file():              # another process converted it while this one waited
+        if out.is_file():  # another process converted it while this one waited
             return out
         from .converter.converter import convert
+
         log(f"converting {path} to {quant} (once; cached in {out})")
         convert(path, out, quant=quant)
     return out
@@ -78,6 +85,7 @@ def _cached_conversion(path: Path, quant: str, log) -> Path:
 def _check_quant(quant: str) -> None:
     from .errors import InvalidArgumentError
     from .quant import STORAGE_TYPES
+
     if quant not in STORAGE_TYPES:
         raise InvalidArgumentError(f"quant (--quant) must be one of {', '.join(STORAGE_TYPES)}, got {quant!r}")
 
@@ -100,7 +108,7 @@ class _Lock:
 
     def __exit__(self, *exc):
         if self.fh is not None:
-            self.fh.close()          # closing releases the lock; the lock file stays (removing it races)
+            self.fh.close()  # closing releases the lock; the lock file stays (removing it races)
 
 
 def _stderr(message: str) -> None:

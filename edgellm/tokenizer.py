@@ -1,5 +1,6 @@
 """Tokenizer (Hugging Face `tokenizers`, from the tokenizer.json embedded in the model file) and a streaming
 detokenizer that never emits half a UTF-8 character."""
+
 from __future__ import annotations
 
 import json
@@ -18,11 +19,12 @@ def _token_text(v) -> str | None:
 
 
 class Tokenizer:
-    def __init__(self, tokenizer_json: str, tokenizer_config: dict | None = None,
-                 generation_config: dict | None = None):
+    def __init__(
+        self, tokenizer_json: str, tokenizer_config: dict | None = None, generation_config: dict | None = None
+    ):
         try:
             self._tok = _HFTokenizer.from_str(tokenizer_json)
-        except Exception as e:   # the Rust side raises plain Exception subclasses
+        except Exception as e:  # the Rust side raises plain Exception subclasses
             raise TokenizerError(f"cannot load the tokenizer: {e}") from None
         self.config = dict(tokenizer_config or {})
         gen = generation_config or {}
@@ -39,13 +41,16 @@ class Tokenizer:
         self.chat_template = self.config.get("chat_template")
 
     @classmethod
-    def from_dir(cls, path) -> "Tokenizer":
+    def from_dir(cls, path) -> Tokenizer:
         p = Path(path)
         if not (p / "tokenizer.json").is_file():
             raise TokenizerError(f"{p}: no tokenizer.json")
         read = lambda name: json.loads((p / name).read_text()) if (p / name).is_file() else {}  # noqa: E731
-        return cls((p / "tokenizer.json").read_text(encoding="utf-8"), read("tokenizer_config.json"),
-                   read("generation_config.json"))
+        return cls(
+            (p / "tokenizer.json").read_text(encoding="utf-8"),
+            read("tokenizer_config.json"),
+            read("generation_config.json"),
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -59,7 +64,7 @@ class Tokenizer:
             return [self.bos_id] + ids if add_bos and self.bos_id is not None else ids
         ids = self._tok.encode(text, add_special_tokens=True).ids
         if self.add_bos and (not ids or ids[0] != self.bos_id):
-            ids = [self.bos_id] + ids      # the tokenizer.json's post-processor did not add it
+            ids = [self.bos_id] + ids  # the tokenizer.json's post-processor did not add it
         return ids
 
     def decode(self, ids, skip_special: bool = True) -> str:
@@ -83,23 +88,23 @@ class StreamingDetokenizer:
 
     def reset(self) -> None:
         self.ids: list[int] = []
-        self._prefix = 0       # window start
-        self._read = 0         # ids before this are already emitted
+        self._prefix = 0  # window start
+        self._read = 0  # ids before this are already emitted
         self._pending = ""
 
     def add_token(self, token: int) -> None:
         self.ids.append(int(token))
-        prefix_text = self.tok.decode(self.ids[self._prefix:self._read])
-        new_text = self.tok.decode(self.ids[self._prefix:])
+        prefix_text = self.tok.decode(self.ids[self._prefix : self._read])
+        new_text = self.tok.decode(self.ids[self._prefix :])
         if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
-            self._pending += new_text[len(prefix_text):]
+            self._pending += new_text[len(prefix_text) :]
             self._prefix, self._read = self._read, len(self.ids)
 
     def finalize(self) -> None:
-        prefix_text = self.tok.decode(self.ids[self._prefix:self._read])
-        new_text = self.tok.decode(self.ids[self._prefix:])
+        prefix_text = self.tok.decode(self.ids[self._prefix : self._read])
+        new_text = self.tok.decode(self.ids[self._prefix :])
         if len(new_text) > len(prefix_text):
-            self._pending += new_text[len(prefix_text):]
+            self._pending += new_text[len(prefix_text) :]
         self._prefix = self._read = len(self.ids)
 
     @property

@@ -1,4 +1,5 @@
 """Shared fixtures: the ../shared data (skipped cleanly when absent) and tiny random models."""
+
 from __future__ import annotations
 
 import json
@@ -31,31 +32,71 @@ def stories_dir(shared_dir) -> Path:
 def stories_ellm(stories_dir, tmp_path_factory):
     """stories260K converted once per session to each storage type: {"f32": Path, ...}."""
     import edgellm
+
     out = tmp_path_factory.mktemp("stories")
-    return {q: edgellm.convert(stories_dir, out / f"stories-{q}.ellm", quant=q, progress=False).path
-            for q in ("f32", "f16", "q8", "q4")}
+    return {
+        q: edgellm.convert(stories_dir, out / f"stories-{q}.ellm", quant=q, progress=False).path
+        for q in ("f32", "f16", "q8", "q4")
+    }
 
 
 TINY_TOKENIZER = {
-    "version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
-    "normalizer": None, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": None, "decoder": None,
-    "model": {"type": "WordLevel", "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, 64)}},
-              "unk_token": "<unk>"},
+    "version": "1.0",
+    "truncation": None,
+    "padding": None,
+    "added_tokens": [],
+    "normalizer": None,
+    "pre_tokenizer": {"type": "Whitespace"},
+    "post_processor": None,
+    "decoder": None,
+    "model": {
+        "type": "WordLevel",
+        "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, 64)}},
+        "unk_token": "<unk>",
+    },
 }
 
 
-def make_tiny_model(path: Path, model_type: str = "llama", *, seed: int = 0, hidden: int = 48, layers: int = 2,
-                    heads: int = 6, kv_heads: int = 2, head_dim: int | None = 16, inter: int = 100, vocab: int = 64,
-                    tied: bool = False, rope_scaling: dict | None = None, rope_theta: float = 10000.0,
-                    dtype=np.float32, std: float = 0.2) -> Path:
+def make_tiny_model(
+    path: Path,
+    model_type: str = "llama",
+    *,
+    seed: int = 0,
+    hidden: int = 48,
+    layers: int = 2,
+    heads: int = 6,
+    kv_heads: int = 2,
+    head_dim: int | None = 16,
+    inter: int = 100,
+    vocab: int = 64,
+    tied: bool = False,
+    rope_scaling: dict | None = None,
+    rope_theta: float = 10000.0,
+    dtype=np.float32,
+    std: float = 0.2,
+) -> Path:
     """Write a random HF-format checkpoint (config.json, model.safetensors, tokenizer files) to `path`."""
     rng = np.random.default_rng(seed)
     hd = head_dim or hidden // heads
-    cfg = {"model_type": model_type, "architectures": ["LlamaForCausalLM"], "hidden_size": hidden,
-           "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": heads,
-           "num_key_value_heads": kv_heads, "head_dim": hd, "vocab_size": vocab, "rms_norm_eps": 1e-6,
-           "rope_theta": rope_theta, "rope_scaling": rope_scaling, "max_position_embeddings": 256,
-           "tie_word_embeddings": tied, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": 2}
+    cfg = {
+        "model_type": model_type,
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": hd,
+        "vocab_size": vocab,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": rope_theta,
+        "rope_scaling": rope_scaling,
+        "max_position_embeddings": 256,
+        "tie_word_embeddings": tied,
+        "hidden_act": "silu",
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
     w = lambda *s: (rng.standard_normal(s) * std).astype(dtype)  # noqa: E731
     t = {"model.embed_tokens.weight": w(vocab, hidden), "model.norm.weight": (1 + w(hidden)).astype(dtype)}
     for i in range(layers):
@@ -78,13 +119,15 @@ def make_tiny_model(path: Path, model_type: str = "llama", *, seed: int = 0, hid
     save_file(t, str(path / "model.safetensors"))
     (path / "config.json").write_text(json.dumps(cfg))
     (path / "tokenizer.json").write_text(json.dumps(TINY_TOKENIZER))
-    (path / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>",
-                                                            "add_bos_token": True}))
+    (path / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True})
+    )
     return path
 
 
 def load_weights(path: Path) -> tuple[dict, dict]:
     from safetensors.numpy import load_file
+
     return load_file(str(path / "model.safetensors")), json.loads((path / "config.json").read_text())
 
 
@@ -102,6 +145,7 @@ def synthetic_ellm(root: Path, *, quant: str, codec: str = "auto", **shape) -> P
     """A synthetic checkpoint of the given shape (untied, rope_theta 1e4, f16 source) converted to .ellm."""
     import edgellm
     from edgellm.synthetic import SyntheticConfig, make_checkpoint
+
     cfg = SyntheticConfig(tie_word_embeddings=False, rope_theta=1e4, **shape)
     src = make_checkpoint(root / "src", cfg, dtype="float16")
     return edgellm.convert(src, root / "m.ellm", quant=quant, codec=codec, progress=False).path

@@ -3,6 +3,7 @@
 Independent of edgellm's kernels, RunState and providers: the tests compare both against each other and
 against logits logged once from transformers (tests/data/reference/).
 """
+
 from __future__ import annotations
 
 import math
@@ -51,7 +52,7 @@ def forward(weights: dict[str, np.ndarray], cfg: dict, ids: list[int]) -> np.nda
     cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
 
     def rope(x):  # x [T, heads, hd], rotate_half convention
-        x1, x2 = x[..., :hd // 2], x[..., hd // 2:]
+        x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
         rot = np.concatenate([-x2, x1], -1)
         return x * cos[:, None, :] + rot * sin[:, None, :]
 

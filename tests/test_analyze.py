@@ -1,4 +1,5 @@
 """edgellm analyze: entropy, nibble unpacking, the study on safetensors and .ellm sources, and the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -47,10 +48,15 @@ def test_unpack_q4():
 def synthetic(tmp_path) -> Path:
     rng = np.random.default_rng(1)
     path = tmp_path / "model.safetensors"
-    save_file({"a.weight": rng.standard_normal((256, 512)).astype(np.float32),
-               "b.weight": (0.02 * rng.standard_normal((256, 512))).astype(np.float32),
-               "norm.weight": np.ones(512, np.float32),
-               "ids": np.arange(4, dtype=np.int64)}, str(path))
+    save_file(
+        {
+            "a.weight": rng.standard_normal((256, 512)).astype(np.float32),
+            "b.weight": (0.02 * rng.standard_normal((256, 512))).astype(np.float32),
+            "norm.weight": np.ones(512, np.float32),
+            "ids": np.arange(4, dtype=np.int64),
+        },
+        str(path),
+    )
     return path
 
 
@@ -76,7 +82,7 @@ def test_analyze_safetensors(synthetic):
             assert c["ratio"] >= 1 and c["stored_bytes"] <= tot["raw_bytes"]
             assert c["decode_mb_s"] > 0
             assert c["share"] is None or c["share"] >= 0
-        assert tot["codecs"]["zstd-3"]["ratio"] > 1          # f16 scales always compress
+        assert tot["codecs"]["zstd-3"]["ratio"] > 1  # f16 scales always compress
     assert set(r["recommendation"]) == set(r["devices"]) == set(list_devices())
     for per in r["recommendation"].values():
         assert set(per) == {"q4", "q8"}
@@ -99,7 +105,7 @@ def test_analyze_limits_and_options(synthetic):
 def test_analyze_golden_ellm():
     r = analyze(GOLDEN, levels=[3], devices=["host"])
     assert r["kind"] == "ellm"
-    assert set(r["quant"]) == {"q4", "q8", "f16"}           # each matrix studied in its stored type
+    assert set(r["quant"]) == {"q4", "q8", "f16"}  # each matrix studied in its stored type
     assert {s["name"] for s in r["skipped"]} == {"model.layers.0.input_layernorm.weight", "model.norm.weight"}
     q8 = r["quant"]["q8"]["total"]
     assert q8["file"]["chunks"] == {"lz4": {"chunks": 2, "raw_bytes": 272, "stored_bytes": 64}}
@@ -110,16 +116,17 @@ def test_analyze_golden_ellm():
 def test_study_matches_the_writer(tiny_model, tmp_path):
     """A zstd-3 file written in 256 KiB chunks stores exactly what the study predicts for zstd-3."""
     import edgellm
-    path = edgellm.convert(tiny_model(), tmp_path / "m.ellm", quant="q8", codec="zstd", level=3,
-                           progress=False).path
+
+    path = edgellm.convert(tiny_model(), tmp_path / "m.ellm", quant="q8", codec="zstd", level=3, progress=False).path
     r = analyze(path, levels=[3], devices=["host"])
     for t in r["quant"]["q8"]["tensors"]:
-        if t["name"] != "model.embed_tokens.weight":        # the writer chunks the embedding at 64 KiB
+        if t["name"] != "model.embed_tokens.weight":  # the writer chunks the embedding at 64 KiB
             assert t["codecs"]["zstd-3"]["stored_bytes"] == t["file"]["stored_bytes"], t["name"]
 
 
 def test_analyze_stories_ellm(stories_ellm):
     from edgellm.format import EllmFile
+
     r = analyze(stories_ellm["q4"], levels=[1], devices=["rpi5-sdcard"])
     with EllmFile(stories_ellm["q4"]) as f:
         mats = [e for e in f.entries if len(e.shape) == 2]
@@ -135,12 +142,15 @@ def test_cli(synthetic, capsys):
     assert main(["analyze", "missing.safetensors"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.safetensors" in err
-    assert main(["analyze", str(synthetic), "--quant", "q4", "--levels", "1", "--device", "host,rpi4-sdcard",
-                 "--json"]) == 0
+    assert (
+        main(["analyze", str(synthetic), "--quant", "q4", "--levels", "1", "--device", "host,rpi4-sdcard", "--json"])
+        == 0
+    )
     r = json.loads(capsys.readouterr().out)
     assert list(r["devices"]) == ["host", "rpi4-sdcard"] and list(r["quant"]) == ["q4"]
-    assert main(["analyze", str(synthetic), "--quant", "q8", "--levels", "1", "--device", "rpi5-nvme",
-                 "--tensors"]) == 0
+    assert (
+        main(["analyze", str(synthetic), "--quant", "q8", "--levels", "1", "--device", "rpi5-nvme", "--tensors"]) == 0
+    )
     out = capsys.readouterr().out
     assert "a.weight" in out and "recommendation" in out and "rpi5-nvme" in out
     assert main(["analyze", str(GOLDEN), "--quant", "q4"]) == 1

@@ -1,4 +1,5 @@
 """edgellm bench / demo / recode and the device-aware codec choice."""
+
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import synthetic_ellm
 
 import edgellm
 from edgellm.bench.bench import budget_bytes, format_table, parse_sweep, run_bench
@@ -14,21 +16,51 @@ from edgellm.errors import EdgeLLMError
 from edgellm.format import EllmFile, codecs
 from edgellm.format.recode import recode
 
-from conftest import synthetic_ellm
-
-RUN_KEYS = {"config", "budget_bytes", "plan_bytes", "streamed_units", "pinned_units", "streamed_bytes_per_token",
-            "load_s", "ttft_s", "prefill_tps", "decode_tps", "decode_bytes_per_token", "read_s", "decompress_s",
-            "compute_s", "wait_s", "overlap", "peak_rss_bytes", "rss_over_baseline_bytes", "baseline_rss_bytes",
-            "predicted_tps", "flash_bound_tps", "measured_vs_predicted", "ratio_vs_first", "per_layer", "trace",
-            "token_times"}
+RUN_KEYS = {
+    "config",
+    "budget_bytes",
+    "plan_bytes",
+    "streamed_units",
+    "pinned_units",
+    "streamed_bytes_per_token",
+    "load_s",
+    "ttft_s",
+    "prefill_tps",
+    "decode_tps",
+    "decode_bytes_per_token",
+    "read_s",
+    "decompress_s",
+    "compute_s",
+    "wait_s",
+    "overlap",
+    "peak_rss_bytes",
+    "rss_over_baseline_bytes",
+    "baseline_rss_bytes",
+    "predicted_tps",
+    "flash_bound_tps",
+    "measured_vs_predicted",
+    "ratio_vs_first",
+    "per_layer",
+    "trace",
+    "token_times",
+}
 
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory):
     """A 6-layer model large enough that budgets below its size stream layers."""
-    return synthetic_ellm(tmp_path_factory.mktemp("bench"), quant="q4", codec="zstd", hidden_size=512,
-                          intermediate_size=1408, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=2,
-                          vocab_size=1024, max_position_embeddings=256)
+    return synthetic_ellm(
+        tmp_path_factory.mktemp("bench"),
+        quant="q4",
+        codec="zstd",
+        hidden_size=512,
+        intermediate_size=1408,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        vocab_size=1024,
+        max_position_embeddings=256,
+    )
 
 
 def test_parse_sweep_and_budgets():
@@ -44,11 +76,18 @@ def test_parse_sweep_and_budgets():
 
 
 def test_bench_budget_sweep_schema_and_ratios(small_model, tmp_path):
-    r = run_bench(small_model, prompt_tokens=8, gen_tokens=5, repeat=2, device="rpi5-nvme",
-                  sweep=parse_sweep(["budget=1%,90%,300%"]), trace_tokens=2)
-    json.dumps(r)                                       # the --json output is plain JSON
+    r = run_bench(
+        small_model,
+        prompt_tokens=8,
+        gen_tokens=5,
+        repeat=2,
+        device="rpi5-nvme",
+        sweep=parse_sweep(["budget=1%,90%,300%"]),
+        trace_tokens=2,
+    )
+    json.dumps(r)  # the --json output is plain JSON
     bad, low, high = r["runs"]
-    assert "minimum workable budget" in bad["error"]    # too small: reported in the table, the rest still run
+    assert "minimum workable budget" in bad["error"]  # too small: reported in the table, the rest still run
     for run in (low, high):
         assert RUN_KEYS <= set(run), RUN_KEYS - set(run)
         assert len(run["decode_tps"]["values"]) == 2 and run["decode_tps"]["mean"] > 0
@@ -68,14 +107,14 @@ def test_bench_budget_sweep_schema_and_ratios(small_model, tmp_path):
     table = format_table(r)
     assert "budget=90%" in table and "error" in table
     row = next(line for line in table.splitlines() if line.startswith("budget=300%"))
-    assert row.endswith(f" {high['ratio_vs_first']:>6.2f}")       # the table's last column
+    assert row.endswith(f" {high['ratio_vs_first']:>6.2f}")  # the table's last column
 
 
 def test_bench_codec_sweep_recodes(small_model):
     r = run_bench(small_model, prompt_tokens=4, gen_tokens=3, ram_budget="90%", sweep=parse_sweep(["codec=raw,lz4"]))
     assert [x["config"]["codec"] for x in r["runs"]] == ["raw", "lz4"]
     assert all("error" not in x for x in r["runs"])
-    assert not [p for p in os.listdir(small_model.parent) if p.startswith("edgellm-bench-")]   # temp copies gone
+    assert not [p for p in os.listdir(small_model.parent) if p.startswith("edgellm-bench-")]  # temp copies gone
 
 
 def test_recode_keeps_outputs_and_uses_the_codec(small_model, tmp_path):
@@ -95,9 +134,9 @@ def test_codec_choice_depends_on_the_device():
     # 4-bit symbols with a skewed distribution: compressible, but only by an entropy coder
     skew = rng.choice(16, size=1 << 17, p=np.r_[0.5, np.full(15, 0.5 / 15)]).astype(np.uint8)
     nibbles = (skew[0::2] | (skew[1::2] << 4)).tobytes()
-    slow = codecs.CostModel(read_mb_s=40.0, cpu_scale=0.4)          # an SD card: every byte saved counts
-    fast = codecs.CostModel(read_mb_s=20000.0, cpu_scale=0.4)       # faster flash than zstd decodes
-    assert codecs.choose(noise, "auto", 3, slow)[0] == "raw"        # nothing to gain anywhere
+    slow = codecs.CostModel(read_mb_s=40.0, cpu_scale=0.4)  # an SD card: every byte saved counts
+    fast = codecs.CostModel(read_mb_s=20000.0, cpu_scale=0.4)  # faster flash than zstd decodes
+    assert codecs.choose(noise, "auto", 3, slow)[0] == "raw"  # nothing to gain anywhere
     assert codecs.choose(nibbles, "auto", 3, slow)[0] == "zstd"
     assert codecs.choose(nibbles, "auto", 3, fast)[0] == "raw"
     codec, stored = codecs.choose(nibbles, "auto", 3, slow)
@@ -107,8 +146,25 @@ def test_codec_choice_depends_on_the_device():
 def test_bench_cli_json_and_plot(small_model, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     js, png = tmp_path / "b.json", tmp_path / "b.png"
-    assert main(["bench", str(small_model), "--ram-budget", "90%", "--prompt-tokens", "4", "--gen-tokens", "3",
-                 "--json", str(js), "--plot", str(png)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                str(small_model),
+                "--ram-budget",
+                "90%",
+                "--prompt-tokens",
+                "4",
+                "--gen-tokens",
+                "3",
+                "--json",
+                str(js),
+                "--plot",
+                str(png),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "per layer" in out and "decode tok/s" in out
     assert json.loads(js.read_text())["runs"][0]["decode_tps"]["mean"] > 0
@@ -123,12 +179,23 @@ def test_bench_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_demo_end_to_end_tiny(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("EDGELLM_CACHE", str(tmp_path))
-    args = ["demo", "--preset", "tiny", "--budgets", "2MB,4MB", "--prompt-tokens", "4", "--gen-tokens", "3",
-            "--plot", str(tmp_path / "d.svg")]
+    args = [
+        "demo",
+        "--preset",
+        "tiny",
+        "--budgets",
+        "2MB,4MB",
+        "--prompt-tokens",
+        "4",
+        "--gen-tokens",
+        "3",
+        "--plot",
+        str(tmp_path / "d.svg"),
+    ]
     assert main(args) == 0
     first = capsys.readouterr()
     assert "building the demo model" in first.err
     assert "weights are random" in first.out and "budget=2MB" in first.out
     assert (tmp_path / "d.svg").read_text().lstrip().startswith("<?xml")
-    assert main(args) == 0                               # the second run reuses the cached model
+    assert main(args) == 0  # the second run reuses the cached model
     assert "building" not in capsys.readouterr().err

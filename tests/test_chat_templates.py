@@ -1,4 +1,5 @@
 """Chat templates: edgellm renders what transformers renders, and fails with one clear line."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,7 @@ HI = [{"role": "user", "content": "Hi"}]
 
 def test_reference_covers_every_builtin():
     for name, source in BUILTIN_TEMPLATES.items():
-        assert REFERENCE["templates"][name]["source"] == source, \
-            f"{name} changed: rerun tools/make_chat_reference.py"
+        assert REFERENCE["templates"][name]["source"] == source, f"{name} changed: rerun tools/make_chat_reference.py"
 
 
 @pytest.mark.parametrize("name,i", CASES, ids=[f"{n}-{i}" for n, i in CASES])
@@ -48,13 +48,16 @@ def test_raise_exception_message_is_one_line():
     assert str(e.value) == "chat template: no way"
 
 
-@pytest.mark.parametrize("messages,match", [
-    ("Hi", "messages must be a list"),
-    ([("user", "Hi")], r"messages\[0\] must be a dict"),
-    ([{"role": "user", "content": "a"}, {"content": "b"}], r"messages\[1\] needs a string 'role'"),
-    ([{"role": "user", "content": None}], r"messages\[0\] needs a string 'content'"),
-    ([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}], "needs a string 'content'"),
-])
+@pytest.mark.parametrize(
+    "messages,match",
+    [
+        ("Hi", "messages must be a list"),
+        ([("user", "Hi")], r"messages\[0\] must be a dict"),
+        ([{"role": "user", "content": "a"}, {"content": "b"}], r"messages\[1\] needs a string 'role'"),
+        ([{"role": "user", "content": None}], r"messages\[0\] needs a string 'content'"),
+        ([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}], "needs a string 'content'"),
+    ],
+)
 def test_bad_messages_rejected(messages, match):
     with pytest.raises(ChatTemplateError, match=match):
         ChatTemplate(BUILTIN_TEMPLATES["chatml"]).render(messages)
@@ -99,8 +102,10 @@ def test_resolve_none_without_embedded_falls_back_to_plain():
 def test_resolve_builtin_overrides_embedded():
     tmpl, notice = resolve("llama3", "{{ 'embedded' }}", bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
     assert notice is None and tmpl.name == "llama3" and tmpl.source == BUILTIN_TEMPLATES["llama3"]
-    assert tmpl.render(HI, add_generation_prompt=False) == \
-        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+    assert (
+        tmpl.render(HI, add_generation_prompt=False)
+        == "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+    )
 
 
 def test_resolve_file(tmp_path):

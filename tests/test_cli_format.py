@@ -1,4 +1,5 @@
 """The real `edgellm` command for convert / inspect / verify / run / plan, and its one-line errors."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,16 @@ def test_inspect_and_json(converted):
     r = cli("inspect", converted, check=True)
     assert "bits/weight" in r.stdout and "layer 0" in r.stdout
     s = json.loads(cli("inspect", "--json", converted, check=True).stdout)
-    for key in ("params", "raw_bytes", "stored_bytes", "compression_ratio", "bits_per_weight", "codecs", "layers",
-                "tensors"):
+    for key in (
+        "params",
+        "raw_bytes",
+        "stored_bytes",
+        "compression_ratio",
+        "bits_per_weight",
+        "codecs",
+        "layers",
+        "tensors",
+    ):
         assert key in s
     assert s["params"] == sum(t["shape"][0] * (t["shape"][1] if len(t["shape"]) == 2 else 1) for t in s["tensors"])
 
@@ -77,10 +86,20 @@ def test_user_errors_are_one_line(converted, stories_dir, tmp_path):
 
 def test_perplexity_with_reference(stories_ellm):
     from pathlib import Path
+
     text = Path(__file__).parent / "data" / "tinystory.txt"
     same = cli("perplexity", stories_ellm["f32"], "--text", text, "--reference", stories_ellm["f32"], check=True)
     assert "top-1 agreement 100.00%" in same.stdout and "mean KL 0.00000" in same.stdout
-    q4 = cli("perplexity", stories_ellm["q4"], "--text", text, "--reference", stories_ellm["f32"], "--window", "128",
-             check=True).stdout
+    q4 = cli(
+        "perplexity",
+        stories_ellm["q4"],
+        "--text",
+        text,
+        "--reference",
+        stories_ellm["f32"],
+        "--window",
+        "128",
+        check=True,
+    ).stdout
     ppl = float(q4.split("perplexity ")[1].split()[0])
     assert 1.0 < ppl < 20.0 and "top-1 agreement" in q4

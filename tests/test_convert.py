@@ -1,4 +1,5 @@
 """The Hugging Face converter: every storage type, sources, refusals that leave no file, bounded RSS."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import make_tiny_model
 from safetensors.numpy import load_file
 
 import edgellm
-from conftest import make_tiny_model
 from edgellm.errors import ConvertError, UnsupportedModelError
 from edgellm.format import EllmFile
 from edgellm.quant import error_bound
@@ -28,7 +29,7 @@ def _check_against_source(path, weights, stype):
             if st == "f32":
                 assert np.array_equal(got, src), name
             else:
-                amax = np.abs(src).max()     # bounds are per group; test_quant checks them group by group
+                amax = np.abs(src).max()  # bounds are per group; test_quant checks them group by group
                 assert np.abs(got - src).max() <= error_bound(st) * amax + 1e-7, name
             assert st == (stype if src.shape[0] > 1 and len(weights[name].shape) == 2 else "f32")
         assert sum(c.raw_length for c in f.tensors[name].chunks) == f.tensors[name].layout.nbytes
@@ -39,15 +40,16 @@ def test_stories_every_quant(quant, stories_dir, stories_ellm):
     weights = load_file(str(stories_dir / "model.safetensors"))
     _check_against_source(stories_ellm[quant], weights, quant)
     with EllmFile(stories_ellm[quant]) as f:
-        assert "lm_head.weight" not in f.tensors           # tied embeddings are stored once
+        assert "lm_head.weight" not in f.tensors  # tied embeddings are stored once
         assert f.tokenizer["json"] and f.config["model_type"] == "llama"
 
 
 @pytest.mark.parametrize("codec", ["zstd", "lz4", "raw", "auto"])
 @pytest.mark.parametrize("group", [32, 64, 128])
 def test_codecs_and_groups(codec, group, stories_dir, tmp_path):
-    out = edgellm.convert(stories_dir, tmp_path / "m.ellm", quant="q4", group_size=group, codec=codec,
-                          progress=False).path
+    out = edgellm.convert(
+        stories_dir, tmp_path / "m.ellm", quant="q4", group_size=group, codec=codec, progress=False
+    ).path
     _check_against_source(out, load_file(str(stories_dir / "model.safetensors")), "q4")
     with EllmFile(out) as f:
         used = {c.codec for e in f.entries for c in e.chunks}
@@ -64,14 +66,17 @@ def test_sharded_half_precision_sources(dtype, tmp_path):
         for shard in src.glob("model-*.safetensors"):
             raw = open(shard, "rb").read()
             n = int.from_bytes(raw[:8], "little")
-            hdr = json.loads(raw[8:8 + n])
+            hdr = json.loads(raw[8 : 8 + n])
             for name, info in hdr.items():
                 if name == "__metadata__":
                     continue
                 a, b = info["data_offsets"]
-                bits = np.frombuffer(raw[8 + n + a:8 + n + b], np.uint16)
-                want = ((bits.astype(np.uint32) << 16).view(np.float32) if dtype == "bfloat16"
-                        else bits.view(np.float16).astype(np.float32))
+                bits = np.frombuffer(raw[8 + n + a : 8 + n + b], np.uint16)
+                want = (
+                    (bits.astype(np.uint32) << 16).view(np.float32)
+                    if dtype == "bfloat16"
+                    else bits.view(np.float16).astype(np.float32)
+                )
                 got = f.read_tensor(name).dequantize().ravel()
                 assert np.array_equal(got, want), name
 
@@ -118,12 +123,17 @@ def test_refused_inputs(tmp_path):
 
 def test_refused_tensors(tmp_path):
     from safetensors.numpy import save_file
+
     good = make_tiny_model(tmp_path / "good")
     w = load_file(str(good / "model.safetensors"))
     for label, change, exc, match in [
         ("shape", lambda t: t.update({"model.norm.weight": np.ones(7, np.float32)}), ConvertError, "shape"),
-        ("extra", lambda t: t.update({"model.layers.0.mystery": np.ones(3, np.float32)}),
-         UnsupportedModelError, "does not know"),
+        (
+            "extra",
+            lambda t: t.update({"model.layers.0.mystery": np.ones(3, np.float32)}),
+            UnsupportedModelError,
+            "does not know",
+        ),
         ("dtype", lambda t: t.update({"model.norm.weight": np.ones(48, np.int64)}), ConvertError, "dtype I64"),
         ("missing", lambda t: t.pop("model.layers.1.mlp.up_proj.weight"), ConvertError, "lacks"),
     ]:
@@ -135,8 +145,12 @@ def test_refused_tensors(tmp_path):
 
 
 def test_bad_arguments(stories_dir, tmp_path):
-    for kw, match in [({"quant": "q3"}, "--quant"), ({"group_size": 48}, "--group-size"),
-                      ({"codec": "brotli"}, "--codec"), ({"level": 99}, "--level")]:
+    for kw, match in [
+        ({"quant": "q3"}, "--quant"),
+        ({"group_size": 48}, "--group-size"),
+        ({"codec": "brotli"}, "--codec"),
+        ({"level": 99}, "--level"),
+    ]:
         with pytest.raises(ConvertError, match=match):
             edgellm.convert(stories_dir, tmp_path / "o.ellm", **kw)
     assert not (tmp_path / "o.ellm").exists()
@@ -155,14 +169,26 @@ done.append(1); print(peak[0] - base)
 
 
 def test_conversion_rss_is_bounded(tmp_path):
-    cfg = SyntheticConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=6, num_attention_heads=16,
-                          num_key_value_heads=4, vocab_size=32000, tie_word_embeddings=False, rope_theta=1e4,
-                          max_position_embeddings=512)
+    cfg = SyntheticConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=6,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        vocab_size=32000,
+        tie_word_embeddings=False,
+        rope_theta=1e4,
+        max_position_embeddings=512,
+    )
     src = make_checkpoint(tmp_path / "src", cfg, dtype="float16")
     size = (src / "model.safetensors").stat().st_size
     assert size > 250e6
-    r = subprocess.run([sys.executable, "-c", RSS_CHILD, str(src), str(tmp_path / "m.ellm")], capture_output=True,
-                       text=True, check=True)
+    r = subprocess.run(
+        [sys.executable, "-c", RSS_CHILD, str(src), str(tmp_path / "m.ellm")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     growth = int(r.stdout.strip())
     print(f"source {size / 1e6:.0f} MB, converter RSS growth {growth / 1e6:.0f} MB")
     assert growth < 120e6

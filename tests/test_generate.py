@@ -1,5 +1,6 @@
 """The generation layers on stories260K: the token loop (generate_tokens), the text stream (stream_text: one
 Chunk per generated token, stops, end ids, stats) and Model.stream / generate delegating to it."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,30 +25,32 @@ def _tokens(m, n: int) -> list[int]:
 
 def test_one_chunk_per_token_the_last_with_stats(model):
     want = _tokens(model, 24)
-    chunks = list(stream_text(model.session, model.tokenizer, PROMPT, max_tokens=24, end_ids=[],
-                              weights=model.provider))
+    chunks = list(
+        stream_text(model.session, model.tokenizer, PROMPT, max_tokens=24, end_ids=[], weights=model.provider)
+    )
     assert all(isinstance(c, Chunk) for c in chunks)
-    assert [c.token for c in chunks] == want                 # the last token once, at the end
+    assert [c.token for c in chunks] == want  # the last token once, at the end
     assert [c.finish_reason for c in chunks] == [None] * 23 + ["length"]
     assert "".join(c.text for c in chunks) == model.tokenizer.decode(want)
     st = chunks[-1].stats
     assert (st.prompt_tokens, st.generated_tokens) == (len(PROMPT), 24) and st.peak_rss_bytes > 0
     assert all(c.stats is None for c in chunks[:-1])
     # Model.stream is this stream under the Model's lock
-    assert [(c.text, c.token, c.finish_reason) for c in model.stream(PROMPT, max_tokens=24)] == \
-        [(c.text, c.token, c.finish_reason) for c in chunks]
+    assert [(c.text, c.token, c.finish_reason) for c in model.stream(PROMPT, max_tokens=24)] == [
+        (c.text, c.token, c.finish_reason) for c in chunks
+    ]
 
 
 def test_a_stop_string_ends_the_text_before_it(model):
     want = _tokens(model, 24)
     full = model.tokenizer.decode(want)
-    stop = full[len(full) // 2:len(full) // 2 + 3]
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
     chunks = list(stream_text(model.session, model.tokenizer, PROMPT, max_tokens=24, stop=stop, end_ids=[]))
     text = "".join(c.text for c in chunks)
-    assert text == full[:full.index(stop)]
+    assert text == full[: full.index(stop)]
     assert chunks[-1].finish_reason == "stop" and chunks[-1].stats is not None
     tokens = [c.token for c in chunks]
-    assert tokens == want[:len(tokens)] and len(tokens) < 24              # generation stopped there
+    assert tokens == want[: len(tokens)] and len(tokens) < 24  # generation stopped there
     assert stop in model.tokenizer.decode(tokens) and stop not in model.tokenizer.decode(tokens[:-1])
 
 
@@ -56,9 +59,9 @@ def test_an_end_token_is_the_last_chunks_token(model):
     end = want[10]
     first = want.index(end)
     chunks = list(stream_text(model.session, model.tokenizer, PROMPT, max_tokens=24, end_ids=[end]))
-    assert [c.token for c in chunks] == want[:first + 1]
+    assert [c.token for c in chunks] == want[: first + 1]
     assert chunks[-1].finish_reason == "stop"
-    assert "".join(c.text for c in chunks) == model.tokenizer.decode(want[:first])   # the end token has no text
+    assert "".join(c.text for c in chunks) == model.tokenizer.decode(want[:first])  # the end token has no text
 
 
 def test_no_tokens_and_bad_arguments(model):
@@ -66,6 +69,6 @@ def test_no_tokens_and_bad_arguments(model):
     assert [(c.text, c.token, c.finish_reason) for c in chunks] == [("", None, "length")]
     assert chunks[0].stats.generated_tokens == 0
     with pytest.raises(InvalidArgumentError, match="max_tokens"):
-        stream_text(model.session, model.tokenizer, PROMPT, max_tokens=-1)          # at the call
+        stream_text(model.session, model.tokenizer, PROMPT, max_tokens=-1)  # at the call
     with pytest.raises(edgellm.EdgeLLMError, match="context"):
         stream_text(model.session, model.tokenizer, [1] * model.state.context)

@@ -1,4 +1,5 @@
 """The golden file: decoded contents, byte-exact regeneration, and the spec's 15-line reader."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,11 @@ def test_reader_decodes_golden_to_its_json():
 
 
 def test_writer_reproduces_golden_byte_for_byte(tmp_path):
-    subprocess.run([sys.executable, str(ROOT / "tools" / "make_golden.py"), "--out", str(tmp_path)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "make_golden.py"), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     assert (tmp_path / "tiny.ellm").read_bytes() == (GOLDEN / "tiny.ellm").read_bytes()
     assert json.loads((tmp_path / "tiny.json").read_text()) == json.loads((GOLDEN / "tiny.json").read_text())
 

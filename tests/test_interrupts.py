@@ -7,6 +7,7 @@ handler and unblock SIGINT, visible in /proc as SigBlk clearing. Delays count fr
 its Ctrl-C before then, so that it is delivered at that first line. The delays come from a fixed seed; a
 failure names its delay.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,7 @@ from edgellm.interrupts import held, pending
 from edgellm.synthetic import SyntheticConfig, make_checkpoint
 
 INTERRUPTED = "edgellm: interrupted\n"
-PROGRESS = re.compile(r"(running|re-encoding) .* \.\.\.$")      # bench's progress lines on stderr
+PROGRESS = re.compile(r"(running|re-encoding) .* \.\.\.$")  # bench's progress lines on stderr
 
 
 def edgellm_cmd() -> list[str]:
@@ -41,8 +42,14 @@ def spawn(args, **kw) -> subprocess.Popen:
     """Start edgellm in its own process group with SIGINT blocked (see the module docstring)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        return subprocess.Popen([*edgellm_cmd(), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True, **kw)
+        return subprocess.Popen(
+            [*edgellm_cmd(), *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            **kw,
+        )
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
@@ -65,7 +72,7 @@ def took_over(p: subprocess.Popen, timeout: float = 60.0) -> None:
 def ctrl_c(p: subprocess.Popen) -> None:
     try:
         os.killpg(p.pid, signal.SIGINT)
-    except ProcessLookupError:       # it had already finished
+    except ProcessLookupError:  # it had already finished
         pass
 
 
@@ -78,13 +85,13 @@ def test_held_delivers_a_ctrl_c_when_the_block_ends():
     before, steps = signal.getsignal(signal.SIGINT), []
     with pytest.raises(KeyboardInterrupt):
         with held():
-            signal.raise_signal(signal.SIGINT)        # a Ctrl-C now: held back
+            signal.raise_signal(signal.SIGINT)  # a Ctrl-C now: held back
             steps.append(pending())
             steps.append("after")
     assert steps == [True, "after"]
-    assert signal.getsignal(signal.SIGINT) is before          # the handler is restored
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is restored
     with held():
-        pass                                           # nothing came in: nothing delivered
+        pass  # nothing came in: nothing delivered
     assert not pending()
 
 
@@ -149,9 +156,11 @@ def test_ctrl_c_during_fsync_removes_the_temporary_file(tiny_src, tmp_path, monk
 
 def test_a_writer_cut_short_before_its_cleanup_loses_its_file_at_exit(tmp_path):
     """Should a KeyboardInterrupt skip __exit__ altogether, the interpreter's exit still removes the file."""
-    code = ("import sys; from edgellm.format.writer import Writer; "
-            "w = Writer(sys.argv[1], {}, []); w.__enter__(); "
-            "import os; assert os.listdir(os.path.dirname(sys.argv[1])); raise KeyboardInterrupt")
+    code = (
+        "import sys; from edgellm.format.writer import Writer; "
+        "w = Writer(sys.argv[1], {}, []); w.__enter__(); "
+        "import os; assert os.listdir(os.path.dirname(sys.argv[1])); raise KeyboardInterrupt"
+    )
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.ellm")], capture_output=True, text=True)
     assert "KeyboardInterrupt" in r.stderr and "AssertionError" not in r.stderr
     assert leftovers(tmp_path) == []
@@ -161,9 +170,17 @@ def test_a_writer_cut_short_before_its_cleanup_loses_its_file_at_exit(tmp_path):
 @pytest.fixture(scope="module")
 def convert_src(tmp_path_factory):
     """A checkpoint (~50 MB of f16) whose conversion takes about a second."""
-    cfg = SyntheticConfig(hidden_size=768, intermediate_size=2048, num_hidden_layers=3, num_attention_heads=12,
-                          num_key_value_heads=4, vocab_size=8192, tie_word_embeddings=False, rope_theta=1e4,
-                          max_position_embeddings=256)
+    cfg = SyntheticConfig(
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=3,
+        num_attention_heads=12,
+        num_key_value_heads=4,
+        vocab_size=8192,
+        tie_word_embeddings=False,
+        rope_theta=1e4,
+        max_position_embeddings=256,
+    )
     return make_checkpoint(tmp_path_factory.mktemp("intr-src") / "src", cfg, dtype="float16")
 
 
@@ -175,7 +192,7 @@ def test_convert_ctrl_c_at_random_moments(convert_src, tmp_path):
     took_over(p)
     t0 = time.perf_counter()
     _, err = p.communicate(timeout=300)
-    whole = time.perf_counter() - t0          # imports + conversion + exit, on this machine now
+    whole = time.perf_counter() - t0  # imports + conversion + exit, on this machine now
     assert p.returncode == 0, err
     out.unlink()
 
@@ -196,7 +213,7 @@ def test_convert_ctrl_c_at_random_moments(convert_src, tmp_path):
         assert "Traceback" not in stderr, where
         if p.returncode == 130:
             assert stderr == INTERRUPTED and stdout == "", where
-            assert leftovers(out_dir) == [], where              # no output, no temporary file
+            assert leftovers(out_dir) == [], where  # no output, no temporary file
         else:
             assert p.returncode == 0 and stderr == "" and stdout.startswith(f"wrote {out}"), where
             assert leftovers(out_dir) == ["m.ellm"], where
@@ -211,8 +228,7 @@ def test_convert_ctrl_c_at_random_moments(convert_src, tmp_path):
 @pytest.fixture(scope="module")
 def bench_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("intr-bench")
-    return edgellm.convert(make_checkpoint(root / "src", "tiny", dtype="float16"), root / "m.ellm",
-                           progress=False).path
+    return edgellm.convert(make_checkpoint(root / "src", "tiny", dtype="float16"), root / "m.ellm", progress=False).path
 
 
 def _bench_children(p: subprocess.Popen) -> list[psutil.Process]:
@@ -240,16 +256,18 @@ def test_bench_ctrl_c_stops_and_reaps_its_children(bench_model, tmp_path, sweep)
         (d / "tmp").mkdir(parents=True)
         model = d / "m.ellm"
         model.write_bytes(bench_model.read_bytes())
-        p = spawn(["bench", model, "--prompt-tokens", "8", "--gen-tokens", "4", *sweep],
-                  env=dict(os.environ, TMPDIR=str(d / "tmp")))
+        p = spawn(
+            ["bench", model, "--prompt-tokens", "8", "--gen-tokens", "4", *sweep],
+            env=dict(os.environ, TMPDIR=str(d / "tmp")),
+        )
         children = []
         took_over(p)
         if trial == 0:
-            time.sleep(rng.uniform(0, 0.5))                 # the parent's own imports
+            time.sleep(rng.uniform(0, 0.5))  # the parent's own imports
         else:
-            first = p.stderr.readline()                     # a child is being started (or a copy re-encoded)
+            first = p.stderr.readline()  # a child is being started (or a copy re-encoded)
             assert PROGRESS.match(first.rstrip("\n")), first
-            time.sleep(rng.uniform(0, 1.5 if trial == 1 else 3.0))    # a child lives ~2-3 s
+            time.sleep(rng.uniform(0, 1.5 if trial == 1 else 3.0))  # a child lives ~2-3 s
             children = _bench_children(p)
             cut_a_child += any(_alive(c) for c in children)
         ctrl_c(p)
@@ -264,15 +282,30 @@ def test_bench_ctrl_c_stops_and_reaps_its_children(bench_model, tmp_path, sweep)
             assert lines[-1] == INTERRUPTED.strip() and all(PROGRESS.match(x) for x in lines[:-1]), where
         else:
             assert p.returncode == 0 and "decode tok/s" in stdout, where
-    assert cut_a_child                                       # a Ctrl-C did land while a child ran
+    assert cut_a_child  # a Ctrl-C did land while a child ran
 
 
 # -- edgellm chat, piped -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", [[], ["--jsonl"]], ids=["plain", "jsonl"])
 @pytest.mark.parametrize("when", ["waiting", "replying"])
 def test_piped_chat_ctrl_c_is_one_line_and_130(stories_ellm, mode, when):
-    p = spawn(["chat", stories_ellm["q4"], "--chat-template", "plain", "--threads", "1", "--max-tokens", "100000",
-               "--context", "512", *mode], stdin=subprocess.PIPE)
+    p = spawn(
+        [
+            "chat",
+            stories_ellm["q4"],
+            "--chat-template",
+            "plain",
+            "--threads",
+            "1",
+            "--max-tokens",
+            "100000",
+            "--context",
+            "512",
+            *mode,
+        ],
+        stdin=subprocess.PIPE,
+    )
+
     def send(line: str) -> None:
         p.stdin.write(line + "\n")
         p.stdin.flush()
@@ -284,17 +317,17 @@ def test_piped_chat_ctrl_c_is_one_line_and_130(stories_ellm, mode, when):
             assert line, p.stderr.read()
             got += line
 
-    if mode:                                              # --jsonl: the loop runs once /stats is answered
+    if mode:  # --jsonl: the loop runs once /stats is answered
         send("/stats")
         read_until('"command": "/stats"')
     send("Once upon a time")
-    if when == "waiting":                                 # the reply is over: reading the next line
+    if when == "waiting":  # the reply is over: reading the next line
         send("/stats") if mode else None
         read_until('"command": "/stats"' if mode else "\x1e")
     elif mode:
-        time.sleep(0.05)                                  # a JSON reply is written whole, at its end
+        time.sleep(0.05)  # a JSON reply is written whole, at its end
     else:
-        assert p.stdout.read(1)                           # the reply has started
+        assert p.stdout.read(1)  # the reply has started
     ctrl_c(p)
     _, stderr = p.communicate(timeout=120)
     assert (p.returncode, stderr) == (130, INTERRUPTED)

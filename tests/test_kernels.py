@@ -1,4 +1,5 @@
 """Each kernel against a plain numpy computation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,11 +53,16 @@ def test_rope_scalings_follow_hf_formulas():
     base = 1.0 / (10000.0 ** (np.arange(0, 16, 2) / 16))
     np.testing.assert_allclose(inv_freq(16, 10000.0, None), base)
     np.testing.assert_allclose(inv_freq(16, 10000.0, {"type": "linear", "factor": 4.0}), base / 4)
-    s = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-         "original_max_position_embeddings": 64}
+    s = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    }
     got = inv_freq(16, 10000.0, s)
     wl = 2 * np.pi / base
-    for f, b, w in zip(got, base, wl):     # HF: high freq kept, low freq / factor, smooth in between
+    for f, b, w in zip(got, base, wl):  # HF: high freq kept, low freq / factor, smooth in between
         if w < 64 / 4:
             assert f == pytest.approx(b)
         elif w > 64 / 1:
@@ -103,9 +109,24 @@ def _rows4_caller(rows4):
     def call(c, s, xq, xs, xsum, ng, rb, out):
         for t in range(out.shape[0] // 4):
             r = 4 * t
-            a = rows4(c, r * rb, r * rb + rb, r * rb + 2 * rb, r * rb + 3 * rb, s, r * ng, r * ng + ng,
-                      r * ng + 2 * ng, r * ng + 3 * ng, xq, xs, xsum, ng)
-            out[r:r + 4] = a
+            a = rows4(
+                c,
+                r * rb,
+                r * rb + rb,
+                r * rb + 2 * rb,
+                r * rb + 3 * rb,
+                s,
+                r * ng,
+                r * ng + ng,
+                r * ng + 2 * ng,
+                r * ng + 3 * ng,
+                xq,
+                xs,
+                xsum,
+                ng,
+            )
+            out[r : r + 4] = a
+
     return call
 
 
@@ -114,6 +135,7 @@ def test_group32_blocks_portable_and_avx2_agree_with_integer_formula(stype):
     """Both lowerings of the group-32 decode block (portable IR, and AVX2 pmaddubsw when this host has it)
     against sum_g scale_w * scale_x * sum_j w_j * xq_j computed exactly, with extreme codes included."""
     from edgellm.kernels import simd
+
     n, ng = 8, 6
     rb = ng * (16 if stype == "q4" else 32)
     if stype == "q4":
@@ -130,13 +152,20 @@ def test_group32_blocks_portable_and_avx2_agree_with_integer_formula(stype):
     xs = RNG.random(ng).astype(np.float32)
     xsum = xq.reshape(ng, 32).sum(1).astype(np.int32)
     sc = (RNG.random(n * ng) + 0.5).astype(np.float16)
-    dots = (w * xq.reshape(ng, 32)[None]).sum(2)                       # (n, ng) exact integers
+    dots = (w * xq.reshape(ng, 32)[None]).sum(2)  # (n, ng) exact integers
     want = (dots * sc.astype(np.float64).reshape(n, ng) * xs[None]).sum(1)
-    variants = {"portable": simd._rows4(simd._q4_block if stype == "q4" else simd._q8_block,
-                                        16 if stype == "q4" else 32, simd._x_i16, stype == "q4")}
+    variants = {
+        "portable": simd._rows4(
+            simd._q4_block if stype == "q4" else simd._q8_block, 16 if stype == "q4" else 32, simd._x_i16, stype == "q4"
+        )
+    }
     if simd.has_avx2():
-        variants["avx2"] = simd._rows4(simd._q4_block_avx2 if stype == "q4" else simd._q8_block_avx2,
-                                       16 if stype == "q4" else 32, simd._x_i8, stype == "q4")
+        variants["avx2"] = simd._rows4(
+            simd._q4_block_avx2 if stype == "q4" else simd._q8_block_avx2,
+            16 if stype == "q4" else 32,
+            simd._x_i8,
+            stype == "q4",
+        )
     for name, rows4 in variants.items():
         out = np.zeros(n, np.float32)
         _rows4_caller(rows4)(codes, sc.view(np.uint16), xq, xs, xsum, ng, rb, out)
@@ -147,6 +176,7 @@ def test_group32_blocks_portable_and_avx2_agree_with_integer_formula(stype):
 def shared_kernels(monkeypatch):
     """Every kernel on its shared-tiles driver, whatever its size."""
     from edgellm.kernels import parallel
+
     if __import__("numba").config.NUMBA_NUM_THREADS < 2:
         pytest.skip("one thread only: nothing to share")
     monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)
@@ -158,7 +188,8 @@ def test_shared_tiles_give_the_same_bits_at_every_thread_count(stype, group, sha
     """The ThreadTuner changes the thread count between decode passes: results must not change with it."""
     from edgellm.kernels import parallel
     from edgellm.kernels.parallel import using_threads
-    w = RNG.standard_normal((203, 320)).astype(np.float32)     # 51 tiles, the last one short
+
+    w = RNG.standard_normal((203, 320)).astype(np.float32)  # 51 tiles, the last one short
     t = QTensor.quantize(w, stype, group)
     x = RNG.standard_normal((5, 320)).astype(np.float32)
     ws = _ws(rows=8, cols=512)
@@ -166,8 +197,12 @@ def test_shared_tiles_give_the_same_bits_at_every_thread_count(stype, group, sha
     kc, vc = RNG.standard_normal((2, 40, 2, 16)).astype(np.float32)
 
     def run():
-        mv, mm, att, rms = (np.zeros(203, np.float32), np.zeros((5, 203), np.float32), np.zeros_like(q),
-                            np.zeros_like(x))
+        mv, mm, att, rms = (
+            np.zeros(203, np.float32),
+            np.zeros((5, 203), np.float32),
+            np.zeros_like(q),
+            np.zeros_like(x),
+        )
         kernels.matvec(t, x[0], mv, ws)
         kernels.matmul(t, x, mm, ws)
         kernels.attention(q, kc, vc, 9, att, _ws(heads=6, ctx=40))
@@ -180,8 +215,8 @@ def test_shared_tiles_give_the_same_bits_at_every_thread_count(stype, group, sha
         one = run()
     for a, b in zip(two[:1] + two[2:], one[:1] + one[2:]):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(two[1], one[1], rtol=1e-5, atol=1e-5)   # prefill: BLAS blocks differ in shape
-    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 1 << 62)    # the calling-thread kernels agree too
+    np.testing.assert_allclose(two[1], one[1], rtol=1e-5, atol=1e-5)  # prefill: BLAS blocks differ in shape
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 1 << 62)  # the calling-thread kernels agree too
     alone = run()
     for a, b in zip(alone, one):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -1,4 +1,5 @@
 """Model numerics: edgellm's forward pass vs a plain numpy one and vs logits logged from transformers."""
+
 from __future__ import annotations
 
 import json
@@ -6,23 +7,34 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import edgellm
 from conftest import load_weights
 from numpy_llama import forward as numpy_forward
+
+import edgellm
 
 REFERENCE = Path(__file__).parent / "data" / "reference"
 STORIES_PROMPT = [1, 403, 407, 261, 378]
 # transformers' greedy continuation of STORIES_PROMPT (shared/FACTS.md)
-STORIES_GREEDY_20 = [432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337, 410, 408,
-                     419, 292]
+STORIES_GREEDY_20 = [432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337, 410, 408, 419, 292]
 
 CASES = {
     "llama-gqa": dict(model_type="llama", heads=6, kv_heads=2, head_dim=16, inter=100),
-    "llama3-scaled": dict(model_type="llama", tied=True, heads=4, kv_heads=2, head_dim=8, hidden=32,
-                          rope_theta=500000.0, rope_scaling={"rope_type": "llama3", "factor": 8.0,
-                                                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                                             "original_max_position_embeddings": 16}),
+    "llama3-scaled": dict(
+        model_type="llama",
+        tied=True,
+        heads=4,
+        kv_heads=2,
+        head_dim=8,
+        hidden=32,
+        rope_theta=500000.0,
+        rope_scaling={
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16,
+        },
+    ),
     "llama-linear": dict(model_type="llama", rope_scaling={"rope_type": "linear", "factor": 2.0}),
     "mistral": dict(model_type="mistral", heads=8, kv_heads=2, head_dim=8, hidden=40, inter=72),
     "qwen2": dict(model_type="qwen2", tied=True, heads=4, kv_heads=2, head_dim=12, hidden=36, inter=90),
@@ -63,12 +75,13 @@ def test_kv_cache_decode_matches_full_pass(case, tiny_model, tmp_path):
 def test_stories_f32_matches_numpy_and_greedy(stories_dir, stories_ellm):
     weights, cfg = load_weights(stories_dir)
     with edgellm.load(stories_ellm["f32"]) as m:
-        np.testing.assert_allclose(m.logits(STORIES_PROMPT), numpy_forward(weights, cfg, STORIES_PROMPT),
-                                   atol=1e-4, rtol=0)
+        np.testing.assert_allclose(
+            m.logits(STORIES_PROMPT), numpy_forward(weights, cfg, STORIES_PROMPT), atol=1e-4, rtol=0
+        )
         ids = list(STORIES_PROMPT)
         for _ in range(20):
             ids.append(int(np.argmax(m.logits(ids)[-1])))
-    assert ids[len(STORIES_PROMPT):] == STORIES_GREEDY_20
+    assert ids[len(STORIES_PROMPT) :] == STORIES_GREEDY_20
 
 
 def test_stories_greedy_40_q8_text_equals_f32(stories_ellm):

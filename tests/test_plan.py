@@ -1,4 +1,5 @@
 """`edgellm plan` (from the file header, nothing loaded) and the speed prediction."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,14 @@ from edgellm.runtime.device import DeviceProfile, load_device
 from edgellm.runtime.plan import Plan
 from edgellm.runtime.provider import WeightProvider
 
-BREAKDOWN = ("pinned weights", "stream slots", "staging", "run state (KV cache, activations, scratch)",
-             "tokenizer", "decoder scratch")
+BREAKDOWN = (
+    "pinned weights",
+    "stream slots",
+    "staging",
+    "run state (KV cache, activations, scratch)",
+    "tokenizer",
+    "decoder scratch",
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +42,14 @@ def test_plan_allocates_nothing(q4, capsys, monkeypatch):
 
     def refuse(*a, **k):
         raise AssertionError("plan must not load the model")
+
     monkeypatch.setattr(edgellm, "load", refuse)
     monkeypatch.setattr(pager.Pager, "__init__", refuse)
     monkeypatch.setattr(llama.RunState, "__init__", refuse)
     rc, out, _ = plan_cli(capsys, q4, "--ram-budget", "50MB")
     assert rc == 0
     assert all(k in out for k in BREAKDOWN) and "predicted" in out
-    p = edgellm.plan(q4, ram_budget="50MB", device="rpi5-nvme")         # the public function, the same way
+    p = edgellm.plan(q4, ram_budget="50MB", device="rpi5-nvme")  # the public function, the same way
     assert p.fits and p.device.name == "rpi5-nvme" and p.predicted["predicted_tps"] > 0
 
 
@@ -66,7 +74,7 @@ def test_public_plan_is_what_load_allocates(q4):
 def test_too_small_budget_prints_breakdown_and_minimum(q4, capsys):
     rc, out, err = plan_cli(capsys, q4, "--ram-budget", "200KB")
     assert rc == 1
-    assert all(k in out for k in BREAKDOWN)                        # the breakdown, not only the error
+    assert all(k in out for k in BREAKDOWN)  # the breakdown, not only the error
     assert "does NOT fit" in out and "over the budget" in out and "alone exceeds the budget" in out
     assert "minimum workable budget" in out
     assert err.startswith("edgellm: error: ") and err.count("\n") == 1 and "minimum workable budget" in err
@@ -86,7 +94,7 @@ def test_minimum_is_what_load_accepts(q4, capsys):
 
 def test_plan_matches_load(q4, capsys):
     """Same context rule (the default halves to fit) and the same plan as edgellm.load."""
-    budget = 2_000_000        # the default context (512) does not fit, 256 does
+    budget = 2_000_000  # the default context (512) does not fit, 256 does
     rc, out, _ = plan_cli(capsys, q4, "--ram-budget", budget, "--json")
     p = json.loads(out)
     with pytest.warns(UserWarning, match="context reduced"):
@@ -114,10 +122,10 @@ def _plan(streamed_bytes: int, layers: int = 22) -> Plan:
 
 
 def test_predict_is_the_slower_bound():
-    weights = 600_000_000                                  # a TinyLlama q4
+    weights = 600_000_000  # a TinyLlama q4
     host = P.predict(_plan(0), None, "q4", weights)
     assert host["predicted_tps"] == pytest.approx(1 / P.compute_seconds(weights, 22, "q4"))
-    assert host["predicted_tps"] < 15e9 / weights          # never faster than the kernels stream the weights
+    assert host["predicted_tps"] < 15e9 / weights  # never faster than the kernels stream the weights
     pi = load_device("rpi5-nvme")
     dev = P.predict(_plan(300_000_000), pi, "q4", weights)
     assert dev["io_seconds"] > dev["compute_seconds"] and dev["predicted_tps"] == dev["flash_bound_tps"]
@@ -137,7 +145,7 @@ def test_read_requests_match_the_prefetcher(q4, capsys):
         m.provider.stats.trace = []
         passes = 4
         for _ in range(passes):
-            m.logits([1, 5])          # one pass through the layers each (2 tokens < one prefill chunk)
+            m.logits([1, 5])  # one pass through the layers each (2 tokens < one prefill chunk)
         reads = sum(1 for e in m.provider.stats.trace if e[0] == "read")
         want = P.read_requests(m.plan)
     # a pass's reads may start during the one before (the prefetcher reads ahead): allow one pass either way

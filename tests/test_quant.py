@@ -1,4 +1,5 @@
 """Storage types: round trips within documented bounds, the exact q4 packing, zero-copy views."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,7 @@ from edgellm.quant import Layout, QTensor, error_bound, quantize
 @pytest.mark.parametrize("cols", [172, 40, 256])
 def test_round_trip_within_bound(stype, group, cols):
     w = np.random.default_rng(cols + group).standard_normal((7, cols)).astype(np.float32)
-    w[3, :20] = 0.0                                       # an all-zero start of a row
+    w[3, :20] = 0.0  # an all-zero start of a row
     t = QTensor.quantize(w, stype, group)
     d = t.dequantize()
     assert d.shape == w.shape
@@ -32,12 +33,12 @@ def test_round_trip_within_bound(stype, group, cols):
 
 def test_q4_packing_matches_spec():
     w = np.zeros((1, 32), np.float32)
-    w[0, 0], w[0, 16], w[0, 1] = -8.0, 7.0, 1.0           # scale = -8 / -8 = 1
+    w[0, 0], w[0, 16], w[0, 1] = -8.0, 7.0, 1.0  # scale = -8 / -8 = 1
     codes, scales = quantize(w, "q4", 32)
     assert scales[0, 0] == 1.0
     assert codes.shape == (1, 16)
-    assert codes[0, 0] == (0 | (15 << 4))                   # element 0 -> nibble 0 (-8), element 16 -> 15 (+7)
-    assert codes[0, 1] == (9 | (8 << 4))                    # element 1 -> 9 (+1), element 17 -> 8 (0)
+    assert codes[0, 0] == (0 | (15 << 4))  # element 0 -> nibble 0 (-8), element 16 -> 15 (+7)
+    assert codes[0, 1] == (9 | (8 << 4))  # element 1 -> 9 (+1), element 17 -> 8 (0)
 
 
 def test_q8_and_padding_decode_to_zero():
@@ -45,7 +46,7 @@ def test_q8_and_padding_decode_to_zero():
     codes, scales = quantize(w, "q8", 32)
     assert codes.shape == (2, 64) and (codes[:, 40:] == 0).all()
     c4, _ = quantize(w, "q4", 32)
-    hi = c4.reshape(2, 2, 16)[:, 1]                        # group 1 holds elements 32..63; 40.. are padding
+    hi = c4.reshape(2, 2, 16)[:, 1]  # group 1 holds elements 32..63; 40.. are padding
     assert ((hi[:, 8:] & 15) == 8).all() and ((hi >> 4) == 8).all()
 
 

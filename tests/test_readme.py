@@ -4,6 +4,7 @@ The README's placeholder paths are replaced through SUBSTITUTIONS (nothing else 
 example that cannot run as written fails here. Shell commands that install or take minutes are exempted one by
 one in EXEMPT, each with its reason; the other commands of the same block still run.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,7 @@ EXEMPT = {
     r"^\. \.venv/bin/activate$": "activates that environment; the test runs with its own interpreter's PATH",
     r"^pip install \"\.\[(plot|test)\]\"$": "installs; CI runs the same install from the project's own files",
     r"^edgellm demo$": "builds and streams a 150M-parameter model under three budgets: minutes on 2 cores "
-                       "(tests/test_bench.py runs the demo end to end on a small preset)",
+    "(tests/test_bench.py runs the demo end to end on a small preset)",
     r"^python -m pytest( -q)?$": "the test suite itself: this test is part of it",
 }
 
@@ -59,6 +60,7 @@ def substitute(code: str, table: dict[str, str]) -> str:
 def workdir(stories_dir, stories_ellm, tmp_path_factory):
     """A working directory holding model.ellm, and SUBSTITUTIONS with real paths."""
     import shutil
+
     d = tmp_path_factory.mktemp("readme")
     shutil.copy(stories_ellm["q4"], d / "model.ellm")
     table = {"path/to/hf-model": str(stories_dir), "model.ellm": str(d / "model.ellm")}
@@ -101,8 +103,9 @@ def test_example_runs(index, workdir):
         return
     steps = [s for s in shell_steps(code) if exemption(s) is None]
     if not steps:
-        pytest.skip("every command of this block is exempted: " + "; ".join(
-            f"{s!r}: {exemption(s)}" for s in shell_steps(code)))
+        pytest.skip(
+            "every command of this block is exempted: " + "; ".join(f"{s!r}: {exemption(s)}" for s in shell_steps(code))
+        )
     script = substitute(" && ".join(steps), table)
     r = run(["bash", "-euo", "pipefail", "-c", script], cwd)
     assert r.returncode == 0, f"README shell example {index} failed:\n{script}\n{r.stderr[-3000:]}"

@@ -1,4 +1,5 @@
 """Sampling: greedy, seeds, top-k / top-p / min-p supports, repetition penalty, stop strings."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,16 +27,16 @@ def test_seed_reproducible():
     s1, s2 = make_sampler(temperature=1.0, seed=7), make_sampler(temperature=1.0, seed=7)
     draws = [s1(x) for _ in range(50)]
     assert draws == [s2(x) for _ in range(50)]
-    assert len(set(draws)) > 5                     # it really samples
+    assert len(set(draws)) > 5  # it really samples
 
 
 def test_filters_keep_expected_sets():
     assert _support(temperature=1.0) == {0, 1, 2, 3, 4}
     assert _support(temperature=1.0, top_k=2) == {0, 1}
-    assert _support(temperature=1.0, top_p=0.7) == {0, 1}        # 0.5 + 0.25 >= 0.7
+    assert _support(temperature=1.0, top_p=0.7) == {0, 1}  # 0.5 + 0.25 >= 0.7
     assert _support(temperature=1.0, top_p=0.75) == {0, 1}
     assert _support(temperature=1.0, top_p=0.76) == {0, 1, 2}
-    assert _support(temperature=1.0, min_p=0.2) == {0, 1, 2}     # keeps p >= 0.1
+    assert _support(temperature=1.0, min_p=0.2) == {0, 1, 2}  # keeps p >= 0.1
     ids, p = filter_probs(LOGITS, 1.0, top_k=3)
     np.testing.assert_allclose(p, np.array([0.5, 0.25, 0.15]) / 0.9, rtol=1e-5)
     assert list(ids) == [0, 1, 2]
@@ -69,7 +70,7 @@ def test_stop_matcher_across_chunks():
             break
     assert "".join(out) == "Hello " and stopped
     m = StopMatcher(["STOP"])
-    assert m.feed("ST") == ("", False)          # could start a stop string: held back
+    assert m.feed("ST") == ("", False)  # could start a stop string: held back
     assert m.feed("ILL") == ("STILL", False)
     assert m.feed("S") == ("", False)
     assert m.flush() == "S"

@@ -1,10 +1,12 @@
 """Architecture knowledge lives in edgellm/models/<arch>.py: the tensors a config implies (`tensor_specs`), the
 order a layer uses them (`LAYER_PIECES`), and how a config's rope is read. The converter writes what the model
 module declares, and the forward pass asks for a layer's tensors in the declared order."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_tiny_model
 
 import edgellm
 from edgellm.converter.archs import plan
@@ -13,9 +15,7 @@ from edgellm.format import EllmFile
 from edgellm.models import SUPPORTED, get_model_module, model_args
 from edgellm.models.llama import rope_settings
 
-from conftest import make_tiny_model
-
-CASES = {   # make_tiny_model arguments: every architecture, tied and untied heads, qwen2's biases
+CASES = {  # make_tiny_model arguments: every architecture, tied and untied heads, qwen2's biases
     "llama": dict(model_type="llama"),
     "llama-tied": dict(model_type="llama", tied=True),
     "mistral": dict(model_type="mistral", heads=8, kv_heads=2, head_dim=8, hidden=40, inter=72),
@@ -26,8 +26,16 @@ FLAT = [m for piece in get_model_module("llama").LAYER_PIECES for m in piece]
 
 
 def _cfg(**kw) -> dict:
-    return {"model_type": "llama", "hidden_size": 8, "intermediate_size": 12, "num_hidden_layers": 1,
-            "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 10, **kw}
+    return {
+        "model_type": "llama",
+        "hidden_size": 8,
+        "intermediate_size": 12,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "vocab_size": 10,
+        **kw,
+    }
 
 
 def test_every_supported_architecture_declares_its_schema():
@@ -45,24 +53,36 @@ def test_every_supported_architecture_declares_its_schema():
 def test_llama_schema_written_out():
     """One small config spelled out by hand (hidden 8, 2 heads of 4, 1 kv head, intermediate 12, vocab 10)."""
     p = "model.layers.0."
-    want = [("model.embed_tokens.weight", (10, 8), "embed", -1),
-            (p + "input_layernorm.weight", (8,), "layer", 0), (p + "self_attn.q_proj.weight", (8, 8), "layer", 0),
-            (p + "self_attn.k_proj.weight", (4, 8), "layer", 0), (p + "self_attn.v_proj.weight", (4, 8), "layer", 0),
-            (p + "self_attn.o_proj.weight", (8, 8), "layer", 0),
-            (p + "post_attention_layernorm.weight", (8,), "layer", 0),
-            (p + "mlp.gate_proj.weight", (12, 8), "layer", 0), (p + "mlp.up_proj.weight", (12, 8), "layer", 0),
-            (p + "mlp.down_proj.weight", (8, 12), "layer", 0),
-            ("model.norm.weight", (8,), "norm", 1), ("lm_head.weight", (10, 8), "head", 1)]
+    want = [
+        ("model.embed_tokens.weight", (10, 8), "embed", -1),
+        (p + "input_layernorm.weight", (8,), "layer", 0),
+        (p + "self_attn.q_proj.weight", (8, 8), "layer", 0),
+        (p + "self_attn.k_proj.weight", (4, 8), "layer", 0),
+        (p + "self_attn.v_proj.weight", (4, 8), "layer", 0),
+        (p + "self_attn.o_proj.weight", (8, 8), "layer", 0),
+        (p + "post_attention_layernorm.weight", (8,), "layer", 0),
+        (p + "mlp.gate_proj.weight", (12, 8), "layer", 0),
+        (p + "mlp.up_proj.weight", (12, 8), "layer", 0),
+        (p + "mlp.down_proj.weight", (8, 12), "layer", 0),
+        ("model.norm.weight", (8,), "norm", 1),
+        ("lm_head.weight", (10, 8), "head", 1),
+    ]
     module, args = model_args(_cfg())
     assert [(s.name, s.shape, s.role, s.layer) for s in module.tensor_specs(args)] == want
     tied = module.tensor_specs(module.ModelArgs.from_dict(_cfg(tie_word_embeddings=True)))
-    assert [s.name for s in tied] == [w[0] for w in want[:-1]]        # tied: the head is the embedding
+    assert [s.name for s in tied] == [w[0] for w in want[:-1]]  # tied: the head is the embedding
     # qwen2: q/k/v biases right after their weights, none on o_proj
     module, args = model_args(_cfg(model_type="qwen2"))
-    names = [s.name[len(p):] for s in module.tensor_specs(args) if s.role == "layer"]
-    assert names[1:8] == ["self_attn.q_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.weight",
-                          "self_attn.k_proj.bias", "self_attn.v_proj.weight", "self_attn.v_proj.bias",
-                          "self_attn.o_proj.weight"]
+    names = [s.name[len(p) :] for s in module.tensor_specs(args) if s.role == "layer"]
+    assert names[1:8] == [
+        "self_attn.q_proj.weight",
+        "self_attn.q_proj.bias",
+        "self_attn.k_proj.weight",
+        "self_attn.k_proj.bias",
+        "self_attn.v_proj.weight",
+        "self_attn.v_proj.bias",
+        "self_attn.o_proj.weight",
+    ]
     assert [s.shape for s in module.tensor_specs(args) if s.name.endswith(".bias")] == [(8,), (4,), (4,)]
     # llama's attention_bias / mlp_bias switches
     module, args = model_args(_cfg(attention_bias=True, mlp_bias=True))
@@ -79,17 +99,22 @@ def test_converter_writes_the_model_modules_declaration(case, tmp_path):
         assert [(e.name, tuple(e.shape), e.layer) for e in f.entries] == [(s.name, s.shape, s.layer) for s in specs]
         assert [e.layout.stype != "f32" for e in f.entries] == [s.matrix for s in specs]
         names = {e.name for e in f.entries}
-        assert plan(f.config, names) == specs                  # what the converter checks the checkpoint for
+        assert plan(f.config, names) == specs  # what the converter checks the checkpoint for
 
 
 def test_layer_pieces_are_the_streamed_piece_order():
     """Streamed layers travel in the declared pieces (runtime/stream.py); same content, same order."""
     try:
         from edgellm.runtime.units import PIECE_ORDER
-    except ImportError:                     # before the runtime split
+    except ImportError:  # before the runtime split
         from edgellm.runtime.stream import PIECE_ORDER
-    want = (("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("self_attn.o_proj",),
-            ("post_attention_layernorm", "mlp.gate_proj"), ("mlp.up_proj",), ("mlp.down_proj",))
+    want = (
+        ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+        ("self_attn.o_proj",),
+        ("post_attention_layernorm", "mlp.gate_proj"),
+        ("mlp.up_proj",),
+        ("mlp.down_proj",),
+    )
     for mt in SUPPORTED:
         assert get_model_module(mt).LAYER_PIECES == want
     assert PIECE_ORDER == want
@@ -130,7 +155,7 @@ def test_forward_asks_for_a_layers_tensors_in_the_declared_order(case, tmp_path)
         m.transformer.provider = rec
         want = m.logits([1, 5, 9]).copy()
         m.transformer.provider = rec.inner
-        np.testing.assert_array_equal(m.logits([1, 5, 9]), want)      # recording changed nothing
+        np.testing.assert_array_equal(m.logits([1, 5, 9]), want)  # recording changed nothing
         specs = get_model_module(m.config.model_type).tensor_specs(m.config)
     for i in range(m.config.num_hidden_layers):
         asked = [name for layer, name in rec.asked if layer == i]
@@ -138,19 +163,23 @@ def test_forward_asks_for_a_layers_tensors_in_the_declared_order(case, tmp_path)
         assert [mod for j, mod in enumerate(modules) if j == 0 or mod != modules[j - 1]] == FLAT
         # every tensor the layer declares was asked for, in the declared (= file) order
         prefix = f"model.layers.{i}."
-        declared = [s.name[len(prefix):] for s in specs if s.layer == i]
+        declared = [s.name[len(prefix) :] for s in specs if s.layer == i]
         assert [n for n in asked if n in declared] == declared
 
 
 def test_rope_is_read_in_one_place():
     assert rope_settings({"rope_theta": 5.0}, 1.0) == (5.0, None)
     assert rope_settings({}, 1.0) == (1.0, None)
-    assert rope_settings({"rope_scaling": {"type": "linear", "factor": 2.0}}, 1.0) == \
-        (1.0, {"rope_type": "linear", "factor": 2.0})
+    assert rope_settings({"rope_scaling": {"type": "linear", "factor": 2.0}}, 1.0) == (
+        1.0,
+        {"rope_type": "linear", "factor": 2.0},
+    )
     assert rope_settings({"rope_scaling": {"rope_type": "default"}}, 1.0) == (1.0, None)
     # transformers 5: one rope_parameters object
-    assert rope_settings({"rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}}, 1.0) == \
-        (5e5, {"rope_type": "llama3", "factor": 8.0})
+    assert rope_settings({"rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}}, 1.0) == (
+        5e5,
+        {"rope_type": "llama3", "factor": 8.0},
+    )
     assert rope_settings({"rope_parameters": {"rope_type": "default", "rope_theta": 7.0}}, 1.0) == (7.0, None)
     with pytest.raises(UnsupportedModelError, match="yarn"):
         rope_settings({"rope_scaling": {"rope_type": "yarn", "factor": 2}}, 1.0)
@@ -168,4 +197,4 @@ def test_unsupported_configs_are_refused_by_the_model_module(tmp_path):
     assert model_args(_cfg(model_type="mistral", sliding_window=64))[1].max_context() == 64
     assert model_args(_cfg(model_type="qwen2", sliding_window=64))[1].max_context() == 2048
     assert model_args(_cfg(model_type="qwen2", sliding_window=64, use_sliding_window=True))[1].max_context() == 64
-    assert model_args(_cfg(sliding_window=64))[1].max_context() == 2048          # llama has no window
+    assert model_args(_cfg(sliding_window=64))[1].max_context() == 2048  # llama has no window

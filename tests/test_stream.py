@@ -1,4 +1,5 @@
 """The streaming runtime: same logits under any budget, slot count and device; budget errors; I/O errors."""
+
 from __future__ import annotations
 
 import threading
@@ -20,8 +21,17 @@ CTX = 64
 def src_dir(tmp_path_factory):
     """Big enough (6 layers of 1.7 MB in q4, 12 MB in f32) that streaming beats pinning at every slot count."""
     from conftest import make_tiny_model
-    return make_tiny_model(tmp_path_factory.mktemp("src") / "m", hidden=512, heads=8, kv_heads=4, head_dim=64,
-                           inter=1408, layers=6, std=0.05)
+
+    return make_tiny_model(
+        tmp_path_factory.mktemp("src") / "m",
+        hidden=512,
+        heads=8,
+        kv_heads=4,
+        head_dim=64,
+        inter=1408,
+        layers=6,
+        std=0.05,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +70,7 @@ def test_bit_identical_across_budgets_and_slots(which, f32_file, q4_file):
                 streamed_per_slots[slots] = streamed_per_slots.get(slots, 0) + bool(m.plan.streamed)
                 np.testing.assert_array_equal(m.logits(ids), ref_logits)
                 assert m.generate(prompt, max_tokens=24) == ref_text
-    assert all(streamed_per_slots.get(n) for n in (1, 2, 3))     # the sweep really streamed, every slot count
+    assert all(streamed_per_slots.get(n) for n in (1, 2, 3))  # the sweep really streamed, every slot count
 
 
 def test_direct_io_and_decode_threads_identical(f32_file):
@@ -77,7 +87,7 @@ def test_interrupted_pass_resynchronises(f32_file):
     ref_logits, _ = _reference(f32_file)
     with edgellm.load(f32_file, context=CTX, ram_budget=_minimum(f32_file)) as m:
         m.provider.layer(m.plan.streamed[0])
-        m.provider.release(m.plan.streamed[0])       # the pass stops here
+        m.provider.release(m.plan.streamed[0])  # the pass stops here
         np.testing.assert_array_equal(m.logits(PROMPT), ref_logits)
 
 
@@ -92,7 +102,7 @@ def test_default_context_shrinks_to_fit_a_tight_budget(q4_file, monkeypatch):
     """Without context=, a budget too small for the default context's KV cache gets a shorter context and a
     notice; an explicit context is never changed. (This model's own maximum, 256, is the default here.)"""
     monkeypatch.setattr(edgellm.api, "MIN_AUTO_CONTEXT", 32)
-    budget = _minimum(q4_file)                       # workable at context 64, not at 256
+    budget = _minimum(q4_file)  # workable at context 64, not at 256
     ref, _ = _reference(q4_file)
     with pytest.raises(edgellm.BudgetError):
         edgellm.load(q4_file, context=256, ram_budget=budget)
@@ -146,11 +156,14 @@ def _fail_decoding(m, exc):
         if threading.current_thread().name.startswith("edgellm-"):
             raise exc
         return real(*a, **k)
+
     m.file.decode_chunk = decode_chunk
 
 
-@pytest.mark.parametrize("exc,want", [(OSError(5, "Input/output error"), edgellm.FormatError),
-                                      (ZeroDivisionError("a bug"), ZeroDivisionError)])
+@pytest.mark.parametrize(
+    "exc,want",
+    [(OSError(5, "Input/output error"), edgellm.FormatError), (ZeroDivisionError("a bug"), ZeroDivisionError)],
+)
 def test_only_io_and_codec_errors_become_format_error(f32_file, exc, want):
     """A read error is reported as FormatError; any other exception in the prefetch thread (a bug) is re-raised
     in the caller as it is, not disguised as a damaged file. Either way the next pass works again."""
@@ -188,7 +201,7 @@ def test_device_emulation_slows_streaming_to_profile(f32_file):
         m.provider.throttle.wait = lambda n, started: (throttled.append(n), wait(n, started))
         for _ in range(3):
             m.logits(PROMPT)
-    read_s = m.provider.io_stats()["read_s"]   # after close: the prefetcher has stopped, the counts are final
+    read_s = m.provider.io_stats()["read_s"]  # after close: the prefetcher has stopped, the counts are final
     assert sum(throttled) >= 3 * m.plan.streamed_bytes_per_pass > 0
     assert read_s >= sum(throttled) / bw * (1 - 1e-9)
 
@@ -203,8 +216,10 @@ def test_device_profiles_load():
         load_device("toaster")
 
 
-@pytest.mark.parametrize("text,want", [("512MB", 512 * 10 ** 6), ("1.5GiB", int(1.5 * 2 ** 30)), (4096, 4096),
-                                       ("300M", 300 * 2 ** 20), ("2 kb", 2000)])
+@pytest.mark.parametrize(
+    "text,want",
+    [("512MB", 512 * 10**6), ("1.5GiB", int(1.5 * 2**30)), (4096, 4096), ("300M", 300 * 2**20), ("2 kb", 2000)],
+)
 def test_parse_size(text, want):
     assert parse_size(text) == want
 

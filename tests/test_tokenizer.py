@@ -1,4 +1,5 @@
 """Tokenizer and streaming detokenizer: ids as Hugging Face gives them, never broken UTF-8."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,9 @@ def llama2_tok(shared_dir):
 
 @pytest.fixture(scope="module")
 def gpt2_tok(shared_dir):
-    from tokenizers import Tokenizer as HF, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as HF
+    from tokenizers import decoders, models, pre_tokenizers
+
     d = shared_dir / "tokenizers" / "gpt2"
     t = HF(models.BPE.from_file(str(d / "vocab.json"), str(d / "merges.txt")))
     t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -64,7 +67,7 @@ def _stream(tok, ids):
 def test_streaming_detokenizer_llama2_byte_fallback(llama2_tok, text):
     ids = llama2_tok.encode(text, add_bos=False)
     parts = _stream(llama2_tok, ids)
-    assert all("\ufffd" not in p for p in parts)            # no half characters ever emitted
+    assert all("\ufffd" not in p for p in parts)  # no half characters ever emitted
     assert "".join(parts) == llama2_tok.decode(ids) == text
 
 

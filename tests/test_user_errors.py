@@ -4,6 +4,7 @@ The real `edgellm` command in a subprocess for each bad flag, bad path and bad b
 one stderr line `edgellm: error: ...`, a non-zero exit, no traceback. Then the shared checks in process: the
 same ranges at the Python API, the budget parser, the model resolver, and every option's help.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,9 @@ NOTE = "edgellm: note: "
 def cli(*args, stdin: bytes = b"", env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `edgellm ARGS` (str, Path or raw bytes arguments); stdout and stderr are decoded for the asserts."""
     argv = [a if isinstance(a, bytes) else str(a) for a in args]
-    r = subprocess.run([sys.executable, "-m", "edgellm.cli.main", *argv], input=stdin, capture_output=True,
-                       env=env, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgellm.cli.main", *argv], input=stdin, capture_output=True, env=env, timeout=timeout
+    )
     r.stdout = r.stdout.decode("utf-8", errors="replace")
     r.stderr = r.stderr.decode("utf-8", errors="replace")
     return r
@@ -72,21 +74,38 @@ def bad_paths(tmp_path_factory) -> dict[str, tuple[Path, str]]:
     (d / "model.gguf").write_bytes(b"GGUF" + bytes(60))
     (d / "not-a-model").mkdir()
     (d / "w.safetensors").write_bytes(bytes(16))
-    return {"missing": (d / "nope.ellm", "no such file"), "empty": (d / "empty.ellm", "truncated"),
-            "text": (d / "text.ellm", "not an .ellm file"), "gguf": (d / "model.gguf", "GGUF import is not supported"),
-            "dir": (d / "not-a-model", "no config.json"), "weights": (d / "w.safetensors", "weights file alone")}
+    return {
+        "missing": (d / "nope.ellm", "no such file"),
+        "empty": (d / "empty.ellm", "truncated"),
+        "text": (d / "text.ellm", "not an .ellm file"),
+        "gguf": (d / "model.gguf", "GGUF import is not supported"),
+        "dir": (d / "not-a-model", "no config.json"),
+        "weights": (d / "w.safetensors", "weights file alone"),
+    }
 
 
 # -- 1. validation at the edge: the CLI --------------------------------------------------------------------
 RUN_FLAGS = [
-    (["--max-tokens", "-1"], "--max-tokens"), (["--temp", "-1"], "--temp"), (["--temp", "nan"], "--temp"),
-    (["--top-p", "2"], "--top-p"), (["--top-p", "0"], "--top-p"), (["--top-k", "-3"], "--top-k"),
-    (["--min-p", "2"], "--min-p"), (["--repeat-penalty", "0"], "--repeat-penalty"), (["--seed", "-1"], "--seed"),
-    (["--context", "0"], "--context"), (["--context", "99999999"], "context 99999999"),
-    (["--threads", "0"], "--threads"), (["--threads", "999"], "--threads"), (["--slots", "0"], "--slots"),
-    (["--ram-budget", "abc"], "cannot read the RAM budget"), (["--ram-budget", "-5"], "positive"),
-    (["--ram-budget", "0%"], "positive share"), (["--ram-budget", "10KB"], "minimum workable budget"),
-    (["--device", "toaster"], "unknown device"), (["--max-tokens", "abc"], "invalid int value"),
+    (["--max-tokens", "-1"], "--max-tokens"),
+    (["--temp", "-1"], "--temp"),
+    (["--temp", "nan"], "--temp"),
+    (["--top-p", "2"], "--top-p"),
+    (["--top-p", "0"], "--top-p"),
+    (["--top-k", "-3"], "--top-k"),
+    (["--min-p", "2"], "--min-p"),
+    (["--repeat-penalty", "0"], "--repeat-penalty"),
+    (["--seed", "-1"], "--seed"),
+    (["--context", "0"], "--context"),
+    (["--context", "99999999"], "context 99999999"),
+    (["--threads", "0"], "--threads"),
+    (["--threads", "999"], "--threads"),
+    (["--slots", "0"], "--slots"),
+    (["--ram-budget", "abc"], "cannot read the RAM budget"),
+    (["--ram-budget", "-5"], "positive"),
+    (["--ram-budget", "0%"], "positive share"),
+    (["--ram-budget", "10KB"], "minimum workable budget"),
+    (["--device", "toaster"], "unknown device"),
+    (["--max-tokens", "abc"], "invalid int value"),
     (["--quant", "q5"], "invalid choice"),
 ]
 
@@ -131,21 +150,27 @@ OTHER_FLAGS = [
 
 @pytest.mark.parametrize("args,match", OTHER_FLAGS, ids=[" ".join(a[:1] + a[2:]) for a, _ in OTHER_FLAGS])
 def test_other_commands_bad_flag_is_one_line(model, stories_dir, bad_paths, env, tmp_path, args, match):
-    fill = {"m": model, "hf": stories_dir, "out": tmp_path / "o.ellm", "dir": tmp_path,
-            "empty": bad_paths["empty"][0]}
+    fill = {"m": model, "hf": stories_dir, "out": tmp_path / "o.ellm", "dir": tmp_path, "empty": bad_paths["empty"][0]}
     r = cli(*(a.format(**fill) for a in args), stdin=b"hi\n", env=env)
     assert_one_line_error(r, match)
     assert not (tmp_path / "o.ellm").exists()
 
 
-MODEL_COMMANDS = {"run": ["-p", "hi"], "chat": [], "bench": [], "perplexity": ["--text", str(TEXT)], "plan": [],
-                  "inspect": []}
+MODEL_COMMANDS = {
+    "run": ["-p", "hi"],
+    "chat": [],
+    "bench": [],
+    "perplexity": ["--text", str(TEXT)],
+    "plan": [],
+    "inspect": [],
+}
 
 
 # every kind of bad path for `run`; for the other commands the kinds that take each branch of the shared resolver
 # (a directory, the .gguf hook, a file EllmFile refuses)
-BAD_MODELS = [("run", k) for k in ("missing", "empty", "text", "gguf", "dir", "weights")] + \
-    [(c, k) for c in MODEL_COMMANDS if c != "run" for k in ("empty", "gguf", "dir")]
+BAD_MODELS = [("run", k) for k in ("missing", "empty", "text", "gguf", "dir", "weights")] + [
+    (c, k) for c in MODEL_COMMANDS if c != "run" for k in ("empty", "gguf", "dir")
+]
 
 
 @pytest.mark.parametrize("command,kind", BAD_MODELS, ids=[f"{c}-{k}" for c, k in BAD_MODELS])
@@ -181,7 +206,7 @@ def test_invalid_utf8_in_a_stop_string_is_replaced(model, env):
 def test_invalid_utf8_in_piped_chat_is_replaced_with_one_note(model, env):
     r = cli("chat", model, "--max-tokens", "4", "--threads", "1", stdin=b"hi \xff there\nagain \xfe\n", env=env)
     assert_one_note(r, "standard input", "invalid UTF-8", "replaced")
-    assert r.stdout.count("\n") >= 2          # both turns were answered
+    assert r.stdout.count("\n") >= 2  # both turns were answered
 
 
 def test_invalid_utf8_in_a_perplexity_text_is_replaced_with_one_note(model, env, tmp_path):
@@ -195,8 +220,19 @@ def test_invalid_utf8_in_a_perplexity_text_is_replaced_with_one_note(model, env,
 # -- bench and demo: what ran is printed, then a non-zero exit ----------------------------------------------
 def test_bench_prints_what_ran_then_fails_for_the_configuration_that_could_not(stories_dir, env):
     # a Hugging Face directory: bench goes through the same front door as every other command
-    r = cli("bench", stories_dir, "--sweep", "budget=10KB,900%", "--prompt-tokens", "4", "--gen-tokens", "2",
-            "--threads", "1", env=env)
+    r = cli(
+        "bench",
+        stories_dir,
+        "--sweep",
+        "budget=10KB,900%",
+        "--prompt-tokens",
+        "4",
+        "--gen-tokens",
+        "2",
+        "--threads",
+        "1",
+        env=env,
+    )
     line = assert_one_line_error(r, "1 of 2 configuration(s) could not run")
     assert "minimum workable budget" in line
     rows = {ln.split()[0]: ln for ln in r.stdout.splitlines() if ln.startswith("budget=")}
@@ -216,9 +252,11 @@ def test_hugging_face_directory_is_converted_once_for_every_command(stories_dir,
     assert first.returncode == 0, first.stderr
     converting = f"converting {stories_dir} to q4 (once; cached in"
     assert converting in first.stderr and "bits/weight" in first.stdout
-    for args in (["run", stories_dir, "-p", "Once upon a time", "--max-tokens", "4"],
-                 ["plan", stories_dir, "--ram-budget", "900%", "--context", "64", "--json"],
-                 ["perplexity", stories_dir, "--text", TEXT, "--context", "128"]):
+    for args in (
+        ["run", stories_dir, "-p", "Once upon a time", "--max-tokens", "4"],
+        ["plan", stories_dir, "--ram-budget", "900%", "--context", "64", "--json"],
+        ["perplexity", stories_dir, "--text", TEXT, "--context", "128"],
+    ):
         r = cli(*args, env=env)
         assert r.returncode == 0, r.stderr
         assert converting not in r.stderr
@@ -228,8 +266,9 @@ def test_hugging_face_directory_is_converted_once_for_every_command(stories_dir,
 def test_two_processes_converting_the_same_directory_convert_once(stories_dir, tmp_path):
     env = dict(os.environ, EDGELLM_CACHE=str(tmp_path / "cache"))
     cmd = [sys.executable, "-m", "edgellm.cli.main", "inspect", str(stories_dir)]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert sum(err.count(f"converting {stories_dir} to q4") for _, err in outs) == 1, [e for _, e in outs]
@@ -247,35 +286,50 @@ def test_load_takes_a_directory_and_a_share_of_the_file_as_budget(stories_dir, m
 
 def test_resolve_model_refuses_what_it_cannot_read(bad_paths):
     from edgellm.source import resolve_model
+
     with pytest.raises(UnsupportedModelError, match="GGUF"):
         resolve_model(bad_paths["gguf"][0])
     with pytest.raises(EdgeLLMError, match="no config.json"):
         resolve_model(bad_paths["dir"][0])
     with pytest.raises(InvalidArgumentError, match="quant"):
         resolve_model(bad_paths["text"][0], quant="q5")
-    assert resolve_model(bad_paths["text"][0]) == bad_paths["text"][0]    # EllmFile names what is wrong
+    assert resolve_model(bad_paths["text"][0]) == bad_paths["text"][0]  # EllmFile names what is wrong
 
 
-@pytest.mark.parametrize("value,want", [("50%", 500), (" 25 % ", 250), ("2MB", 2_000_000), ("1KiB", 1024),
-                                        (4096, 4096), (None, None)])
+@pytest.mark.parametrize(
+    "value,want", [("50%", 500), (" 25 % ", 250), ("2MB", 2_000_000), ("1KiB", 1024), (4096, 4096), (None, None)]
+)
 def test_budget_parser(value, want):
     from edgellm.runtime.budget import parse_budget
+
     assert parse_budget(value, 1000) == want
 
 
 @pytest.mark.parametrize("value", ["abc", "-5", "0", "0%", "-10%", "nan%", "x%", True, float("inf"), -3, [1]])
 def test_budget_parser_refuses(value):
     from edgellm.runtime.budget import check_budget, parse_budget
+
     with pytest.raises(InvalidArgumentError):
         parse_budget(value, 1000)
-    with pytest.raises(InvalidArgumentError):       # the check load() runs before it opens the file
+    with pytest.raises(InvalidArgumentError):  # the check load() runs before it opens the file
         check_budget(value)
 
 
 # -- 1. the same checks at the Python API ------------------------------------------------------------------
-BAD_SAMPLING = [dict(max_tokens=-1), dict(max_tokens=2.5), dict(temperature=-1), dict(temperature=float("nan")),
-                dict(top_k=-3), dict(top_p=2), dict(top_p=0), dict(min_p=1.5), dict(repetition_penalty=0),
-                dict(seed=-1), dict(stop=3), dict(stop=["ok", 4])]
+BAD_SAMPLING = [
+    dict(max_tokens=-1),
+    dict(max_tokens=2.5),
+    dict(temperature=-1),
+    dict(temperature=float("nan")),
+    dict(top_k=-3),
+    dict(top_p=2),
+    dict(top_p=0),
+    dict(min_p=1.5),
+    dict(repetition_penalty=0),
+    dict(seed=-1),
+    dict(stop=3),
+    dict(stop=["ok", 4]),
+]
 
 
 @pytest.fixture(scope="module")
@@ -287,12 +341,12 @@ def loaded(model):
 @pytest.mark.parametrize("kwargs", BAD_SAMPLING, ids=[repr(k) for k in BAD_SAMPLING])
 def test_api_refuses_bad_sampling_at_the_call(loaded, kwargs):
     with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
-        loaded.stream("hi", **kwargs)                 # at the call, before any next()
+        loaded.stream("hi", **kwargs)  # at the call, before any next()
     with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
         loaded.generate("hi", **kwargs)
     with pytest.raises(InvalidArgumentError, match=next(iter(kwargs))):
         loaded.chat([{"role": "user", "content": "hi"}], **kwargs)
-    with pytest.raises(ValueError):                   # InvalidArgumentError is also a ValueError
+    with pytest.raises(ValueError):  # InvalidArgumentError is also a ValueError
         loaded.stream("hi", **kwargs)
 
 
@@ -301,10 +355,18 @@ def test_api_chat_refuses_an_unknown_sampling_argument(loaded):
         loaded.chat([{"role": "user", "content": "hi"}], temprature=0.5)
 
 
-BAD_LOAD = [(dict(threads=0), "threads"), (dict(threads=10_000), "threads"), (dict(threads=1.5), "threads"),
-            (dict(context=0), "context"), (dict(context=-1), "context"), (dict(context=True), "context"),
-            (dict(slots=0), "slots"), (dict(ram_budget="abc"), "RAM budget"), (dict(ram_budget=-5), "RAM budget"),
-            (dict(quant="q5"), "quant")]
+BAD_LOAD = [
+    (dict(threads=0), "threads"),
+    (dict(threads=10_000), "threads"),
+    (dict(threads=1.5), "threads"),
+    (dict(context=0), "context"),
+    (dict(context=-1), "context"),
+    (dict(context=True), "context"),
+    (dict(slots=0), "slots"),
+    (dict(ram_budget="abc"), "RAM budget"),
+    (dict(ram_budget=-5), "RAM budget"),
+    (dict(quant="q5"), "quant"),
+]
 
 
 @pytest.mark.parametrize("kwargs,match", BAD_LOAD, ids=[repr(k) for k, _ in BAD_LOAD])
@@ -315,6 +377,7 @@ def test_api_load_refuses_bad_arguments(model, kwargs, match):
 
 def test_api_replaces_lone_surrogates_instead_of_crashing_the_tokenizer(loaded):
     from edgellm.generate.params import TextReplaced
+
     with pytest.warns(TextReplaced, match="invalid UTF-8"):
         text = loaded.generate("Once upon a \udcff time", max_tokens=4)
     assert isinstance(text, str)
@@ -326,13 +389,16 @@ def test_api_replaces_lone_surrogates_instead_of_crashing_the_tokenizer(loaded):
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         loaded.generate("Once upon a time", max_tokens=2)
-    assert not [w for w in seen if issubclass(w.category, TextReplaced)]        # clean text: no warning
+    assert not [w for w in seen if issubclass(w.category, TextReplaced)]  # clean text: no warning
 
 
 def test_an_error_message_of_several_lines_is_printed_as_one():
     from edgellm.cli.main import one_line
-    assert one_line(EdgeLLMError("cannot load the tokenizer:\n  expected value\n\n at line 1")) == \
-        "cannot load the tokenizer:; expected value; at line 1"
+
+    assert (
+        one_line(EdgeLLMError("cannot load the tokenizer:\n  expected value\n\n at line 1"))
+        == "cannot load the tokenizer:; expected value; at line 1"
+    )
     assert one_line(EdgeLLMError()) == "EdgeLLMError"
 
 
@@ -341,6 +407,7 @@ def _subparsers():
     import argparse
 
     from edgellm.cli.main import build_parser
+
     parser = build_parser()
     [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return sub.choices
@@ -348,7 +415,8 @@ def _subparsers():
 
 def test_every_option_help_states_its_default():
     import argparse
-    bare = (argparse._HelpAction, argparse._StoreTrueAction, argparse._VersionAction)    # off / no value
+
+    bare = (argparse._HelpAction, argparse._StoreTrueAction, argparse._VersionAction)  # off / no value
     for name, p in _subparsers().items():
         text = p.format_help()
         for nonsense in ("(default: None)", "(default: False)", "(default: True)"):
@@ -361,6 +429,7 @@ def test_every_option_help_states_its_default():
 
 def test_device_help_lists_the_profiles_in_every_command():
     from edgellm.runtime.device import list_devices
+
     for name, p in _subparsers().items():
         for a in p._actions:
             if "--device" in a.option_strings:
@@ -368,12 +437,13 @@ def test_device_help_lists_the_profiles_in_every_command():
 
 
 def test_help_output_shows_defaults(env):
-    r = cli("run", "--help", env=dict(env, COLUMNS="300"))       # wide: no line break inside what is matched
+    r = cli("run", "--help", env=dict(env, COLUMNS="300"))  # wide: no line break inside what is matched
     assert r.returncode == 0 and "(default: 256)" in r.stdout and "rpi5-nvme" in r.stdout
 
 
-@pytest.mark.parametrize("command", ["demo", "convert", "inspect", "verify", "run", "chat", "perplexity", "bench",
-                                     "plan", "analyze"])
+@pytest.mark.parametrize(
+    "command", ["demo", "convert", "inspect", "verify", "run", "chat", "perplexity", "bench", "plan", "analyze"]
+)
 def test_unknown_flag_prints_the_subcommand_usage_and_one_error_line(model, env, command):
     r = cli(command, "--bogus", env=env)
     assert_one_line_error(r)

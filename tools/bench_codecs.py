@@ -6,6 +6,7 @@
 Re-encodes every chunk's decoded bytes (up to --max-mb of them, spread over the file) with each codec and
 times decompression on one core of this machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,7 @@ import time
 
 import numpy as np
 
-from edgellm.format import EllmFile
-from edgellm.format import codecs
+from edgellm.format import EllmFile, codecs
 
 
 def main() -> None:
@@ -51,8 +51,10 @@ def main() -> None:
             t2 = time.perf_counter()
             raw_b, st_b = sum(map(len, sel)), sum(map(len, enc))
             name = f"{codec}-{level}" if codec == "zstd" else codec
-            print(f"{name:<9} {part:<7} {raw_b / st_b:>7.4f} {raw_b / 1e6 / (t1 - t0):>12,.0f} "
-                  f"{raw_b / 1e6 / (t2 - t1):>12,.0f}")
+            print(
+                f"{name:<9} {part:<7} {raw_b / st_b:>7.4f} {raw_b / 1e6 / (t1 - t0):>12,.0f} "
+                f"{raw_b / 1e6 / (t2 - t1):>12,.0f}"
+            )
 
 
 if __name__ == "__main__":

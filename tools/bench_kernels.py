@@ -9,6 +9,7 @@ effective weight bandwidth (stored weight bytes touched per decoded token x tok/
 alone on the model's largest layer matrix (GB/s of stored bytes), and the machine's memory read bandwidth
 measured in the same run, so the kernel figures can be read against what the memory allows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,9 +45,11 @@ def memory_read_gb_s(nbytes: int = 1 << 30) -> float:
 
 def matvec_gb_s(model) -> tuple[str, float]:
     from edgellm.kernels import matvec
+
     f = model.file
-    name = max((e for e in f.entries if ".layers.0." in e.name and e.layout.rows > 1),
-               key=lambda e: e.layout.nbytes).name
+    name = max(
+        (e for e in f.entries if ".layers.0." in e.name and e.layout.rows > 1), key=lambda e: e.layout.nbytes
+    ).name
     w = f.read_tensor(name)
     x = np.random.default_rng(0).standard_normal(w.layout.cols).astype(np.float32)
     out = np.zeros(w.layout.rows, np.float32)
@@ -62,25 +65,38 @@ def matvec_gb_s(model) -> tuple[str, float]:
 
 def bench(path: str, prompt_tokens: int, gen_tokens: int, threads: int, repeat: int) -> dict:
     import edgellm
+
     with edgellm.load(path, ram_budget=1 << 40, threads=threads, context=prompt_tokens + gen_tokens + 8) as m:
         rng = np.random.default_rng(1)
         prompt = rng.integers(3, m.config.vocab_size, prompt_tokens).tolist()
-        list(m.stream(prompt[:8], max_tokens=2))            # compile / load kernels outside the timing
+        list(m.stream(prompt[:8], max_tokens=2))  # compile / load kernels outside the timing
         pre, dec = [], []
         for _ in range(repeat):
-            m.session.ids = []                              # no prefix reuse between repeats
+            m.session.ids = []  # no prefix reuse between repeats
             last = list(m.stream(prompt, max_tokens=gen_tokens))[-1]
             pre.append(last.stats.prompt_tps)
             dec.append(last.stats.decode_tps)
-        weights = sum(e.layout.nbytes for e in m.file.entries if "embed_tokens" not in e.name or
-                      m.config.tie_word_embeddings)
+        weights = sum(
+            e.layout.nbytes for e in m.file.entries if "embed_tokens" not in e.name or m.config.tie_word_embeddings
+        )
         mv_name, mv = matvec_gb_s(m)
         stype = (m.file.header.get("quant") or {}).get("type")
     d = statistics.median(dec)
-    return {"model": path, "stype": stype, "threads": threads, "prompt_tokens": prompt_tokens,
-            "gen_tokens": gen_tokens, "prefill_tps": statistics.median(pre), "decode_tps": d,
-            "decode_tps_all": dec, "prefill_tps_all": pre, "weight_bytes_per_token": weights,
-            "effective_gb_s": weights * d / 1e9, "matvec": mv_name, "matvec_gb_s": mv}
+    return {
+        "model": path,
+        "stype": stype,
+        "threads": threads,
+        "prompt_tokens": prompt_tokens,
+        "gen_tokens": gen_tokens,
+        "prefill_tps": statistics.median(pre),
+        "decode_tps": d,
+        "decode_tps_all": dec,
+        "prefill_tps_all": pre,
+        "weight_bytes_per_token": weights,
+        "effective_gb_s": weights * d / 1e9,
+        "matvec": mv_name,
+        "matvec_gb_s": mv,
+    }
 
 
 def main() -> None:
@@ -95,11 +111,14 @@ def main() -> None:
     rows = [bench(p, a.prompt_tokens, a.gen_tokens, a.threads, a.repeat) for p in a.models]
     mem = memory_read_gb_s()
     print(f"memory read bandwidth here: {mem:.1f} GB/s ({a.threads} threads)")
-    print(f"{'model':<28} {'type':<4} {'prefill tok/s':>13} {'decode tok/s':>12} {'weights GB/s':>12} "
-          f"{'matvec GB/s':>11}")
+    print(
+        f"{'model':<28} {'type':<4} {'prefill tok/s':>13} {'decode tok/s':>12} {'weights GB/s':>12} {'matvec GB/s':>11}"
+    )
     for r in rows:
-        print(f"{r['model'][-28:]:<28} {r['stype']:<4} {r['prefill_tps']:>13.1f} {r['decode_tps']:>12.2f} "
-              f"{r['effective_gb_s']:>12.2f} {r['matvec_gb_s']:>11.2f}")
+        print(
+            f"{r['model'][-28:]:<28} {r['stype']:<4} {r['prefill_tps']:>13.1f} {r['decode_tps']:>12.2f} "
+            f"{r['effective_gb_s']:>12.2f} {r['matvec_gb_s']:>11.2f}"
+        )
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"memory_gb_s": mem, "rows": rows}, fh, indent=1)

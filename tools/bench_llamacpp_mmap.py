@@ -9,6 +9,7 @@ The limit is a share of the GGUF file plus --extra-mb for llama.cpp's own buffer
 scratch), the same headroom edgellm's children get above their budget. Under cyclic access the page cache
 keeps nothing once the limit is below the file, so every token re-reads the weights.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,10 @@ def main() -> None:
         limit = int(size * pct / 100 + a.extra_mb * 1e6)
         r = run(a.llama_bench, a.model, a.threads, a.gen_tokens, limit)
         tps = f"{r['avg_ts']:.2f}" if "avg_ts" in r else "-"
-        print(f"{pct:>5}% {limit / 1e6:>10,.0f} {tps:>12}"
-              + (f"  error: {r['error']}" if "error" in r else ""), flush=True)
+        print(
+            f"{pct:>5}% {limit / 1e6:>10,.0f} {tps:>12}" + (f"  error: {r['error']}" if "error" in r else ""),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ model pinned in RAM. `--busy N` starts N processes that spin on a core for the w
 Pi running anything else looks like. A cell prints the median decode tok/s of its repeats (min-max beside);
 the last column of each row is the default's ratio to the best fixed thread count of that row.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,13 @@ def cell(model: str, threads: str, busy: int, tokens: int, repeat: int, env: dic
     spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(busy)]
     try:
         time.sleep(0.2 if busy else 0)
-        res = subprocess.run([sys.executable, "-c", CHILD, model, threads, str(tokens), str(repeat)],
-                             capture_output=True, text=True, env={**os.environ, **env}, timeout=1800)
+        res = subprocess.run(
+            [sys.executable, "-c", CHILD, model, threads, str(tokens), str(repeat)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=1800,
+        )
         if res.returncode:
             raise SystemExit(f"bench_threads: child failed on {model} threads={threads}:\n{res.stderr}")
         return json.loads(res.stdout.strip().splitlines()[-1])

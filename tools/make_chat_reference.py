@@ -6,6 +6,7 @@
 tests/test_chat_templates.py checks that edgellm renders every case to the same string, without
 needing transformers. Rerun this after changing a template in edgellm/chat/templates.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,15 +22,19 @@ SHARED = ROOT.parent / "shared"
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Tell me a story."}],
-    [{"role": "system", "content": "You are a helpful assistant."},
-     {"role": "user", "content": "What is 2+2?"},
-     {"role": "assistant", "content": "4."},
-     {"role": "user", "content": "And 3+3?"}],
+    [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "4."},
+        {"role": "user", "content": "And 3+3?"},
+    ],
     # surrounding spaces and newlines catch templates that strip() or trim content
-    [{"role": "system", "content": "Réponds en français.\nSois bref."},
-     {"role": "user", "content": "  Qu'est-ce que « naïf » ?\n日本語も  "},
-     {"role": "assistant", "content": "Naïf veut dire… 🙂\nVoilà.\n"},
-     {"role": "user", "content": "Merci !\n\n"}],
+    [
+        {"role": "system", "content": "Réponds en français.\nSois bref."},
+        {"role": "user", "content": "  Qu'est-ce que « naïf » ?\n日本語も  "},
+        {"role": "assistant", "content": "Naïf veut dire… 🙂\nVoilà.\n"},
+        {"role": "user", "content": "Merci !\n\n"},
+    ],
 ]
 
 # The special tokens each family's tokenizer really has, so the expected strings read naturally.
@@ -82,13 +87,13 @@ def templates() -> dict[str, str]:
 def render(tok, source: str, bos: str, eos: str, conversation, add_generation_prompt: bool, extra: dict) -> str:
     # apply_chat_template hands the tokenizer's own special tokens to the template
     tok.bos_token, tok.eos_token = bos, eos
-    return tok.apply_chat_template(conversation, chat_template=source, tokenize=False,
-                                   add_generation_prompt=add_generation_prompt, **extra)
+    return tok.apply_chat_template(
+        conversation, chat_template=source, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
+    )
 
 
 def build() -> dict:
-    tok = transformers.PreTrainedTokenizerFast(
-        tokenizer_file=str(SHARED / "tokenizers" / "llama2" / "tokenizer.json"))
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_file=str(SHARED / "tokenizers" / "llama2" / "tokenizer.json"))
     out = {"transformers": transformers.__version__, "templates": {}}
     for name, source in templates().items():
         bos, eos = TOKENS.get(name, DEFAULT_TOKENS)
@@ -96,9 +101,16 @@ def build() -> dict:
         for extra in [{}, *EXTRA_CASES.get(name, [])]:
             for conversation in CONVERSATIONS:
                 for agp in (True, False):
-                    cases.append({"conversation": conversation, "add_generation_prompt": agp, "bos": bos,
-                                  "eos": eos, "extra": extra,
-                                  "expected": render(tok, source, bos, eos, conversation, agp, extra)})
+                    cases.append(
+                        {
+                            "conversation": conversation,
+                            "add_generation_prompt": agp,
+                            "bos": bos,
+                            "eos": eos,
+                            "extra": extra,
+                            "expected": render(tok, source, bos, eos, conversation, agp, extra),
+                        }
+                    )
         out["templates"][name] = {"source": source, "cases": cases}
     return out
 

@@ -4,6 +4,7 @@
 The inputs are fixed here, so running it again must reproduce the committed bytes exactly
 (tests/test_golden.py checks that, and that a reader decodes tiny.ellm to tiny.json).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,10 +17,20 @@ from edgellm.format import EllmFile, TensorEntry, Writer
 from edgellm.format.spec import layout_for
 from edgellm.quant import quantize
 
-CONFIG = {"model_type": "llama", "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
-          "num_key_value_heads": 1, "intermediate_size": 5, "vocab_size": 3}
-TOKENIZER = {"json": '{"version":"1.0","model":{"type":"WordLevel","vocab":{"<unk>":0,"a":1,"b":2},'
-                     '"unk_token":"<unk>"}}', "config": {"bos_token": None}, "generation_config": {}}
+CONFIG = {
+    "model_type": "llama",
+    "hidden_size": 8,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "intermediate_size": 5,
+    "vocab_size": 3,
+}
+TOKENIZER = {
+    "json": '{"version":"1.0","model":{"type":"WordLevel","vocab":{"<unk>":0,"a":1,"b":2},"unk_token":"<unk>"}}',
+    "config": {"bos_token": None},
+    "generation_config": {},
+}
 
 
 def tensors() -> list[tuple[str, int, str, str, np.ndarray]]:
@@ -30,8 +41,13 @@ def tensors() -> list[tuple[str, int, str, str, np.ndarray]]:
         ("model.embed_tokens.weight", -1, "q4", "raw", ramp),
         ("model.layers.0.input_layernorm.weight", 0, "f32", "zstd", np.ones(64, np.float32)),
         ("model.layers.0.self_attn.q_proj.weight", 0, "q8", "lz4", wave),
-        ("model.layers.0.mlp.down_proj.weight", 0, "f16", "raw",
-         np.array([[1.5, -2.0, 0.1, 3.25, -0.5], [0.0, 1.0, -1.0, 2.0, 65504.0]], np.float32)),
+        (
+            "model.layers.0.mlp.down_proj.weight",
+            0,
+            "f16",
+            "raw",
+            np.array([[1.5, -2.0, 0.1, 3.25, -0.5], [0.0, 1.0, -1.0, 2.0, 65504.0]], np.float32),
+        ),
         ("model.norm.weight", 1, "f32", "raw", np.arange(8, dtype=np.float32) / 8),
     ]
 
@@ -39,10 +55,14 @@ def tensors() -> list[tuple[str, int, str, str, np.ndarray]]:
 def write(path: Path) -> None:
     items = tensors()
     entries = [TensorEntry(n, v.shape, layout_for(v.shape, st, 32), layer) for n, layer, st, _c, v in items]
-    meta = {"format": "ellm", "converter": "golden", "config": CONFIG,
-            "quant": {"type": "q4", "group_size": 32}, "tokenizer": TOKENIZER}
-    with Writer(path, meta, entries, alignment=64, tensor_codecs={n: c for n, _l, _s, c, _v in items},
-                threads=1) as w:
+    meta = {
+        "format": "ellm",
+        "converter": "golden",
+        "config": CONFIG,
+        "quant": {"type": "q4", "group_size": 32},
+        "tokenizer": TOKENIZER,
+    }
+    with Writer(path, meta, entries, alignment=64, tensor_codecs={n: c for n, _l, _s, c, _v in items}, threads=1) as w:
         for (name, _layer, stype, _codec, v), e in zip(items, entries):
             for stream in quantize(v.reshape(e.layout.rows, e.layout.cols), stype, 32):
                 w.feed(name, np.ascontiguousarray(stream))
@@ -55,8 +75,10 @@ def decoded(path: Path) -> dict:
         for e in f.entries:
             t = f.read_tensor(e.name)
             out["tensors"][e.name] = {
-                "codecs": [c.codec for c in e.chunks], "raw_hex": t.to_bytes().hex(),
-                "values": [float(x) for x in t.dequantize().ravel()]}
+                "codecs": [c.codec for c in e.chunks],
+                "raw_hex": t.to_bytes().hex(),
+                "values": [float(x) for x in t.dequantize().ravel()],
+            }
     return out
 
 

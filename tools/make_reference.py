@@ -8,6 +8,7 @@ Writes tests/data/reference/<case>/: the tiny random checkpoints of tests/test_m
 transformers itself, f32), input_ids.json and logits.npy; for stories260K (read from ../shared) the logits of
 the "Once upon a time" prompt and transformers' greedy 40-token continuation.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,11 @@ from conftest import STORIES, TINY_TOKENIZER, make_tiny_model  # noqa: E402
 from test_models import CASES, STORIES_PROMPT, _ids  # noqa: E402
 
 OUT = ROOT / "tests" / "data" / "reference"
-CLASSES = {"llama": transformers.LlamaForCausalLM, "mistral": transformers.MistralForCausalLM,
-           "qwen2": transformers.Qwen2ForCausalLM}
+CLASSES = {
+    "llama": transformers.LlamaForCausalLM,
+    "mistral": transformers.MistralForCausalLM,
+    "qwen2": transformers.Qwen2ForCausalLM,
+}
 
 
 def logits(model, ids) -> np.ndarray:
@@ -43,13 +47,14 @@ def tiny_case(name: str, kw: dict) -> None:
     for p in src.iterdir():
         p.unlink()
     src.rmdir()
-    model.save_pretrained(d, safe_serialization=True)           # transformers' own file and config
+    model.save_pretrained(d, safe_serialization=True)  # transformers' own file and config
     (d / "tokenizer.json").write_text(json.dumps(TINY_TOKENIZER))
-    (d / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>",
-                                                         "add_bos_token": True}))
+    (d / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True})
+    )
     ids = _ids(24, cfg["vocab_size"])
     full = logits(model, ids)
-    with torch.no_grad():                                        # KV-cache path must agree with the full pass
+    with torch.no_grad():  # KV-cache path must agree with the full pass
         out = model(torch.tensor([ids[:16]]), use_cache=True)
         rows, past = [out.logits[0, -1]], out.past_key_values
         for t in ids[16:]:
@@ -69,7 +74,7 @@ def stories_case() -> None:
     (d / "input_ids.json").write_text(json.dumps(STORIES_PROMPT))
     with torch.no_grad():
         g = model.generate(torch.tensor([STORIES_PROMPT]), do_sample=False, max_new_tokens=40)
-    (d / "greedy.json").write_text(json.dumps(g[0, len(STORIES_PROMPT):].tolist()))
+    (d / "greedy.json").write_text(json.dumps(g[0, len(STORIES_PROMPT) :].tolist()))
 
 
 def main() -> None:
@@ -77,10 +82,16 @@ def main() -> None:
     for name, kw in CASES.items():
         tiny_case(name, kw)
     stories_case()
-    (OUT / "MANIFEST.json").write_text(json.dumps({
-        "transformers": transformers.__version__, "torch": torch.__version__,
-        "cases": {n: {k: v for k, v in kw.items()} for n, kw in CASES.items()} | {"stories260K": "../shared"},
-    }, indent=1))
+    (OUT / "MANIFEST.json").write_text(
+        json.dumps(
+            {
+                "transformers": transformers.__version__,
+                "torch": torch.__version__,
+                "cases": {n: {k: v for k, v in kw.items()} for n, kw in CASES.items()} | {"stories260K": "../shared"},
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {OUT}")
 
 

@@ -7,6 +7,7 @@
 Presets: tinyllama-1.1b, smollm2-360m, demo, tiny. The 32000-vocab presets copy the Llama-2 tokenizer from
 ../shared/tokenizers/llama2 when it is there; otherwise a small BPE tokenizer is trained in-process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,11 +34,19 @@ def main() -> None:
     if tok is None and cfg.vocab_size == 32000 and (LLAMA2_TOKENIZER / "tokenizer.json").is_file():
         tok = LLAMA2_TOKENIZER
     t0 = time.perf_counter()
-    out = make_checkpoint(a.out, cfg, dtype=a.dtype, seed=a.seed, tokenizer_dir=tok,
-                          shard_size=parse_size(a.shard_size) if a.shard_size else None)
+    out = make_checkpoint(
+        a.out,
+        cfg,
+        dtype=a.dtype,
+        seed=a.seed,
+        tokenizer_dir=tok,
+        shard_size=parse_size(a.shard_size) if a.shard_size else None,
+    )
     size = sum(p.stat().st_size for p in Path(out).glob("*.safetensors"))
-    print(f"wrote {out}: {a.preset}, {cfg.params / 1e6:,.1f}M params, {size / 1e6:,.1f} MB {a.dtype}, "
-          f"{time.perf_counter() - t0:.1f} s")
+    print(
+        f"wrote {out}: {a.preset}, {cfg.params / 1e6:,.1f}M params, {size / 1e6:,.1f} MB {a.dtype}, "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 For each scheme: relative RMS error (||w - deq(w)|| / ||w||), bits per weight, and the order-0 entropy of
 the stored codes (what an entropy coder could reach).
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,7 +19,7 @@ from safetensors.numpy import load_file
 def _groups(w, g):
     k = -(-w.shape[1] // g) * g
     p = np.zeros((w.shape[0], k), np.float32)
-    p[:, :w.shape[1]] = w
+    p[:, : w.shape[1]] = w
     return p.reshape(w.shape[0], -1, g)
 
 
@@ -60,9 +61,9 @@ def main() -> None:
             ent, n = 0.0, 0
             for w in mats:
                 d, c, bits = scheme(w, name, g)
-                d = d.reshape(w.shape[0], -1)[:, :w.shape[1]]
+                d = d.reshape(w.shape[0], -1)[:, : w.shape[1]]
                 err += float(((d - w) ** 2).sum())
-                sig += float((w ** 2).sum())
+                sig += float((w**2).sum())
                 ent += entropy(c) * c.size
                 n += c.size
             print(f"{name:<30} {g:>5} {bits:>7.2f} {np.sqrt(err / sig):>11.4f} {ent / n:>12.3f}")

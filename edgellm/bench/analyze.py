@@ -44,6 +44,7 @@ JSON schema (`edgellm analyze SRC --json`; bytes, seconds, MB/s = 1e6 bytes/s):
 
 Totals sum the per-tensor bounds, so a total's entropy_bits is the symbol-weighted mean of its tensors'.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,8 @@ from ..format import codecs
 from ..format.spec import DEFAULT_CHUNK
 from ..quant import DEFAULT_GROUP, STORAGE_TYPES, Layout, quantize
 
-BLOCK_BYTES = 8 << 20        # f32 source bytes quantized at once: memory stays bounded on any model
-SAMPLE_BYTES = 1 << 20       # raw bytes per tensor stream whose decode is timed
+BLOCK_BYTES = 8 << 20  # f32 source bytes quantized at once: memory stays bounded on any model
+SAMPLE_BYTES = 1 << 20  # raw bytes per tensor stream whose decode is timed
 DEFAULT_LEVELS = (1, 3, 19)
 SHARE = "(raw - stored) / (raw - entropy bound): fraction of the order-0 saving captured, clipped below at 0"
 
@@ -111,11 +112,12 @@ def _u8(a: np.ndarray) -> np.ndarray:
 @dataclass
 class Part:
     """Sizes and timings of one stream (or of codes + scales, or of a total): everything additive."""
+
     raw: int = 0
     symbols: int = 0
-    bound: float = 0.0                               # bytes
-    stored: dict = field(default_factory=dict)       # variant -> bytes
-    timed: dict = field(default_factory=dict)        # variant -> [bytes decoded, seconds]
+    bound: float = 0.0  # bytes
+    stored: dict = field(default_factory=dict)  # variant -> bytes
+    timed: dict = field(default_factory=dict)  # variant -> [bytes decoded, seconds]
 
     def add(self, o: Part) -> Part:
         self.raw += o.raw
@@ -140,17 +142,27 @@ class Part:
     def to_json(self, weights: int, names, decode_s: dict | None = None) -> dict:
         w = max(weights, 1)
         gain = self.raw - self.bound
-        out = {"weights": weights, "raw_bytes": self.raw, "bound_bytes": round(self.bound),
-               "bits_per_weight": 8 * self.raw / w, "bound_bits_per_weight": 8 * self.bound / w, "codecs": {}}
+        out = {
+            "weights": weights,
+            "raw_bytes": self.raw,
+            "bound_bytes": round(self.bound),
+            "bits_per_weight": 8 * self.raw / w,
+            "bound_bits_per_weight": 8 * self.bound / w,
+            "codecs": {},
+        }
         for v in names:
             st = self.stored.get(v, self.raw)
-            if decode_s is not None:    # several streams: raw-weighted harmonic mean of their rates
+            if decode_s is not None:  # several streams: raw-weighted harmonic mean of their rates
                 rate = self.raw / decode_s[v] / 1e6 if decode_s[v] > 0 else None
             else:
                 rate = self.rate(v)
-            out["codecs"][v] = {"stored_bytes": st, "ratio": self.raw / max(st, 1), "bits_per_weight": 8 * st / w,
-                                "share": max(0.0, (self.raw - st) / gain) if gain > 1e-9 else None,
-                                "decode_mb_s": rate}
+            out["codecs"][v] = {
+                "stored_bytes": st,
+                "ratio": self.raw / max(st, 1),
+                "bits_per_weight": 8 * st / w,
+                "share": max(0.0, (self.raw - st) / gain) if gain > 1e-9 else None,
+                "decode_mb_s": rate,
+            }
         return out
 
 
@@ -168,7 +180,7 @@ class _StreamStudy:
         b = _u8(block)
         self.hist += symbol_counts(b, self.nibbles, self.group)
         rows_per = max(1, self.chunk // b.shape[1])
-        chunks = [b[i:i + rows_per].tobytes() for i in range(0, b.shape[0], rows_per)]
+        chunks = [b[i : i + rows_per].tobytes() for i in range(0, b.shape[0], rows_per)]
         jobs = [(c, v) for c in chunks for v in self.vs if v.codec != "raw"]
         # zstandard and lz4 release the GIL: the chunks compress in parallel (level 19 is the slow part)
         enc = iter(self.pool.map(lambda j: codecs.encode(j[0], j[1].codec, j[1].level), jobs))
@@ -177,7 +189,7 @@ class _StreamStudy:
             self.part.raw += n
             for v in self.vs:
                 e = c if v.codec == "raw" else next(enc)
-                form = (v.codec, e) if len(e) < n else ("raw", c)   # the writer's rule: no shrink -> raw
+                form = (v.codec, e) if len(e) < n else ("raw", c)  # the writer's rule: no shrink -> raw
                 self.part.stored[v.name] = self.part.stored.get(v.name, 0) + len(form[1])
                 forms[v.name] = form
             if self.sampled < SAMPLE_BYTES:
@@ -203,11 +215,12 @@ class _StreamStudy:
 
 # ---- sources: (name, shape, layout, block iterator) per tensor, plus what is skipped ----
 
+
 @dataclass
 class _Item:
     name: str
     shape: tuple
-    source: object            # SourceTensor (safetensors) or TensorEntry (.ellm)
+    source: object  # SourceTensor (safetensors) or TensorEntry (.ellm)
 
 
 def _safetensors_index(path: Path) -> tuple[list[SourceTensor], list[dict]]:
@@ -228,8 +241,15 @@ def _safetensors_index(path: Path) -> tuple[list[SourceTensor], list[dict]]:
     for name, info in sorted(header.items(), key=lambda kv: kv[1].get("data_offsets", (0, 0))[0]):
         dtype, shape = info.get("dtype"), tuple(info.get("shape", ()))
         a, b = info.get("data_offsets", (0, 0))
-        why = (f"dtype {dtype}" if dtype not in _DTYPES else f"{len(shape)}-D" if len(shape) != 2
-               else "empty" if 0 in shape else None)
+        why = (
+            f"dtype {dtype}"
+            if dtype not in _DTYPES
+            else f"{len(shape)}-D"
+            if len(shape) != 2
+            else "empty"
+            if 0 in shape
+            else None
+        )
         if why:
             skipped.append({"name": name, "shape": list(shape), "dtype": dtype, "reason": why})
             continue
@@ -259,14 +279,24 @@ def _block_rows(lay: Layout, chunk: int) -> int:
 
 # ---- the study ----
 
-def analyze(src, *, quants=None, levels=DEFAULT_LEVELS, devices=None, max_tensors: int | None = None,
-            chunk: int = DEFAULT_CHUNK, progress=None) -> dict:
+
+def analyze(
+    src,
+    *,
+    quants=None,
+    levels=DEFAULT_LEVELS,
+    devices=None,
+    max_tensors: int | None = None,
+    chunk: int = DEFAULT_CHUNK,
+    progress=None,
+) -> dict:
     """The study of `src` (.ellm, .safetensors or a directory of them) as the JSON-ready dict above."""
     from ..runtime.device import list_devices, load_device
+
     path = Path(src)
     if not path.exists():
         raise EdgeLLMError(f"{src}: no such file or directory")
-    levels = tuple(dict.fromkeys(levels))                  # repeated values would be counted twice
+    levels = tuple(dict.fromkeys(levels))  # repeated values would be counted twice
     for lv in levels:
         if not 1 <= lv <= 22:
             raise EdgeLLMError(f"--levels: zstd levels run from 1 to 22, got {lv}")
@@ -283,23 +313,27 @@ def analyze(src, *, quants=None, levels=DEFAULT_LEVELS, devices=None, max_tensor
     f = None
     if ellm:
         from ..format import EllmFile
+
         f = EllmFile(path)
         items = [_Item(e.name, e.shape, e) for e in f.entries if len(e.shape) == 2]
-        skipped = [{"name": e.name, "shape": list(e.shape), "dtype": e.layout.stype, "reason": "1-D"}
-                   for e in f.entries if len(e.shape) != 2]
+        skipped = [
+            {"name": e.name, "shape": list(e.shape), "dtype": e.layout.stype, "reason": "1-D"}
+            for e in f.entries
+            if len(e.shape) != 2
+        ]
     elif path.is_dir() or path.suffix == ".safetensors":
         items, skipped = _open_safetensors(path)
     else:
         raise EdgeLLMError(f"{src}: expected an .ellm file, a .safetensors file or a model directory")
     limited = max(0, len(items) - max_tensors) if max_tensors else 0
-    items = items[:len(items) - limited]
+    items = items[: len(items) - limited]
     if not items:
         if f:
             f.close()
         raise EdgeLLMError(f"{src}: no 2-D floating tensor to study")
 
     quant: dict[str, dict] = {}
-    totals: dict[str, dict] = {}            # stype -> {"tensors", "weights", "codes": Part, "scales": Part, "file"}
+    totals: dict[str, dict] = {}  # stype -> {"tensors", "weights", "codes": Part, "scales": Part, "file"}
     try:
         with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
             for i, it in enumerate(items):
@@ -307,8 +341,9 @@ def analyze(src, *, quants=None, levels=DEFAULT_LEVELS, devices=None, max_tensor
                     progress(i, len(items), it.name)
                 for stype, group, rec, parts in _study(it, f, quants, vs, pool, chunk):
                     quant.setdefault(stype, {"group": group, "tensors": []})["tensors"].append(rec)
-                    tot = totals.setdefault(stype, {"tensors": 0, "weights": 0, "codes": Part(), "scales": Part(),
-                                                    "file": _file_mix([])})
+                    tot = totals.setdefault(
+                        stype, {"tensors": 0, "weights": 0, "codes": Part(), "scales": Part(), "file": _file_mix([])}
+                    )
                     tot["tensors"] += 1
                     tot["weights"] += rec["weights"]
                     for k, p in parts.items():
@@ -320,13 +355,26 @@ def analyze(src, *, quants=None, levels=DEFAULT_LEVELS, devices=None, max_tensor
         if f:
             f.close()
 
-    out = {"source": str(src), "kind": "ellm" if ellm else "safetensors", "chunk_bytes": chunk,
-           "levels": list(levels), "variants": names, "share": SHARE, "skipped": skipped, "limited": limited,
-           "quant": quant, "devices": {}, "recommendation": {}}
+    out = {
+        "source": str(src),
+        "kind": "ellm" if ellm else "safetensors",
+        "chunk_bytes": chunk,
+        "levels": list(levels),
+        "variants": names,
+        "share": SHARE,
+        "skipped": skipped,
+        "limited": limited,
+        "quant": quant,
+        "devices": {},
+        "recommendation": {},
+    }
     for stype, tot in totals.items():
         streams = {k: tot[k] for k in ("codes", "scales") if tot[k].raw}
-        rec = {"tensors": tot["tensors"], **_combined(streams, tot["weights"], names),
-               "streams": {k: _stream_json(p, tot["weights"], names, _symbol(stype, k)) for k, p in streams.items()}}
+        rec = {
+            "tensors": tot["tensors"],
+            **_combined(streams, tot["weights"], names),
+            "streams": {k: _stream_json(p, tot["weights"], names, _symbol(stype, k)) for k, p in streams.items()},
+        }
         if ellm:
             rec["file"] = {"mode": file_codec.get("mode"), "level": file_codec.get("level"), **tot["file"]}
         quant[stype]["total"] = rec
@@ -335,8 +383,10 @@ def analyze(src, *, quants=None, levels=DEFAULT_LEVELS, devices=None, max_tensor
         load, rec = {}, out["recommendation"].setdefault(dev.name, {})
         for stype, tot in totals.items():
             streams = [tot["codes"], tot["scales"]]
-            load[stype] = {v: _load(sum(p.stored.get(v, p.raw) for p in streams),
-                                    _decode_s(streams, v, cm.cpu_scale), cm) for v in names}
+            load[stype] = {
+                v: _load(sum(p.stored.get(v, p.raw) for p in streams), _decode_s(streams, v, cm.cpu_scale), cm)
+                for v in names
+            }
             if ellm:
                 load[stype]["file"] = _file_load(tot["file"], streams, names, file_codec.get("level"), cm)
             # a variant whose every chunk fell back to raw is raw: never recommend it on timing noise
@@ -344,10 +394,13 @@ def analyze(src, *, quants=None, levels=DEFAULT_LEVELS, devices=None, max_tensor
             shrinks = [v for v in names if v == "raw" or total["codecs"][v]["stored_bytes"] < total["raw_bytes"]]
             best = min(shrinks, key=lambda v: load[stype][v]["seconds"])
             raw_s, best_s = load[stype]["raw"]["seconds"], load[stype][best]["seconds"]
-            rec[stype] = {"codec": best, "seconds": best_s, "raw_seconds": raw_s,
-                          "time_saving_pct": 100 * (1 - best_s / raw_s) if raw_s else 0.0,
-                          "size_saving_pct": 100 * (1 - total["codecs"][best]["stored_bytes"]
-                                                    / max(total["raw_bytes"], 1))}
+            rec[stype] = {
+                "codec": best,
+                "seconds": best_s,
+                "raw_seconds": raw_s,
+                "time_saving_pct": 100 * (1 - best_s / raw_s) if raw_s else 0.0,
+                "size_saving_pct": 100 * (1 - total["codecs"][best]["stored_bytes"] / max(total["raw_bytes"], 1)),
+            }
         out["devices"][dev.name] = {"read_mb_s": cm.read_mb_s, "cpu_scale": cm.cpu_scale, "load": load}
     return out
 
@@ -357,8 +410,12 @@ def _symbol(stype: str, stream: str) -> str:
 
 
 def _stream_json(p: Part, weights: int, names, symbol: str) -> dict:
-    return {"symbol": symbol, "symbols": p.symbols, "entropy_bits": 8 * p.bound / max(p.symbols, 1),
-            **p.to_json(weights, names)}
+    return {
+        "symbol": symbol,
+        "symbols": p.symbols,
+        "entropy_bits": 8 * p.bound / max(p.symbols, 1),
+        **p.to_json(weights, names),
+    }
 
 
 def _decode_s(streams, v: str, cpu_scale: float = 1.0) -> float:
@@ -375,14 +432,16 @@ def _combined(streams: dict, weights: int, names) -> dict:
 
 def _study(it: _Item, f, quants, vs, pool, chunk):
     """Yield (stype, group, tensor record, {stream: Part}) for each storage type `it` is studied in."""
-    if f is not None:                           # .ellm: the codes and scales as stored
+    if f is not None:  # .ellm: the codes and scales as stored
         e = it.source
         lays = {e.layout.stype: e.layout}
         qt = f.read_tensor(e.name)
         step = _block_rows(e.layout, chunk)
-        feeds = ((e.layout.stype, [qt.codes[r:r + step]] + ([] if qt.scales is None else [qt.scales[r:r + step]]))
-                 for r in range(0, e.layout.rows, step))
-    else:                                       # safetensors: quantize row blocks, each read once for every type
+        feeds = (
+            (e.layout.stype, [qt.codes[r : r + step]] + ([] if qt.scales is None else [qt.scales[r : r + step]]))
+            for r in range(0, e.layout.rows, step)
+        )
+    else:  # safetensors: quantize row blocks, each read once for every type
         st = it.source
         lays = {q: Layout(q, st.shape[0], st.shape[1]) for q in quants}
         step = min(_block_rows(lay, chunk) for lay in lays.values())
@@ -392,13 +451,14 @@ def _study(it: _Item, f, quants, vs, pool, chunk):
                 block = st.read_rows(r, min(st.shape[0], r + step))
                 for q in quants:
                     yield q, quantize(block, q, lays[q].group)
+
         feeds = gen()
     studies = {q: {"codes": _StreamStudy(q == "q4", lay.group, vs, pool, chunk)} for q, lay in lays.items()}
     scales: dict[str, list] = {q: [] for q in lays}
     for q, streams in feeds:
         studies[q]["codes"].feed(streams[0])
         if len(streams) > 1:
-            scales[q].append(streams[1])        # 1/16 of the f32 bytes: kept, then chunked once as the writer does
+            scales[q].append(streams[1])  # 1/16 of the f32 bytes: kept, then chunked once as the writer does
     names = [v.name for v in vs]
     for q, lay in lays.items():
         if scales[q]:
@@ -406,8 +466,12 @@ def _study(it: _Item, f, quants, vs, pool, chunk):
             studies[q]["scales"].feed(np.concatenate(scales[q]))
         parts = {k: s.finish() for k, s in studies[q].items()}
         weights = lay.rows * lay.cols
-        rec = {"name": it.name, "shape": list(it.shape), **_combined(parts, weights, names),
-               "streams": {k: _stream_json(p, weights, names, _symbol(q, k)) for k, p in parts.items()}}
+        rec = {
+            "name": it.name,
+            "shape": list(it.shape),
+            **_combined(parts, weights, names),
+            "streams": {k: _stream_json(p, weights, names, _symbol(q, k)) for k, p in parts.items()},
+        }
         if f is not None:
             rec["file"] = _file_mix(it.source.chunks)
         yield q, (lay.group if lay.quantized else 0), rec, parts
@@ -445,6 +509,8 @@ def _file_load(mix: dict, streams: list[Part], names, level, cm) -> dict:
     (zstd at the file's level when it was studied, else the first level studied)."""
     zstd = f"zstd-{level}" if f"zstd-{level}" in names else next(v for v in names if v.startswith("zstd"))
     raw = sum(p.raw for p in streams)
-    dec = sum(m["raw_bytes"] * _decode_s(streams, zstd if c == "zstd" else c, cm.cpu_scale) / max(raw, 1)
-              for c, m in mix["chunks"].items())
+    dec = sum(
+        m["raw_bytes"] * _decode_s(streams, zstd if c == "zstd" else c, cm.cpu_scale) / max(raw, 1)
+        for c, m in mix["chunks"].items()
+    )
     return _load(mix["stored_bytes"], dec, cm)

@@ -20,6 +20,7 @@ process's own baseline and a cold page cache means cold. JSON result (`--json FI
         "error": str                                         # only when the configuration failed
      }]}
 """
+
 from __future__ import annotations
 
 import itertools
@@ -56,8 +57,11 @@ def budget_bytes(value, model_bytes: int) -> int | None:
 
 
 def _summary(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": values,
+    }
 
 
 def _row(config: dict, r: dict) -> dict:
@@ -68,25 +72,50 @@ def _row(config: dict, r: dict) -> dict:
     pred = r["predicted"]
     decode = _summary([x["decode_tps"] for x in reps])
     return {
-        "config": config, "budget_bytes": r["budget"], "plan_bytes": r["plan_total"],
-        "streamed_units": len(r["streamed"]), "pinned_units": len(r["pinned"]),
+        "config": config,
+        "budget_bytes": r["budget"],
+        "plan_bytes": r["plan_total"],
+        "streamed_units": len(r["streamed"]),
+        "pinned_units": len(r["pinned"]),
         "streamed_bytes_per_token": r["streamed_bytes_per_token"],
-        "load_s": _summary([x["load_s"] for x in reps]), "ttft_s": _summary([x["ttft_s"] for x in reps]),
-        "prefill_tps": _summary([x["prompt_tps"] for x in reps]), "decode_tps": decode,
+        "load_s": _summary([x["load_s"] for x in reps]),
+        "ttft_s": _summary([x["ttft_s"] for x in reps]),
+        "prefill_tps": _summary([x["prompt_tps"] for x in reps]),
+        "decode_tps": decode,
         "decode_bytes_per_token": statistics.fmean(x["decode_bytes_per_token"] for x in reps),
-        "read_s": r["read_s"] / steps, "decompress_s": r["decompress_s"] / steps, "compute_s": r["compute_s"] / steps,
-        "wait_s": r["wait_s"] / steps, "overlap": r["overlap"],
-        "peak_rss_bytes": r["peak_rss"], "rss_over_baseline_bytes": r["rss_over_baseline"],
-        "baseline_rss_bytes": r["baseline_rss"], "page_cache_dropped": r.get("page_cache_dropped"),
-        "predicted_tps": pred["predicted_tps"], "flash_bound_tps": pred["flash_bound_tps"],
+        "read_s": r["read_s"] / steps,
+        "decompress_s": r["decompress_s"] / steps,
+        "compute_s": r["compute_s"] / steps,
+        "wait_s": r["wait_s"] / steps,
+        "overlap": r["overlap"],
+        "peak_rss_bytes": r["peak_rss"],
+        "rss_over_baseline_bytes": r["rss_over_baseline"],
+        "baseline_rss_bytes": r["baseline_rss"],
+        "page_cache_dropped": r.get("page_cache_dropped"),
+        "predicted_tps": pred["predicted_tps"],
+        "flash_bound_tps": pred["flash_bound_tps"],
         "measured_vs_predicted": decode["mean"] / pred["predicted_tps"] if pred["predicted_tps"] else None,
-        "per_layer": r["per_layer"], "trace": r.get("trace", []), "token_times": r.get("token_times", []),
+        "per_layer": r["per_layer"],
+        "trace": r.get("trace", []),
+        "token_times": r.get("token_times", []),
     }
 
 
-def run_bench(model, *, ram_budget=None, device=None, prompt_tokens: int = 128, gen_tokens: int = 64,
-              repeat: int = 1, cold: bool = False, threads: int | None = None, context: int | None = None,
-              sweep: dict[str, list[str]] | None = None, trace_tokens: int = 4, progress=None) -> dict:
+def run_bench(
+    model,
+    *,
+    ram_budget=None,
+    device=None,
+    prompt_tokens: int = 128,
+    gen_tokens: int = 64,
+    repeat: int = 1,
+    cold: bool = False,
+    threads: int | None = None,
+    context: int | None = None,
+    sweep: dict[str, list[str]] | None = None,
+    trace_tokens: int = 4,
+    progress=None,
+) -> dict:
     """Run every configuration of the sweep (the cartesian product of its keys) and return the JSON result."""
     path = Path(model)
     if not path.is_file():
@@ -95,7 +124,8 @@ def run_bench(model, *, ram_budget=None, device=None, prompt_tokens: int = 128, 
         raise EdgeLLMError("--prompt-tokens must be >= 1, --gen-tokens >= 2 and --repeat >= 1")
     from ..format import EllmFile
     from ..runtime.device import load_device
-    with EllmFile(path) as f:        # also validates the file before any child starts
+
+    with EllmFile(path) as f:  # also validates the file before any child starts
         model_bytes = f.size
         max_ctx = int(f.config.get("max_position_embeddings") or 2048)
     if device is not None:
@@ -104,8 +134,16 @@ def run_bench(model, *, ram_budget=None, device=None, prompt_tokens: int = 128, 
     keys = list(sweep)
     combos = list(itertools.product(*(sweep[k] for k in keys))) or [()]
     ctx = context or min(max_ctx, prompt_tokens + gen_tokens + 16)
-    base = {"prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "repeat": repeat, "cold": cold,
-            "threads": threads, "device": device, "context": ctx, "trace_tokens": trace_tokens}
+    base = {
+        "prompt_tokens": prompt_tokens,
+        "gen_tokens": gen_tokens,
+        "repeat": repeat,
+        "cold": cold,
+        "threads": threads,
+        "device": device,
+        "context": ctx,
+        "trace_tokens": trace_tokens,
+    }
     runs = []
     with tempfile.TemporaryDirectory(prefix="edgellm-bench-", dir=_tmp_dir(path)) as tmp:
         recoded: dict[str, str] = {}
@@ -124,9 +162,20 @@ def run_bench(model, *, ram_budget=None, device=None, prompt_tokens: int = 128, 
     for x in runs:
         if "error" not in x and first is not None:
             x["ratio_vs_first"] = x["decode_tps"]["mean"] / first["decode_tps"]["mean"]
-    return {"model": str(path), "model_bytes": model_bytes, "device": device or "host",
-            "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "repeat": repeat, "cold": cold,
-            "threads": threads, "context": ctx, "budget": ram_budget, "sweep": sweep, "runs": runs}
+    return {
+        "model": str(path),
+        "model_bytes": model_bytes,
+        "device": device or "host",
+        "prompt_tokens": prompt_tokens,
+        "gen_tokens": gen_tokens,
+        "repeat": repeat,
+        "cold": cold,
+        "threads": threads,
+        "context": ctx,
+        "budget": ram_budget,
+        "sweep": sweep,
+        "runs": runs,
+    }
 
 
 def _tmp_dir(path: Path) -> str:
@@ -137,6 +186,7 @@ def _tmp_dir(path: Path) -> str:
 def _recode(path: Path, codec: str, tmp: str, device, progress) -> str:
     from ..format.recode import recode
     from ..runtime.device import load_device
+
     out = os.path.join(tmp, f"{path.stem}-{codec}.ellm")
     if progress:
         progress(f"re-encoding {path.name} with {codec} ...")
@@ -150,8 +200,10 @@ def _label(config: dict) -> str:
 
 def format_table(result: dict) -> str:
     """One line per configuration; ratios against the first row."""
-    head = (f"{'config':<22} {'load s':>7} {'TTFT ms':>8} {'prefill':>8} {'decode tok/s':>14} {'MB/token':>9} "
-            f"{'overlap':>8} {'RSS MB':>8} {'predicted':>9} {'meas/pred':>9} {'ratio':>6}")
+    head = (
+        f"{'config':<22} {'load s':>7} {'TTFT ms':>8} {'prefill':>8} {'decode tok/s':>14} {'MB/token':>9} "
+        f"{'overlap':>8} {'RSS MB':>8} {'predicted':>9} {'meas/pred':>9} {'ratio':>6}"
+    )
     lines = [head, "-" * len(head)]
     for x in result["runs"]:
         label = _label(x["config"]) or "default"
@@ -164,10 +216,13 @@ def format_table(result: dict) -> str:
             f"{x['prefill_tps']['mean']:>8.1f} {d['mean']:>7.2f} ± {d['sd']:<4.2f} "
             f"{x['decode_bytes_per_token'] / 1e6:>9.1f} {100 * x['overlap']:>7.0f}% "
             f"{x['rss_over_baseline_bytes'] / 1e6:>8.0f} {x['predicted_tps']:>9.2f} "
-            f"{x['measured_vs_predicted'] or 0:>9.2f} {x.get('ratio_vs_first', 1.0):>6.2f}")
+            f"{x['measured_vs_predicted'] or 0:>9.2f} {x.get('ratio_vs_first', 1.0):>6.2f}"
+        )
     if result.get("device") not in (None, "host"):
-        lines.append(f"predicted: {result['device']}'s flash and CPU; the emulation throttles the flash only, so "
-                     f"where compute bounds the prediction (little or nothing streamed) this host runs faster")
+        lines.append(
+            f"predicted: {result['device']}'s flash and CPU; the emulation throttles the flash only, so "
+            f"where compute bounds the prediction (little or nothing streamed) this host runs faster"
+        )
     return "\n".join(lines)
 
 
@@ -177,8 +232,12 @@ def format_layers(run: dict) -> str:
     n = max((u["unit"] for u in run["per_layer"]), default=0)
     for u in run["per_layer"]:
         name = "head" if u["unit"] == n else f"layer {u['unit']}"
-        lines.append(f"{name:<9} {'yes' if u['streamed'] else 'no':>8} {u['read_s'] * 1e3:>8.2f} "
-                     f"{u['decompress_s'] * 1e3:>9.2f} {u['compute_s'] * 1e3:>10.2f} {u['wait_s'] * 1e3:>8.2f}")
-    lines.append(f"{'per token':<9} {'':>8} {run['read_s'] * 1e3:>8.1f} {run['decompress_s'] * 1e3:>9.1f} "
-                 f"{run['compute_s'] * 1e3:>10.1f} {run['wait_s'] * 1e3:>8.1f}")
+        lines.append(
+            f"{name:<9} {'yes' if u['streamed'] else 'no':>8} {u['read_s'] * 1e3:>8.2f} "
+            f"{u['decompress_s'] * 1e3:>9.2f} {u['compute_s'] * 1e3:>10.2f} {u['wait_s'] * 1e3:>8.2f}"
+        )
+    lines.append(
+        f"{'per token':<9} {'':>8} {run['read_s'] * 1e3:>8.1f} {run['decompress_s'] * 1e3:>9.1f} "
+        f"{run['compute_s'] * 1e3:>10.1f} {run['wait_s'] * 1e3:>8.1f}"
+    )
     return "\n".join(lines)

@@ -4,6 +4,7 @@ It first measures its baseline (interpreter, numpy, numba with every kernel load
 warm-up, then loads the model under the budget and generates; peak RSS minus baseline is what the budget
 must cover.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,6 +43,7 @@ def _peak() -> int:
     except OSError:
         pass
     from ..generate.generate import peak_rss_bytes
+
     return peak_rss_bytes()
 
 
@@ -51,7 +53,9 @@ def _warm_kernels(stype: str) -> None:
     import tempfile
 
     import edgellm
+
     from ..synthetic import make_checkpoint
+
     with tempfile.TemporaryDirectory() as d:
         src = make_checkpoint(os.path.join(d, "src"), "tiny", dtype="float16")
         out = edgellm.convert(src, os.path.join(d, "m.ellm"), quant=stype, progress=False).path
@@ -63,13 +67,21 @@ def _warm_kernels(stype: str) -> None:
 def _one(a: dict, repeat: int) -> dict:
     """Load, prefill a random prompt, decode; timings and I/O split into the prompt and the decode phase."""
     import edgellm
+
     from ..generate.generate import Stats, generate_tokens
     from ..runtime.device import load_device
     from ..runtime.predict import predict
+
     t0 = time.perf_counter()
-    model = edgellm.load(a["model"], ram_budget=a.get("budget"), device=a.get("device"), context=a.get("context"),
-                         slots=a.get("slots", 2), direct_io=a.get("direct_io", True),
-                         decode_threads=a.get("decode_threads", 1))
+    model = edgellm.load(
+        a["model"],
+        ram_budget=a.get("budget"),
+        device=a.get("device"),
+        context=a.get("context"),
+        slots=a.get("slots", 2),
+        direct_io=a.get("direct_io", True),
+        decode_threads=a.get("decode_threads", 1),
+    )
     load_s = time.perf_counter() - t0
     try:
         prov = model.provider
@@ -79,17 +91,16 @@ def _one(a: dict, repeat: int) -> dict:
         stats = Stats()
         trace_tokens = a.get("trace_tokens", 0) if repeat == 0 else 0
         token_times, io1, units1, read1, trace = [], None, None, None, None
-        for n, _ in enumerate(generate_tokens(model.session, prompt, max_tokens=a.get("gen_tokens", 32),
-                                              stats=stats)):
+        for n, _ in enumerate(generate_tokens(model.session, prompt, max_tokens=a.get("gen_tokens", 32), stats=stats)):
             token_times.append(time.perf_counter())
-            if n == 0:      # the decode phase starts here: snapshot what the prompt cost
+            if n == 0:  # the decode phase starts here: snapshot what the prompt cost
                 io1, read1 = dict(prov.io_stats()), prov.bytes_read
                 units1 = {u: dict(r) for u, r in prov.stats.per_unit.items()}
                 if trace_tokens:
                     prov.stats.trace = []
             elif n == trace_tokens:
                 trace, prov.stats.trace = prov.stats.trace, None
-        if prov.stats.trace is not None:          # fewer tokens than asked to trace
+        if prov.stats.trace is not None:  # fewer tokens than asked to trace
             trace, prov.stats.trace = prov.stats.trace, None
         io = prov.io_stats()
         steps = max(stats.generated_tokens - 1, 1)
@@ -98,31 +109,47 @@ def _one(a: dict, repeat: int) -> dict:
         per_layer = []
         for u in sorted(prov.stats.per_unit):
             r, r1 = prov.stats.per_unit[u], units1.get(u, {})
-            per_layer.append({"unit": u, "streamed": u in model.plan.streamed,
-                              **{k: (r[k] - r1.get(k, 0.0)) / steps for k in ("read_s", "decompress_s", "wait_s",
-                                                                                "compute_s")}})
+            per_layer.append(
+                {
+                    "unit": u,
+                    "streamed": u in model.plan.streamed,
+                    **{k: (r[k] - r1.get(k, 0.0)) / steps for k in ("read_s", "decompress_s", "wait_s", "compute_s")},
+                }
+            )
         with EllmFile(a["model"]) as f:
             stype = (f.header.get("quant") or {}).get("type", "q4")
             weights = sum(e.stored_bytes for e in f.entries)
         dev = load_device(a["device"]) if a.get("device") else None
         plan = model.plan
         out = {
-            "budget": plan.budget, "plan_total": plan.total, "pinned": plan.pinned, "streamed": plan.streamed,
-            "streamed_bytes_per_token": plan.streamed_bytes_per_pass, "load_s": load_s,
-            "prompt_tokens": stats.prompt_tokens, "prompt_tps": stats.prompt_tps, "ttft_s": stats.ttft_seconds,
-            "generated_tokens": stats.generated_tokens, "decode_tps": stats.decode_tps,
-            "bytes_read": prov.bytes_read - read0, "prompt_bytes_read": read1 - read0,
+            "budget": plan.budget,
+            "plan_total": plan.total,
+            "pinned": plan.pinned,
+            "streamed": plan.streamed,
+            "streamed_bytes_per_token": plan.streamed_bytes_per_pass,
+            "load_s": load_s,
+            "prompt_tokens": stats.prompt_tokens,
+            "prompt_tps": stats.prompt_tps,
+            "ttft_s": stats.ttft_seconds,
+            "generated_tokens": stats.generated_tokens,
+            "decode_tps": stats.decode_tps,
+            "bytes_read": prov.bytes_read - read0,
+            "prompt_bytes_read": read1 - read0,
             "decode_bytes_per_token": (prov.bytes_read - read1) / steps,
-            "read_s": d["read_s"], "decompress_s": d["decompress_s"], "wait_s": d["wait_s"],
+            "read_s": d["read_s"],
+            "decompress_s": d["decompress_s"],
+            "wait_s": d["wait_s"],
             "compute_s": d["compute_s"],
             "overlap": max(0.0, 1.0 - d["wait_s"] / io_s) if io_s else 1.0,
-            "per_layer": per_layer, "predicted": predict(plan, dev, stype, weights), "stype": stype,
+            "per_layer": per_layer,
+            "predicted": predict(plan, dev, stype, weights),
+            "stype": stype,
             "peak_rss": _peak(),
         }
         if trace is not None:
             base = token_times[0]
             out["trace"] = [[lane, u, t0 - base, t1 - base] for lane, u, t0, t1 in trace]
-            out["token_times"] = [t - base for t in token_times[:trace_tokens + 1]]
+            out["token_times"] = [t - base for t in token_times[: trace_tokens + 1]]
         return out
     finally:
         model.close()
@@ -133,6 +160,7 @@ def main(a: dict) -> dict:
     streamed reads are cold, through O_DIRECT). The first repeat's keys stay at the top level."""
     from .. import kernels
     from .runner import drop_caches
+
     kernels.set_threads(a.get("threads"))
     with EllmFile(a["model"]) as f:
         stype = (f.header.get("quant") or {}).get("type", "q4")
@@ -145,18 +173,23 @@ def main(a: dict) -> dict:
             dropped = drop_caches()
         runs.append(_one(a, r))
     out = dict(runs[0])
-    out.update(repeats=[{k: v for k, v in x.items() if k not in ("trace", "token_times", "per_layer")}
-                        for x in runs],
-               cold=bool(a.get("cold")), page_cache_dropped=dropped, baseline_rss=baseline,
-               peak_rss=_peak(), rss_over_baseline=_peak() - baseline)
+    out.update(
+        repeats=[{k: v for k, v in x.items() if k not in ("trace", "token_times", "per_layer")} for x in runs],
+        cold=bool(a.get("cold")),
+        page_cache_dropped=dropped,
+        baseline_rss=baseline,
+        peak_rss=_peak(),
+        rss_over_baseline=_peak() - baseline,
+    )
     return out
 
 
 if __name__ == "__main__":
     from ..errors import EdgeLLMError
+
     try:
         print(json.dumps(main(json.loads(sys.argv[1]))))
-    except EdgeLLMError as e:            # a user error (budget too small...): one line for the table
+    except EdgeLLMError as e:  # a user error (budget too small...): one line for the table
         print(json.dumps({"error": str(e)}))
-    except KeyboardInterrupt:            # the parent stops us (runner._stop): the with-blocks have cleaned up
+    except KeyboardInterrupt:  # the parent stops us (runner._stop): the with-blocks have cleaned up
         sys.exit(130)

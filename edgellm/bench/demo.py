@@ -4,6 +4,7 @@ A Llama-shaped checkpoint with random weights and a BPE tokenizer trained on a b
 once into the cache directory, converted with zstd, and then benchmarked under RAM budgets below its size
 on an emulated device. Later runs reuse the converted file.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -30,6 +31,7 @@ def demo_model(preset: str = "demo", rebuild: bool = False, log=print) -> Path:
     """The cached demo .ellm, built on first use (synthetic checkpoint -> zstd .ellm)."""
     from ..converter.converter import convert
     from ..synthetic import make_checkpoint
+
     out = cache_dir() / "demo" / f"{preset}-q4-zstd.ellm"
     if out.is_file() and not rebuild:
         return out
@@ -46,5 +48,6 @@ def demo_model(preset: str = "demo", rebuild: bool = False, log=print) -> Path:
 
 def sample_text(path: Path, tokens: int = 24) -> str:
     import edgellm
+
     with edgellm.load(path, context=64) as m:
         return m.generate("Once upon a time", max_tokens=tokens, temperature=0.0)

@@ -4,6 +4,7 @@ A child runs in its own session, so a Ctrl-C at the terminal reaches only us; we
 then SIGKILL after STOP_GRACE seconds), reap the child and remove its cgroup before the KeyboardInterrupt
 goes on. The child leaves quietly (its stderr is never shown for an interrupted run).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ from pathlib import Path
 from ..interrupts import held
 
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
-STOP_GRACE = 5.0         # seconds a child has to stop on SIGINT before it is killed
+STOP_GRACE = 5.0  # seconds a child has to stop on SIGINT before it is killed
 
 
 def drop_caches() -> bool:
@@ -36,6 +37,7 @@ def cold_read_mb_s(path, direct: bool = False, block: int = 4 << 20) -> float:
     flags = os.O_RDONLY | (os.O_DIRECT if direct else 0)
     fd = os.open(path, flags)
     import mmap
+
     buf = mmap.mmap(-1, block)
     total, t0 = 0, time.perf_counter()
     try:
@@ -98,18 +100,19 @@ def run_limited(cmd: list[str], memory_limit: int | None = None, timeout: float 
         if cg is not None:
             procs = str(cg / "cgroup.procs")
             pre = lambda: Path(procs).write_text(str(os.getpid()))  # noqa: E731 (runs in the child before exec)
-        with held():                  # the child exists only once we hold it in `p`
-            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pre,
-                                 start_new_session=True)
+        with held():  # the child exists only once we hold it in `p`
+            p = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pre, start_new_session=True
+            )
         out, err = p.communicate(timeout=timeout)
         return subprocess.CompletedProcess(cmd, p.returncode, out, err), cg is not None
-    except BaseException:             # Ctrl-C or the timeout: the child goes too
+    except BaseException:  # Ctrl-C or the timeout: the child goes too
         if p is not None:
             with held():
                 _stop(p)
         raise
     finally:
-        if memory_limit:              # by name: a Ctrl-C may have come between its creation and `cg = ...`
+        if memory_limit:  # by name: a Ctrl-C may have come between its creation and `cg = ...`
             with held():
                 _remove_cgroup(_cgroup_path())
 

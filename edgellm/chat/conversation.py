@@ -3,9 +3,10 @@
 The KV cache is reused through Session's common-prefix match on token ids, so a new turn of a growing
 conversation only prefills what is new: the last reply (re-tokenized) and the new user message.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import EdgeLLMError
 from .templates import ChatTemplate
@@ -36,16 +37,18 @@ def fit_messages(messages: list[dict], count: Callable[[list[dict]], int], limit
     """Drop the oldest turns (a user message with the replies after it), keeping a leading system message,
     until count(messages) <= limit. Returns (messages kept, number of messages dropped)."""
     head = messages[:1] if messages and messages[0].get("role") == "system" else []
-    body = list(messages[len(head):])
+    body = list(messages[len(head) :])
     dropped = 0
     while count(head + body) > limit:
         if len(body) <= 1:
-            raise EdgeLLMError(f"the last message alone is {count(head + body)} tokens"
-                               f"{' with the system prompt' if head else ''}; "
-                               f"the context leaves room for {limit} (raise --context or shorten it)")
+            raise EdgeLLMError(
+                f"the last message alone is {count(head + body)} tokens"
+                f"{' with the system prompt' if head else ''}; "
+                f"the context leaves room for {limit} (raise --context or shorten it)"
+            )
         cut = 1
         while cut < len(body) - 1 and body[cut].get("role") != "user":
-            cut += 1      # a turn = the user message and the replies that follow it
+            cut += 1  # a turn = the user message and the replies that follow it
         body = body[cut:]
         dropped += cut
     return head + body, dropped

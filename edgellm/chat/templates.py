@@ -4,6 +4,7 @@ A model's tokenizer_config.json usually embeds a jinja chat template. We compile
 sandboxed environment and helpers as transformers so a prompt is byte-identical to what the model
 saw in training; tests/data/chat_templates.json holds transformers' own output to check that.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,8 +99,13 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None,
-            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+def _tojson(
+    x: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
     # jinja's own tojson HTML-escapes, which would corrupt prompts
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
@@ -123,7 +129,8 @@ class ChatTemplate:
 
         # Templates come from downloaded models, so they run sandboxed, as in transformers.
         env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-            trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+            trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+        )
         env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = raise_exception
         env.globals["strftime_now"] = _strftime_now
@@ -131,21 +138,19 @@ class ChatTemplate:
             self._template = env.from_string(source)
         except jinja2.TemplateSyntaxError as e:
             raise ChatTemplateError(
-                f"{self._label} has a syntax error on line {e.lineno}: {_one_line(e.message)}") from None
+                f"{self._label} has a syntax error on line {e.lineno}: {_one_line(e.message)}"
+            ) from None
 
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True, **extra: Any) -> str:
         _check_messages(messages)
         # transformers always passes tools/documents, and templates test `tools is not none`
-        context = {"tools": None, "documents": None, "bos_token": self.bos_token,
-                   "eos_token": self.eos_token, **extra}
+        context = {"tools": None, "documents": None, "bos_token": self.bos_token, "eos_token": self.eos_token, **extra}
         try:
-            return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                         **context)
+            return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt, **context)
         except ChatTemplateError:
             raise
         except (jinja2.TemplateError, TypeError, ValueError, LookupError, ArithmeticError) as e:
-            raise ChatTemplateError(
-                f"{self._label} failed to render: {type(e).__name__}: {_one_line(e)}") from None
+            raise ChatTemplateError(f"{self._label} failed to render: {type(e).__name__}: {_one_line(e)}") from None
 
 
 def _check_messages(messages: object) -> None:
@@ -159,8 +164,9 @@ def _check_messages(messages: object) -> None:
                 raise ChatTemplateError(f"messages[{i}] needs a string {key!r}")
 
 
-def resolve(spec: str | None, embedded: str | list[dict] | dict[str, str] | None, *, bos_token: str = "",
-            eos_token: str = "") -> tuple[ChatTemplate, str | None]:
+def resolve(
+    spec: str | None, embedded: str | list[dict] | dict[str, str] | None, *, bos_token: str = "", eos_token: str = ""
+) -> tuple[ChatTemplate, str | None]:
     """Pick a chat template: `spec` (a built-in name, a file, or a name in the model's list of
     templates) or else the model's own (`embedded`, as tokenizer_config.json's chat_template).
 
@@ -171,8 +177,10 @@ def resolve(spec: str | None, embedded: str | list[dict] | dict[str, str] | None
     if spec is None:
         if named:
             if "default" not in named:
-                raise ChatTemplateError(f"this model has several chat templates and none is named 'default'; "
-                                        f"choose one with --chat-template: {', '.join(sorted(named))}")
+                raise ChatTemplateError(
+                    f"this model has several chat templates and none is named 'default'; "
+                    f"choose one with --chat-template: {', '.join(sorted(named))}"
+                )
             return ChatTemplate(named["default"], name="embedded", **tokens), None
         if isinstance(embedded, str) and embedded:
             return ChatTemplate(embedded, name="embedded", **tokens), None
@@ -201,8 +209,7 @@ def _named_templates(embedded: object) -> dict[str, str]:
         return {}
     named = {}
     for item in embedded:
-        if not (isinstance(item, dict) and isinstance(item.get("name"), str)
-                and isinstance(item.get("template"), str)):
-            raise ChatTemplateError("the model's chat_template list must hold {\"name\", \"template\"} strings")
+        if not (isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("template"), str)):
+            raise ChatTemplateError('the model\'s chat_template list must hold {"name", "template"} strings')
         named[item["name"]] = item["template"]
     return named

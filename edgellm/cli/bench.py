@@ -1,4 +1,5 @@
 """edgellm bench MODEL [--ram-budget X] [--device D] [--sweep budget=25%,50%] [--sweep codec=raw,zstd] ..."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,13 @@ from pathlib import Path
 from ..errors import EdgeLLMError
 from ..generate.params import check_int
 from ..runtime.budget import check_budget
-from .options import (add_budget_argument, add_context_argument, add_device_argument, add_model_argument,
-                      add_threads_argument)
+from .options import (
+    add_budget_argument,
+    add_context_argument,
+    add_device_argument,
+    add_model_argument,
+    add_threads_argument,
+)
 
 
 def add_arguments(p) -> None:
@@ -20,17 +26,29 @@ def add_arguments(p) -> None:
     p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length (random token ids), >= 1")
     p.add_argument("--gen-tokens", type=int, default=64, help="tokens to generate, >= 2")
     p.add_argument("--repeat", type=int, default=1, help="repeats per configuration (mean ± sd), >= 1")
-    p.add_argument("--cold", action="store_true",
-                   help="drop the page cache before each repeat (root; otherwise only O_DIRECT reads are cold)")
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="drop the page cache before each repeat (root; otherwise only O_DIRECT reads are cold)",
+    )
     add_threads_argument(p)
     add_context_argument(p, none_means="prompt + generated tokens + 16")
-    p.add_argument("--sweep", action="append", default=None, metavar="KEY=V1,V2",
-                   help="budget=25%%,50%%,75%%,100%% and/or codec=raw,lz4,zstd (re-encodes a temporary copy); "
-                        "several --sweep run every combination (default: one configuration)")
+    p.add_argument(
+        "--sweep",
+        action="append",
+        default=None,
+        metavar="KEY=V1,V2",
+        help="budget=25%%,50%%,75%%,100%% and/or codec=raw,lz4,zstd (re-encodes a temporary copy); "
+        "several --sweep run every combination (default: one configuration)",
+    )
     p.add_argument("--layers", action="store_true", help="print per-layer times of every configuration")
     p.add_argument("--json", default=None, metavar="FILE", help="write the full result as JSON (default: not written)")
-    p.add_argument("--plot", default=None, metavar="FILE", help="timeline and budget curve, .png or .svg "
-                                                                "(needs matplotlib; default: no plot)")
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE",
+        help="timeline and budget curve, .png or .svg (needs matplotlib; default: no plot)",
+    )
 
 
 def check_run_flags(args) -> None:
@@ -39,7 +57,7 @@ def check_run_flags(args) -> None:
     check_int("--gen-tokens", args.gen_tokens, 2)
     check_int("--repeat", args.repeat, 1)
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
-        if path:                            # demo takes --plot "" as "no plot"
+        if path:  # demo takes --plot "" as "no plot"
             writable_path(flag, path)
 
 
@@ -59,14 +77,17 @@ def fail_if_any_failed(result: dict) -> None:
     """After the table: a configuration that could not run makes the command fail, with one error line."""
     failed = [r for r in result["runs"] if "error" in r]
     if failed:
-        raise EdgeLLMError(f"{len(failed)} of {len(result['runs'])} configuration(s) could not run (see the table): "
-                           f"{failed[0]['error']}")
+        raise EdgeLLMError(
+            f"{len(failed)} of {len(result['runs'])} configuration(s) could not run (see the table): "
+            f"{failed[0]['error']}"
+        )
 
 
 def run(args) -> int:
     from ..bench.bench import parse_sweep, run_bench
     from ..generate.params import check_load_args
     from ..source import resolve_model
+
     check_run_flags(args)
     check_load_args(threads=args.threads, context=args.context, ram_budget=args.ram_budget)
     sweep = parse_sweep(args.sweep)
@@ -74,18 +95,29 @@ def run(args) -> int:
         check_budget(b)
     if args.plot:
         from ..bench.plot import _matplotlib
-        _matplotlib()           # fail before the runs, not after
+
+        _matplotlib()  # fail before the runs, not after
     model = resolve_model(args.model, args.quant)
-    result = run_bench(model, ram_budget=args.ram_budget, device=args.device,
-                       prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, repeat=args.repeat,
-                       cold=args.cold, threads=args.threads, context=args.context, sweep=sweep,
-                       progress=lambda m: print(m, file=sys.stderr, flush=True))
+    result = run_bench(
+        model,
+        ram_budget=args.ram_budget,
+        device=args.device,
+        prompt_tokens=args.prompt_tokens,
+        gen_tokens=args.gen_tokens,
+        repeat=args.repeat,
+        cold=args.cold,
+        threads=args.threads,
+        context=args.context,
+        sweep=sweep,
+        progress=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     print_result(result, layers=args.layers)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)
     if args.plot and any("error" not in r for r in result["runs"]):
         from ..bench.plot import plot
+
         print(f"plot: {plot(result, args.plot)}")
     fail_if_any_failed(result)
     return 0
@@ -93,9 +125,12 @@ def run(args) -> int:
 
 def print_result(result: dict, layers: bool = False) -> None:
     from ..bench.bench import format_layers, format_table
-    print(f"{result['model']} ({result['model_bytes'] / 1e6:,.1f} MB) on {result['device']}: "
-          f"{result['prompt_tokens']}-token prompt, {result['gen_tokens']} generated, {result['repeat']} repeat(s)"
-          f"{', cold' if result['cold'] else ''}")
+
+    print(
+        f"{result['model']} ({result['model_bytes'] / 1e6:,.1f} MB) on {result['device']}: "
+        f"{result['prompt_tokens']}-token prompt, {result['gen_tokens']} generated, {result['repeat']} repeat(s)"
+        f"{', cold' if result['cold'] else ''}"
+    )
     print(format_table(result))
     runs = [r for r in result["runs"] if "error" not in r]
     for r in runs if layers or len(runs) == 1 else []:

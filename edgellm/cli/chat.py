@@ -1,4 +1,5 @@
 """edgellm chat MODEL: an offline assistant in the terminal (or a line-per-turn filter when piped)."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from ..paths import cache_dir
 from .options import text
 from .run import add_model_arguments, add_sampling_arguments, format_stats, load_model, sampling_kwargs
 
-CHAT_TEMP, CHAT_TOP_P = 0.7, 0.9      # chat defaults (mlx-lm and llama.cpp use similar ones)
+CHAT_TEMP, CHAT_TOP_P = 0.7, 0.9  # chat defaults (mlx-lm and llama.cpp use similar ones)
 
 HELP = """commands:
   /help          this text
@@ -22,7 +23,7 @@ HELP = """commands:
   /exit          leave (or Ctrl-D; Ctrl-C stops a reply, twice at the prompt leaves)
   //TEXT         send /TEXT (a line starting with one / is a command)"""
 
-RS = "\x1e"      # ASCII record separator: the line that ends each reply in piped mode (replies never hold one)
+RS = "\x1e"  # ASCII record separator: the line that ends each reply in piped mode (replies never hold one)
 
 PIPED_HELP = (
     "Piped (stdin not a terminal): each non-blank line is one user turn, and stdout carries only the replies, "
@@ -30,18 +31,22 @@ PIPED_HELP = (
     "writes becomes U+FFFD), so a reply with blank lines in it still splits unambiguously; one cut short by "
     "Ctrl-C (exit 130) has no RS line. Commands (/help /reset /stats /save /load /exit) work there too and "
     "write to stderr; an unknown one is refused with one line on stderr and never reaches the model. "
-    "--jsonl, for programs: each non-blank input line (plain text, a /command, or {\"content\": \"...\"}) "
-    "gets exactly one JSON line back: {\"role\": \"assistant\", \"content\": ..., \"finish_reason\": ...} "
-    "(with \"stats\" under --stats), {\"command\": ..., \"ok\": ..., \"text\": ...}, or {\"error\": ...} "
-    "(the session goes on).")
+    '--jsonl, for programs: each non-blank input line (plain text, a /command, or {"content": "..."}) '
+    'gets exactly one JSON line back: {"role": "assistant", "content": ..., "finish_reason": ...} '
+    '(with "stats" under --stats), {"command": ..., "ok": ..., "text": ...}, or {"error": ...} '
+    "(the session goes on)."
+)
 
 
 def add_arguments(p) -> None:
     add_model_arguments(p)
     p.add_argument("--system", default=None, type=text("--system"), help="system prompt (default: none)")
-    p.add_argument("--chat-template", default=None,
-                   help="built-in template (chatml, llama2, llama3, mistral, plain) or a jinja file, instead of "
-                        "the model's own (default: the model's, else plain)")
+    p.add_argument(
+        "--chat-template",
+        default=None,
+        help="built-in template (chatml, llama2, llama3, mistral, plain) or a jinja file, instead of "
+        "the model's own (default: the model's, else plain)",
+    )
     add_sampling_arguments(p, temp=CHAT_TEMP, top_p=CHAT_TOP_P)
     p.add_argument("--jsonl", action="store_true", help="JSON lines in and out, for programs (see below)")
     p.epilog = PIPED_HELP
@@ -55,7 +60,7 @@ class ChatLoop:
         self.messages = self._fresh()
         self.last_stats = None
         self.sampling = sampling_kwargs(args)
-        model.chat_template(args.chat_template, self.notice)     # resolve now: errors and notices up front
+        model.chat_template(args.chat_template, self.notice)  # resolve now: errors and notices up front
 
     def _fresh(self) -> list[dict]:
         return [{"role": "system", "content": self.system}] if self.system else []
@@ -70,15 +75,20 @@ class ChatLoop:
         # the conversation changes only once the reply has run (or was stopped): an error or a Ctrl-C before
         # leaves it as it was. The oldest turns are dropped here rather than inside Model.chat, so later turns
         # keep reusing the cache.
-        messages, dropped = self.model.fit_chat(self.messages + [{"role": "user", "content": text}],
-                                                max_tokens=self.sampling["max_tokens"],
-                                                chat_template=self.args.chat_template)
+        messages, dropped = self.model.fit_chat(
+            self.messages + [{"role": "user", "content": text}],
+            max_tokens=self.sampling["max_tokens"],
+            chat_template=self.args.chat_template,
+        )
         if dropped:
-            self.notice(f"the conversation outgrew the context of {self.model.state.context} tokens: "
-                        f"dropped its {dropped} oldest message(s)")
+            self.notice(
+                f"the conversation outgrew the context of {self.model.state.context} tokens: "
+                f"dropped its {dropped} oldest message(s)"
+            )
         parts, finish, interrupted = [], None, False
-        chunks = self.model.chat(messages, stream=True, chat_template=self.args.chat_template,
-                                 on_notice=self.notice, **self.sampling)
+        chunks = self.model.chat(
+            messages, stream=True, chat_template=self.args.chat_template, on_notice=self.notice, **self.sampling
+        )
         try:
             for c in chunks:
                 parts.append(c.text)
@@ -144,8 +154,9 @@ class ChatLoop:
         if not arg:
             return Said("/save", "usage: /save FILE", ok=False)
         try:
-            Path(arg).write_text(json.dumps({"messages": self.messages}, indent=1, ensure_ascii=False) + "\n",
-                                 encoding="utf-8")
+            Path(arg).write_text(
+                json.dumps({"messages": self.messages}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
         except OSError as e:
             return Said("/save", f"cannot save: {e.strerror or e}", ok=False)
         return Said("/save", f"[saved {len(self.messages)} messages to {arg}]")
@@ -156,8 +167,10 @@ class ChatLoop:
         try:
             data = json.loads(Path(arg).read_text(encoding="utf-8"))
             msgs = data["messages"] if isinstance(data, dict) else data
-            if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                       for m in msgs):
+            if not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in msgs
+            ):
                 raise ValueError("messages need a role and a content string")
         except (OSError, ValueError, KeyError, TypeError) as e:
             return Said("/load", f"cannot load {arg}: {getattr(e, 'strerror', None) or e}", ok=False)
@@ -169,7 +182,7 @@ class ChatLoop:
         _readline()
         name = Path(self.args.model).name
         print(f"edgellm chat with {name} - /help for commands, Ctrl-D to leave", file=sys.stderr)
-        armed = False          # a Ctrl-C at the prompt was just pressed
+        armed = False  # a Ctrl-C at the prompt was just pressed
         while True:
             try:
                 line = input(">>> ")
@@ -196,9 +209,9 @@ class ChatLoop:
                 continue
             try:
                 self.reply(unescape(line))
-            except KeyboardInterrupt:      # Ctrl-C just before or after the reply streamed: a stop all the same
+            except KeyboardInterrupt:  # Ctrl-C just before or after the reply streamed: a stop all the same
                 self.notice("interrupted")
-            except EdgeLLMError as e:      # e.g. a message too long for the context: say so and go on
+            except EdgeLLMError as e:  # e.g. a message too long for the context: say so and go on
                 print(f"error: {e}", file=sys.stderr)
 
     def run_piped(self) -> None:
@@ -238,6 +251,7 @@ class ChatLoop:
 class Said:
     """What a /command answered: `text` for the person (stdout in a terminal, stderr when piped), `ok` False
     when it was refused or failed, `leave` for /exit, `data` extra fields of its --jsonl line."""
+
     name: str
     text: str
     ok: bool = True
@@ -265,7 +279,7 @@ def json_turn(line: str) -> str:
     if not isinstance(obj, dict) or not isinstance(obj.get("content"), str):
         raise EdgeLLMError('a JSON line must be an object with a "content" string')
     if obj.get("role", "user") != "user":
-        raise EdgeLLMError(f'a JSON line is a user turn; got role {obj["role"]!r}')
+        raise EdgeLLMError(f"a JSON line is a user turn; got role {obj['role']!r}")
     return obj["content"]
 
 
@@ -276,9 +290,11 @@ def _emit(obj: dict) -> None:
 
 def _stdout_writer(forbidden: str | None):
     """Write streamed text to stdout at once; `forbidden` (the RS) becomes U+FFFD."""
+
     def write(piece: str) -> None:
         sys.stdout.write(piece.replace(forbidden, "\ufffd") if forbidden else piece)
         sys.stdout.flush()
+
     return write
 
 
@@ -308,7 +324,7 @@ def _save_history(readline, hist) -> None:
 
 
 def run(args) -> int:
-    sampling_kwargs(args)                 # a bad flag fails before the model loads
+    sampling_kwargs(args)  # a bad flag fails before the model loads
     with load_model(args) as model:
         loop = ChatLoop(model, args, interactive=sys.stdin.isatty() and not args.jsonl)
         if args.jsonl:

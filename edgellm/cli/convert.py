@@ -1,4 +1,5 @@
 """edgellm convert SRC -o OUT.ellm"""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,12 @@ def add_arguments(p) -> None:
     p.add_argument("-o", "--output", required=True, help="output .ellm file")
     p.add_argument("--quant", default="q4", choices=STORAGE_TYPES, help="weight storage type")
     p.add_argument("--group-size", type=int, default=32, choices=GROUP_SIZES, help="quantization group")
-    p.add_argument("--codec", default="auto", choices=CODEC_CHOICES,
-                   help="per-chunk codec; auto keeps compression only where it loads faster on --device")
+    p.add_argument(
+        "--codec",
+        default="auto",
+        choices=CODEC_CHOICES,
+        help="per-chunk codec; auto keeps compression only where it loads faster on --device",
+    )
     p.add_argument("--level", type=int, default=3, help="zstd level (1-22)")
     add_device_argument(p, what="device profile the auto codec choice targets", none_means="this host")
     p.add_argument("--threads", type=int, default=2, help="compression threads, >= 1")
@@ -23,10 +28,20 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from .. import convert
-    from ..interrupts import finish       # once the output is in place, a Ctrl-C no longer interrupts
+    from ..interrupts import finish  # once the output is in place, a Ctrl-C no longer interrupts
+
     check_int("--threads", args.threads, 1)
-    r = convert(args.src, args.output, quant=args.quant, group_size=args.group_size, codec=args.codec,
-                level=args.level, device=args.device, threads=args.threads, on_commit=finish)
+    r = convert(
+        args.src,
+        args.output,
+        quant=args.quant,
+        group_size=args.group_size,
+        codec=args.codec,
+        level=args.level,
+        device=args.device,
+        threads=args.threads,
+        on_commit=finish,
+    )
     print(summary(r))
     return 0
 
@@ -36,9 +51,11 @@ def summary(r) -> str:
     header, the tokenizer and alignment padding, which dominate a tiny model)."""
     ratio = r.raw_bytes / max(r.stored_bytes, 1)
     mix = ", ".join(f"{k} {v}" for k, v in sorted(r.codec_mix.items()))
-    return (f"wrote {r.path}: {r.params / 1e6:,.1f}M params; file {_mb(Path(r.path).stat().st_size)}, of which "
-            f"weight chunks {_mb(r.stored_bytes)} stored (compressed {ratio:.3f}x from {_mb(r.raw_bytes)} raw; "
-            f"chunks: {mix}); {r.source_bytes / 1e6 / max(r.seconds, 1e-9):,.0f} MB/s of source in {r.seconds:.1f} s")
+    return (
+        f"wrote {r.path}: {r.params / 1e6:,.1f}M params; file {_mb(Path(r.path).stat().st_size)}, of which "
+        f"weight chunks {_mb(r.stored_bytes)} stored (compressed {ratio:.3f}x from {_mb(r.raw_bytes)} raw; "
+        f"chunks: {mix}); {r.source_bytes / 1e6 / max(r.seconds, 1e-9):,.0f} MB/s of source in {r.seconds:.1f} s"
+    )
 
 
 def _mb(n: int) -> str:

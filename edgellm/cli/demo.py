@@ -1,4 +1,5 @@
 """edgellm demo: build a synthetic model (no download), convert it, benchmark it streaming on an emulated device."""
+
 from __future__ import annotations
 
 import json
@@ -9,19 +10,31 @@ from .options import add_device_argument
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--preset", default="demo", choices=("demo", "tiny", "smollm2-360m", "tinyllama-1.1b"),
-                   help="model shape (default demo: 150M params, 80 MB as q4+zstd)")
+    p.add_argument(
+        "--preset",
+        default="demo",
+        choices=("demo", "tiny", "smollm2-360m", "tinyllama-1.1b"),
+        help="model shape (default demo: 150M params, 80 MB as q4+zstd)",
+    )
     add_device_argument(p, default="rpi5-nvme")
-    p.add_argument("--budgets", default="40%,70%,100%",
-                   help="RAM budgets, comma-separated: shares of the model file (40%%) or sizes (300MB)")
+    p.add_argument(
+        "--budgets",
+        default="40%,70%,100%",
+        help="RAM budgets, comma-separated: shares of the model file (40%%) or sizes (300MB)",
+    )
     p.add_argument("--prompt-tokens", type=int, default=32, help="prompt length (random token ids), >= 1")
     p.add_argument("--gen-tokens", type=int, default=32, help="tokens to generate, >= 2")
     p.add_argument("--repeat", type=int, default=1, help="repeats per budget (mean ± sd), >= 1")
     p.add_argument("--rebuild", action="store_true", help="rebuild the cached demo model")
-    p.add_argument("--json", default=None, metavar="FILE",
-                   help="write the benchmark result as JSON (default: not written)")
-    p.add_argument("--plot", default=None, metavar="FILE",
-                   help="plot file (.png/.svg; default: demo.png in the cache directory when matplotlib is present)")
+    p.add_argument(
+        "--json", default=None, metavar="FILE", help="write the benchmark result as JSON (default: not written)"
+    )
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE",
+        help="plot file (.png/.svg; default: demo.png in the cache directory when matplotlib is present)",
+    )
 
 
 def run(args) -> int:
@@ -29,18 +42,25 @@ def run(args) -> int:
     from ..bench.demo import EXPLAIN, demo_model, sample_text
     from ..runtime.device import load_device
     from .bench import check_run_flags, fail_if_any_failed, print_result
-    check_run_flags(args)                   # all before the demo model is built
+
+    check_run_flags(args)  # all before the demo model is built
     dev = load_device(args.device)
     sweep = parse_sweep([f"budget={args.budgets}"])
     for b in sweep["budget"]:
         check_budget(b)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     path = demo_model(args.preset, args.rebuild, log=log)
-    print(f"edgellm demo: {path.name} ({path.stat().st_size / 1e6:,.1f} MB), emulating {dev.name}: "
-          f"{dev.description}")
+    print(f"edgellm demo: {path.name} ({path.stat().st_size / 1e6:,.1f} MB), emulating {dev.name}: {dev.description}")
     print(f"sample (random weights, so noise): {sample_text(path)!r}\n")
-    result = run_bench(path, device=dev.name, prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens,
-                       repeat=args.repeat, sweep=sweep, progress=log)
+    result = run_bench(
+        path,
+        device=dev.name,
+        prompt_tokens=args.prompt_tokens,
+        gen_tokens=args.gen_tokens,
+        repeat=args.repeat,
+        sweep=sweep,
+        progress=log,
+    )
     print_result(result)
     print()
     print(EXPLAIN.format(device=dev.name))
@@ -51,11 +71,13 @@ def run(args) -> int:
     if plot_path is None:
         try:
             import matplotlib  # noqa: F401
+
             plot_path = str(path.parent / "demo.png")
         except ImportError:
             print("(pip install 'edgellm[plot]' for a timeline and budget plot)")
     if plot_path and any("error" not in r for r in result["runs"]):
         from ..bench.plot import plot
+
         print(f"plot: {plot(result, plot_path)}")
     fail_if_any_failed(result)
     return 0

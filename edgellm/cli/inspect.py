@@ -1,4 +1,5 @@
 """edgellm inspect FILE [--json]"""
+
 from __future__ import annotations
 
 import json
@@ -32,14 +33,32 @@ def summarize(f) -> dict:
     stored = sum(e.stored_bytes for e in f.entries)
     file_bytes = os.path.getsize(f.path)
     return {
-        "file": str(f.path), "file_bytes": file_bytes, "converter": f.header.get("converter"),
-        "model_type": cfg.get("model_type"), "config": cfg, "quant": f.header.get("quant"),
-        "params": params, "raw_bytes": raw, "stored_bytes": stored,
-        "compression_ratio": raw / max(stored, 1), "bits_per_weight": 8 * file_bytes / max(params, 1),
-        "codecs": codecs, "layers": [layers[k] for k in sorted(layers)],
-        "tensors": [{"name": e.name, "shape": list(e.shape), "stype": e.layout.stype, "layer": e.layer,
-                     "group": e.layout.group if e.layout.quantized else None, "raw_bytes": e.raw_bytes,
-                     "stored_bytes": e.stored_bytes, "chunks": len(e.chunks)} for e in f.entries],
+        "file": str(f.path),
+        "file_bytes": file_bytes,
+        "converter": f.header.get("converter"),
+        "model_type": cfg.get("model_type"),
+        "config": cfg,
+        "quant": f.header.get("quant"),
+        "params": params,
+        "raw_bytes": raw,
+        "stored_bytes": stored,
+        "compression_ratio": raw / max(stored, 1),
+        "bits_per_weight": 8 * file_bytes / max(params, 1),
+        "codecs": codecs,
+        "layers": [layers[k] for k in sorted(layers)],
+        "tensors": [
+            {
+                "name": e.name,
+                "shape": list(e.shape),
+                "stype": e.layout.stype,
+                "layer": e.layer,
+                "group": e.layout.group if e.layout.quantized else None,
+                "raw_bytes": e.raw_bytes,
+                "stored_bytes": e.stored_bytes,
+                "chunks": len(e.chunks),
+            }
+            for e in f.entries
+        ],
         "has_chat_template": bool((f.tokenizer or {}).get("config", {}).get("chat_template")),
     }
 
@@ -51,6 +70,7 @@ def _layer_name(layer: int, n_layers: int) -> str:
 def run(args) -> int:
     from ..format import EllmFile
     from ..source import resolve_model
+
     with EllmFile(resolve_model(args.model, args.quant), verify=False) as f:
         s = summarize(f)
     if args.json:
@@ -59,22 +79,31 @@ def run(args) -> int:
     cfg, q = s["config"], s["quant"] or {}
     n_layers = cfg.get("num_hidden_layers", 0)
     print(f"{s['file']}  ({s['converter']})")
-    print(f"  model     {s['model_type']}: hidden {cfg.get('hidden_size')}, {n_layers} layers, "
-          f"{cfg.get('num_attention_heads')}/{cfg.get('num_key_value_heads')} heads, "
-          f"intermediate {cfg.get('intermediate_size')}, vocab {cfg.get('vocab_size')}, "
-          f"tied {bool(cfg.get('tie_word_embeddings', False))}")
-    print(f"  weights   {s['params'] / 1e6:,.2f}M params, {q.get('type')} group {q.get('group_size')}, "
-          f"{s['bits_per_weight']:.3f} bits/weight (file bytes / params)")
-    print(f"  bytes     {s['raw_bytes'] / 1e6:,.2f} MB raw -> {s['stored_bytes'] / 1e6:,.2f} MB stored "
-          f"({s['compression_ratio']:.4f}x), file {s['file_bytes'] / 1e6:,.2f} MB")
-    mix = ", ".join(f"{k}: {v['chunks']} chunks {v['raw_bytes'] / max(v['stored_bytes'], 1):.3f}x"
-                    for k, v in s["codecs"].items())
+    print(
+        f"  model     {s['model_type']}: hidden {cfg.get('hidden_size')}, {n_layers} layers, "
+        f"{cfg.get('num_attention_heads')}/{cfg.get('num_key_value_heads')} heads, "
+        f"intermediate {cfg.get('intermediate_size')}, vocab {cfg.get('vocab_size')}, "
+        f"tied {bool(cfg.get('tie_word_embeddings', False))}"
+    )
+    print(
+        f"  weights   {s['params'] / 1e6:,.2f}M params, {q.get('type')} group {q.get('group_size')}, "
+        f"{s['bits_per_weight']:.3f} bits/weight (file bytes / params)"
+    )
+    print(
+        f"  bytes     {s['raw_bytes'] / 1e6:,.2f} MB raw -> {s['stored_bytes'] / 1e6:,.2f} MB stored "
+        f"({s['compression_ratio']:.4f}x), file {s['file_bytes'] / 1e6:,.2f} MB"
+    )
+    mix = ", ".join(
+        f"{k}: {v['chunks']} chunks {v['raw_bytes'] / max(v['stored_bytes'], 1):.3f}x" for k, v in s["codecs"].items()
+    )
     print(f"  codecs    {mix}")
     print(f"  template  {'yes' if s['has_chat_template'] else 'none'}")
     print(f"\n  {'part':<11} {'tensors':>7} {'raw MB':>10} {'stored MB':>10} {'ratio':>7}")
     for row in s["layers"]:
-        print(f"  {_layer_name(row['layer'], n_layers):<11} {row['tensors']:>7} {row['raw_bytes'] / 1e6:>10.3f} "
-              f"{row['stored_bytes'] / 1e6:>10.3f} {row['raw_bytes'] / max(row['stored_bytes'], 1):>7.3f}")
+        print(
+            f"  {_layer_name(row['layer'], n_layers):<11} {row['tensors']:>7} {row['raw_bytes'] / 1e6:>10.3f} "
+            f"{row['stored_bytes'] / 1e6:>10.3f} {row['raw_bytes'] / max(row['stored_bytes'], 1):>7.3f}"
+        )
     shown = [t for t in s["tensors"] if args.tensors or t["layer"] in (-1, 0, n_layers)]
     print(f"\n  {'tensor':<44} {'type':<5} {'shape':<14} {'stored KB':>10} {'chunks':>6}")
     for t in shown:

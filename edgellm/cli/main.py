@@ -4,6 +4,7 @@ Every user error ends as one line `edgellm: error: ...` on stderr and a non-zero
 library, and argparse's own complaints (after the subcommand's usage). Anything else is a bug and keeps its
 traceback. Input text is UTF-8; invalid bytes become U+FFFD with one `edgellm: note:` line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,10 +27,12 @@ COMMANDS = {
     "perplexity": ("perplexity", "perplexity of a text, and KL divergence / top-1 agreement vs a reference"),
     "bench": ("bench", "I/O-latency benchmark: load, TTFT, prefill/decode tok/s, bytes and time per layer; sweeps"),
     "plan": ("plan", "show what a RAM budget pins and streams, and the predicted speed on a device"),
-    "analyze": ("analyze", "entropy and codec study of quantized weights: what compression saves, at what decode "
-                           "cost, on which device"),
+    "analyze": (
+        "analyze",
+        "entropy and codec study of quantized weights: what compression saves, at what decode cost, on which device",
+    ),
 }
-STDIN_ERRORS = "edgellm.replace"     # codec error handler for stdin: U+FFFD plus one note
+STDIN_ERRORS = "edgellm.replace"  # codec error handler for stdin: U+FFFD plus one note
 
 
 class Parser(argparse.ArgumentParser):
@@ -46,14 +49,20 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action) -> str:
         text = action.help or ""
-        if ("default" in text or not action.option_strings or action.default is None or action.default is False
-                or action.default is argparse.SUPPRESS):
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.default is None
+            or action.default is False
+            or action.default is argparse.SUPPRESS
+        ):
             return text
         return text + " (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
+
     parser = Parser(prog="edgellm", description="Run LLMs on memory-starved devices.", formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"edgellm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -86,18 +95,19 @@ def _utf8_stdin() -> None:
     codecs.register_error(STDIN_ERRORS, _replace_noted)
     try:
         sys.stdin.reconfigure(encoding="utf-8", errors=STDIN_ERRORS)
-    except (AttributeError, ValueError):    # not a text file (None, or a test's StringIO), or already read
+    except (AttributeError, ValueError):  # not a text file (None, or a test's StringIO), or already read
         pass
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:                      # the edgellm process itself: Ctrl-C handled from this line on
+    if argv is None:  # the edgellm process itself: Ctrl-C handled from this line on
         from ..interrupts import run_program
+
         return run_program(main, sys.argv[1:])
-    warnings.showwarning = _note          # library notices (a reduced context, repaired text) as one line each
+    warnings.showwarning = _note  # library notices (a reduced context, repaired text) as one line each
     _utf8_stdin()
     args, extra = build_parser().parse_known_args(argv)
-    if extra:                             # reported by the subcommand, so its usage is the one shown
+    if extra:  # reported by the subcommand, so its usage is the one shown
         args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args._run(args) or 0
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgellm: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:               # `edgellm ... | head`: stop quietly, and let exit's flush not complain
+    except BrokenPipeError:  # `edgellm ... | head`: stop quietly, and let exit's flush not complain
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
 

@@ -3,6 +3,7 @@
 Flag syntax (an int that is not an int) is argparse's business; ranges are checked by edgellm.generate.params,
 the same code the Python API runs, so the CLI and load()/stream() agree on what is allowed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,18 +12,19 @@ from ..generate.params import SamplingParams, clean_text
 from ..runtime.budget import BUDGET_HELP
 from ..source import DEFAULT_QUANT
 
-MODEL_HELP = (".ellm file, or a Hugging Face model directory (converted once into the cache directory, then "
-              "reused)")
+MODEL_HELP = ".ellm file, or a Hugging Face model directory (converted once into the cache directory, then reused)"
 
 
 def _storage_types() -> tuple[str, ...]:
     from ..quant import STORAGE_TYPES
+
     return STORAGE_TYPES
 
 
 def device_names() -> str:
     """The built-in device profiles, for help texts (the .toml files ship inside the package)."""
     from ..runtime.device import list_devices
+
     return ", ".join(list_devices())
 
 
@@ -33,20 +35,34 @@ def text(flag: str):
 
 def add_model_argument(p, model_help: str = MODEL_HELP) -> None:
     p.add_argument("model", help=model_help)
-    p.add_argument("--quant", default=DEFAULT_QUANT, choices=_storage_types(),
-                   help="storage type when MODEL is a Hugging Face directory converted on first use")
+    p.add_argument(
+        "--quant",
+        default=DEFAULT_QUANT,
+        choices=_storage_types(),
+        help="storage type when MODEL is a Hugging Face directory converted on first use",
+    )
 
 
 def add_budget_argument(p) -> None:
-    p.add_argument("--ram-budget", default=None,
-                   help=f"RAM budget: {BUDGET_HELP} (default: half the available memory)".replace("%", "%%"))
+    p.add_argument(
+        "--ram-budget",
+        default=None,
+        help=f"RAM budget: {BUDGET_HELP} (default: half the available memory)".replace("%", "%%"),
+    )
 
 
-def add_device_argument(p, what: str = "device profile to emulate (throttles reads to its flash)",
-                        default: str | None = None, none_means: str = "none: this machine's own disk") -> None:
-    p.add_argument("--device", default=default,
-                   help=f"{what}: {device_names()}, or the path of a .toml profile"
-                        + ("" if default else f" (default: {none_means})"))
+def add_device_argument(
+    p,
+    what: str = "device profile to emulate (throttles reads to its flash)",
+    default: str | None = None,
+    none_means: str = "none: this machine's own disk",
+) -> None:
+    p.add_argument(
+        "--device",
+        default=default,
+        help=f"{what}: {device_names()}, or the path of a .toml profile"
+        + ("" if default else f" (default: {none_means})"),
+    )
 
 
 def add_threads_argument(p) -> None:
@@ -58,8 +74,12 @@ def add_context_argument(p, none_means: str = "min(the model's, 2048), halved do
 
 
 def add_slots_argument(p) -> None:
-    p.add_argument("--slots", type=int, default=2, help="stream slots: buffers that layers which do not fit the "
-                                                        "budget stream through")
+    p.add_argument(
+        "--slots",
+        type=int,
+        default=2,
+        help="stream slots: buffers that layers which do not fit the budget stream through",
+    )
 
 
 def add_runtime_arguments(p) -> None:
@@ -79,19 +99,32 @@ def add_sampling_arguments(p, temp: float = 0.0, top_p: float = 1.0) -> None:
     p.add_argument("--temp", type=float, default=temp, help="sampling temperature (0: greedy)")
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0: off)")
     p.add_argument("--top-p", type=float, default=top_p, help="nucleus sampling mass, in (0, 1] (1: off)")
-    p.add_argument("--min-p", type=float, default=0.0,
-                   help="drop tokens below min-p x the top probability, in [0, 1] (0: off)")
+    p.add_argument(
+        "--min-p", type=float, default=0.0, help="drop tokens below min-p x the top probability, in [0, 1] (0: off)"
+    )
     p.add_argument("--repeat-penalty", type=float, default=1.0, help="repetition penalty, > 0 (1.0: off)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="random seed for reproducible sampling (default: a fresh one each run)")
-    p.add_argument("--stop", action="append", default=None, type=text("--stop"),
-                   help="stop string, repeatable (default: none; the model's end-of-text token always stops)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="random seed for reproducible sampling (default: a fresh one each run)"
+    )
+    p.add_argument(
+        "--stop",
+        action="append",
+        default=None,
+        type=text("--stop"),
+        help="stop string, repeatable (default: none; the model's end-of-text token always stops)",
+    )
     p.add_argument("--stats", action="store_true", help="print speed, memory and I/O statistics to stderr")
 
 
 def sampling_params(args) -> SamplingParams:
     """The sampling flags, checked now (before the model loads) by the same code Model.stream runs."""
-    return SamplingParams(max_tokens=args.max_tokens, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
-                          min_p=args.min_p, repetition_penalty=args.repeat_penalty, seed=args.seed,
-                          stop=tuple(args.stop or ()))
-
+    return SamplingParams(
+        max_tokens=args.max_tokens,
+        temperature=args.temp,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repetition_penalty=args.repeat_penalty,
+        seed=args.seed,
+        stop=tuple(args.stop or ()),
+    )

@@ -1,4 +1,5 @@
 """edgellm perplexity MODEL --text FILE [--reference REF.ellm]"""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,13 +10,19 @@ from .run import add_model_arguments, load_model
 
 def add_arguments(p) -> None:
     add_model_arguments(p)
-    p.add_argument("--text", required=True, help="UTF-8 text file to score (invalid bytes become U+FFFD, with a "
-                                                  "note)")
-    p.add_argument("--reference", default=None,
-                   help="a reference model (e.g. the f32 conversion; a Hugging Face directory is converted to f32): "
-                        "also report mean KL divergence and top-1 agreement per token (default: none)")
-    p.add_argument("--window", type=int, default=None,
-                   help="tokens per window, at least 2 and at most the context (default: the context length)")
+    p.add_argument("--text", required=True, help="UTF-8 text file to score (invalid bytes become U+FFFD, with a note)")
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="a reference model (e.g. the f32 conversion; a Hugging Face directory is converted to f32): "
+        "also report mean KL divergence and top-1 agreement per token (default: none)",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="tokens per window, at least 2 and at most the context (default: the context length)",
+    )
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -28,8 +35,11 @@ def windows(ids: list[int], size: int, bos: int | None) -> list[list[int]]:
     """Non-overlapping windows, each starting with BOS so every one is scored from a fresh context."""
     step = size - (bos is not None)
     body = ids[1:] if bos is not None and ids and ids[0] == bos else ids
-    return [([bos] if bos is not None else []) + body[i:i + step] for i in range(0, len(body), step)
-            if len(body[i:i + step]) > 1 or bos is not None]
+    return [
+        ([bos] if bos is not None else []) + body[i : i + step]
+        for i in range(0, len(body), step)
+        if len(body[i : i + step]) > 1 or bos is not None
+    ]
 
 
 def score(model, ref, ids: list[int], size: int) -> dict:
@@ -53,6 +63,7 @@ def read_text(path: str) -> str:
     """A text file as str: read as bytes, decoded as UTF-8 with invalid bytes replaced (and a note)."""
     from ..errors import EdgeLLMError
     from ..generate.params import decode_utf8
+
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -64,6 +75,7 @@ def read_text(path: str) -> str:
 def run(args) -> int:
     from .. import load
     from ..errors import EdgeLLMError
+
     if args.window is not None:
         check_int("--window", args.window, 2)
     text = read_text(args.text)
@@ -81,7 +93,9 @@ def run(args) -> int:
         raise EdgeLLMError(f"{args.text}: nothing to score: the text has no tokens to predict")
     line = f"{args.model}: perplexity {r['perplexity']:.4f} over {r['tokens']} tokens"
     if ref is not None:
-        line += f"; vs {args.reference}: mean KL {r['kl_mean']:.5f} nats/token, top-1 agreement " \
-                f"{100 * r['top1_agreement']:.2f}%"
+        line += (
+            f"; vs {args.reference}: mean KL {r['kl_mean']:.5f} nats/token, top-1 agreement "
+            f"{100 * r['top1_agreement']:.2f}%"
+        )
     print(line)
     return 0

@@ -1,4 +1,5 @@
 """edgellm verify FILE"""
+
 from __future__ import annotations
 
 
@@ -11,6 +12,7 @@ def run(args) -> int:
 
     from ..format import EllmFile
     from ..source import refuse_unsupported
+
     refuse_unsupported(Path(args.file))
     with EllmFile(args.file) as f:
         f.verify()

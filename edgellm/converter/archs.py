@@ -3,13 +3,14 @@
 The schema itself lives with the architecture (edgellm/models/<arch>.py: `tensor_specs`); this module only
 checks a checkpoint against it.
 """
+
 from __future__ import annotations
 
 from ..errors import ConvertError, UnsupportedModelError
 from ..models import model_args
 from ..models.base import TensorSpec
 
-IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)   # buffers some old checkpoints saved; recomputed at run time
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints saved; recomputed at run time
 
 
 def plan(cfg: dict, available: set[str]) -> list[TensorSpec]:
@@ -19,11 +20,11 @@ def plan(cfg: dict, available: set[str]) -> list[TensorSpec]:
     out = module.tensor_specs(args)
     missing = [p.name for p in out if p.name not in available]
     if missing:
-        raise ConvertError(f"checkpoint lacks {len(missing)} tensor(s) the {cfg['model_type']} config needs, "
-                           f"first: {missing[0]!r}")
-    planned = {p.name for p in out} | {"lm_head.weight"}   # a tied checkpoint may carry lm_head: it is skipped
+        raise ConvertError(
+            f"checkpoint lacks {len(missing)} tensor(s) the {cfg['model_type']} config needs, first: {missing[0]!r}"
+        )
+    planned = {p.name for p in out} | {"lm_head.weight"}  # a tied checkpoint may carry lm_head: it is skipped
     extra = sorted(n for n in available if n not in planned and not n.endswith(IGNORED_SUFFIXES))
     if extra:
-        raise UnsupportedModelError(f"checkpoint has {len(extra)} tensor(s) edgellm does not know, first: "
-                                    f"{extra[0]!r}")
+        raise UnsupportedModelError(f"checkpoint has {len(extra)} tensor(s) edgellm does not know, first: {extra[0]!r}")
     return out

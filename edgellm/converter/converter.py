@@ -1,4 +1,5 @@
 """Hugging Face directory -> .ellm, one row block at a time (peak RSS: a block, a tensor's scales, chunks)."""
+
 from __future__ import annotations
 
 import sys
@@ -17,7 +18,7 @@ from ..quant import GROUP_SIZES, STORAGE_TYPES, quantize
 from .archs import plan
 from .source import open_source
 
-BLOCK_BYTES = 8 << 20        # f32 bytes of source rows quantized at once
+BLOCK_BYTES = 8 << 20  # f32 bytes of source rows quantized at once
 CODEC_CHOICES = ("auto", "zstd", "lz4", "raw")
 
 
@@ -56,8 +57,10 @@ class _Progress:
             frac = self.done / self.total
             mb_s = self.done / 1e6 / max(time.perf_counter() - self.t0, 1e-9)
             bar = "#" * int(30 * frac)
-            sys.stderr.write(f"\rconverting [{bar:<30}] {100 * frac:5.1f}%  {self.done / 1e6:,.0f}/"
-                             f"{self.total / 1e6:,.0f} MB  {mb_s:,.0f} MB/s")
+            sys.stderr.write(
+                f"\rconverting [{bar:<30}] {100 * frac:5.1f}%  {self.done / 1e6:,.0f}/"
+                f"{self.total / 1e6:,.0f} MB  {mb_s:,.0f} MB/s"
+            )
             sys.stderr.flush()
 
     def close(self) -> None:
@@ -65,9 +68,20 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def convert(src, dst, *, quant: str = "q4", group_size: int = 32, codec: str = "auto", level: int = 3,
-            device=None, chunk_size: int = DEFAULT_CHUNK, threads: int = 2,
-            progress: bool | None = None, on_commit=None) -> ConvertReport:
+def convert(
+    src,
+    dst,
+    *,
+    quant: str = "q4",
+    group_size: int = 32,
+    codec: str = "auto",
+    level: int = 3,
+    device=None,
+    chunk_size: int = DEFAULT_CHUNK,
+    threads: int = 2,
+    progress: bool | None = None,
+    on_commit=None,
+) -> ConvertReport:
     """Convert a Hugging Face model directory `src` into the .ellm file `dst` (written atomically: interrupted
     or failed, `dst` is untouched and no temporary file stays). `on_commit()` runs the moment `dst` is in
     place, before a Ctrl-C that came in during the rename is delivered."""
@@ -85,27 +99,41 @@ def convert(src, dst, *, quant: str = "q4", group_size: int = 32, codec: str = "
         st = source.tensors[p.name]
         if tuple(st.shape) != p.shape:
             raise ConvertError(f"tensor {p.name!r} has shape {list(st.shape)}, config implies {list(p.shape)}")
-        entries.append(TensorEntry(p.name, p.shape, layout_for(p.shape, quant if p.matrix else "f32",
-                                                               group_size), p.layer))
+        entries.append(
+            TensorEntry(p.name, p.shape, layout_for(p.shape, quant if p.matrix else "f32", group_size), p.layer)
+        )
     dev = None
     if device is not None:
         from ..runtime.device import load_device
+
         dev = load_device(device) if isinstance(device, str) else device
     meta = {
-        "format": "ellm", "converter": f"edgellm {__version__}",
+        "format": "ellm",
+        "converter": f"edgellm {__version__}",
         "config": source.config,
         "quant": {"type": quant, "group_size": group_size},
         "codec": {"mode": codec, "level": level, "device": getattr(dev, "name", None)},
         "source": {"dtype": source.dtype, "params": sum(int(np.prod(p.shape)) for p in planned)},
-        "tokenizer": {"json": source.tokenizer_json, "config": source.tokenizer_config,
-                      "generation_config": source.generation_config},
+        "tokenizer": {
+            "json": source.tokenizer_json,
+            "config": source.tokenizer_config,
+            "generation_config": source.generation_config,
+        },
     }
     report = ConvertReport(dst, params=meta["source"]["params"])
-    bar = _Progress(sum(source.tensors[p.name].rows * source.tensors[p.name].row_bytes for p in planned),
-                    progress)
-    writer = Writer(dst, meta, entries, codec=codec, level=level, cost=codecs.CostModel.for_device(dev),
-                    chunk_size=chunk_size, chunk_sizes={"model.embed_tokens.weight": min(chunk_size, EMBED_CHUNK)},
-                    threads=threads, on_commit=on_commit)
+    bar = _Progress(sum(source.tensors[p.name].rows * source.tensors[p.name].row_bytes for p in planned), progress)
+    writer = Writer(
+        dst,
+        meta,
+        entries,
+        codec=codec,
+        level=level,
+        cost=codecs.CostModel.for_device(dev),
+        chunk_size=chunk_size,
+        chunk_sizes={"model.embed_tokens.weight": min(chunk_size, EMBED_CHUNK)},
+        threads=threads,
+        on_commit=on_commit,
+    )
     try:
         with writer:
             for e in entries:

@@ -5,6 +5,7 @@ numpy has no bfloat16, so safetensors' own numpy loader cannot hand bf16 over, a
 count every touched page of a multi-GB checkpoint in the converter's RSS. The safetensors layout is
 simple enough to read directly (8-byte header length, JSON header, data), and every offset is checked.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,9 @@ _MAX_ST_HEADER = 100 << 20
 class SourceTensor:
     name: str
     path: Path
-    dtype: str            # F32 | F16 | BF16
+    dtype: str  # F32 | F16 | BF16
     shape: tuple[int, ...]
-    offset: int           # absolute file offset of the first byte
+    offset: int  # absolute file offset of the first byte
 
     @property
     def rows(self) -> int:
@@ -71,8 +72,9 @@ def _read_safetensors_index(path: Path) -> dict[str, SourceTensor]:
             continue
         dtype, shape, (a, b) = info.get("dtype"), tuple(info.get("shape", ())), info.get("data_offsets", (0, 0))
         if dtype not in _DTYPES:
-            raise ConvertError(f"{path.name}: tensor {name!r} has dtype {dtype}; edgellm converts F32, F16 "
-                               f"and BF16 checkpoints")
+            raise ConvertError(
+                f"{path.name}: tensor {name!r} has dtype {dtype}; edgellm converts F32, F16 and BF16 checkpoints"
+            )
         nbytes = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dtype][1]
         if b - a != nbytes or 8 + hlen + b > size or a < 0:
             raise ConvertError(f"{path.name}: tensor {name!r} has invalid data offsets (file corrupt?)")
@@ -120,8 +122,10 @@ def open_source(src) -> HFSource:
     if not files:
         pickles = [p.name for p in root.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
         if pickles:
-            raise ConvertError(f"{src}: only pickle checkpoints ({', '.join(pickles[:3])}); edgellm reads "
-                               f"safetensors only (pickle can run code): save the model with safe_serialization")
+            raise ConvertError(
+                f"{src}: only pickle checkpoints ({', '.join(pickles[:3])}); edgellm reads "
+                f"safetensors only (pickle can run code): save the model with safe_serialization"
+            )
         raise ConvertError(f"{src}: no *.safetensors weights found")
     tensors: dict[str, SourceTensor] = {}
     for f in files:
@@ -136,5 +140,6 @@ def open_source(src) -> HFSource:
     if template.is_file() and "chat_template" not in tok_cfg:
         tok_cfg["chat_template"] = template.read_text(encoding="utf-8")
     gen = root / "generation_config.json"
-    return HFSource(root, config, tensors, tok.read_text(encoding="utf-8"), tok_cfg,
-                    _read_json(gen) if gen.is_file() else {})
+    return HFSource(
+        root, config, tensors, tok.read_text(encoding="utf-8"), tok_cfg, _read_json(gen) if gen.is_file() else {}
+    )

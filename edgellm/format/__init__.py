@@ -1,4 +1,5 @@
 """The .ellm file format v1 (spec: formats/SPEC.md)."""
+
 from .reader import EllmFile, LayerSpan
 from .spec import Chunk, TensorEntry
 from .writer import Writer

@@ -3,6 +3,7 @@
 raw  - the bytes as they are;  lz4 - one LZ4 block (no frame);  zstd - one Zstandard frame.
 zstandard and lz4 release the GIL, so chunks decode in parallel threads while numba computes.
 """
+
 from __future__ import annotations
 
 import threading
@@ -71,18 +72,19 @@ def decode_into(stored, codec: str, out: memoryview) -> None:
 @dataclass(frozen=True)
 class CostModel:
     """Expected time to load a chunk on a device: stored bytes / flash bandwidth + decode time."""
-    read_mb_s: float = 60.0        # rpi5-sdcard class flash: the default target of --codec auto
-    cpu_scale: float = 0.4         # one device core vs one core of this host
+
+    read_mb_s: float = 60.0  # rpi5-sdcard class flash: the default target of --codec auto
+    cpu_scale: float = 0.4  # one device core vs one core of this host
 
     def seconds(self, stored: int, raw: int, codec: str) -> float:
         decode = raw / (HOST_DECODE_MB_S[codec] * self.cpu_scale * 1e6)
         return stored / (self.read_mb_s * 1e6) + decode
 
     @classmethod
-    def for_device(cls, device) -> "CostModel":
+    def for_device(cls, device) -> CostModel:
         if device is None:
             return cls()
-        bw = device.read_mb_s or 750.0    # host: this machine's cold disk (FACTS.md)
+        bw = device.read_mb_s or 750.0  # host: this machine's cold disk (FACTS.md)
         return cls(read_mb_s=bw, cpu_scale=device.cpu_scale or 1.0)
 
 

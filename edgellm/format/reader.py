@@ -1,10 +1,11 @@
 """Read an .ellm file. Every offset, length and name in it is treated as hostile until checked.
 
-    with EllmFile(path) as f:
-        f.config, f.tokenizer, f.tensors["model.norm.weight"]   # header, parsed and validated
-        f.read_tensor(name) -> QTensor                           # reads, verifies and decodes its chunks
-        f.verify() -> None                                       # reads every chunk and padding byte (below)
+with EllmFile(path) as f:
+    f.config, f.tokenizer, f.tensors["model.norm.weight"]   # header, parsed and validated
+    f.read_tensor(name) -> QTensor                           # reads, verifies and decodes its chunks
+    f.verify() -> None                                       # reads every chunk and padding byte (below)
 """
+
 from __future__ import annotations
 
 import json
@@ -17,13 +18,29 @@ import numpy as np
 from ..errors import FormatError
 from ..quant import GROUP_SIZES, QUANTIZED, STORAGE_TYPES, QTensor
 from . import codecs
-from .spec import (CODECS, MAGIC, MAX_ALIGN, MAX_CHUNK, MAX_DIM, MAX_HEADER, MIN_ALIGN, PREAMBLE,
-                   PREAMBLE_SIZE, VERSION_MAJOR, Chunk, TensorEntry, align_up, checksum, layout_for)
+from .spec import (
+    CODECS,
+    MAGIC,
+    MAX_ALIGN,
+    MAX_CHUNK,
+    MAX_DIM,
+    MAX_HEADER,
+    MIN_ALIGN,
+    PREAMBLE,
+    PREAMBLE_SIZE,
+    VERSION_MAJOR,
+    Chunk,
+    TensorEntry,
+    align_up,
+    checksum,
+    layout_for,
+)
 
 
 @dataclass(frozen=True)
 class LayerSpan:
     """The contiguous file range holding every chunk of one layer (-1 embedding, n_layers head)."""
+
     layer: int
     start: int
     end: int
@@ -45,11 +62,16 @@ def read_header(f, size: int, name: str) -> tuple[dict, int]:
     _need(size >= PREAMBLE_SIZE, f"{name}: truncated: {size} bytes is shorter than the 24-byte preamble")
     magic, major, minor, hlen, hsum = PREAMBLE.unpack(f.read(PREAMBLE_SIZE))
     _need(magic == MAGIC, f"{name}: not an .ellm file (magic {magic!r})")
-    _need(major == VERSION_MAJOR, f"{name}: format version {major}.{minor} is not supported (this reader "
-          f"reads {VERSION_MAJOR}.x); upgrade edgellm or re-convert the model")
+    _need(
+        major == VERSION_MAJOR,
+        f"{name}: format version {major}.{minor} is not supported (this reader "
+        f"reads {VERSION_MAJOR}.x); upgrade edgellm or re-convert the model",
+    )
     _need(hlen <= MAX_HEADER, f"{name}: header length {hlen} exceeds the {MAX_HEADER}-byte limit")
-    _need(PREAMBLE_SIZE + hlen <= size, f"{name}: truncated: header needs {hlen} bytes, file has "
-          f"{size - PREAMBLE_SIZE} after the preamble")
+    _need(
+        PREAMBLE_SIZE + hlen <= size,
+        f"{name}: truncated: header needs {hlen} bytes, file has {size - PREAMBLE_SIZE} after the preamble",
+    )
     body = f.read(hlen)
     _need(len(body) == hlen, f"{name}: truncated header")
     _need(checksum(body) == f"{hsum:016x}", f"{name}: header checksum mismatch (file is corrupt)")
@@ -84,8 +106,9 @@ def parse_tensors(header: dict, data_start: int, size: int, name: str) -> list[T
         _need(stype in STORAGE_TYPES, f"{where}: unknown storage type {stype!r}")
         group = t.get("group")
         if stype in QUANTIZED:
-            _need(type(group) is int and group in GROUP_SIZES,
-                  f"{where}: group size {group!r} not one of {GROUP_SIZES}")
+            _need(
+                type(group) is int and group in GROUP_SIZES, f"{where}: group size {group!r} not one of {GROUP_SIZES}"
+            )
         else:
             _need(type(group) is int and group == 0, f"{where}: group {group!r} for {stype} must be 0")
         layout = layout_for(shape, stype, group)
@@ -107,16 +130,21 @@ def parse_tensors(header: dict, data_start: int, size: int, name: str) -> list[T
             _need(off % align == 0, f"{cw}: offset {off} is not {align}-aligned")
             _need(off >= prev_end, f"{cw}: offset {off} overlaps the header or the previous chunk")
             _need(off + length <= size, f"{cw}: truncated file: chunk ends at {off + length}, file has {size}")
-            _need(off == align_up(prev_end, align), f"{cw}: gap: offset {off} leaves unreferenced bytes after "
-                  f"{prev_end}; chunks are packed, this one belongs at {align_up(prev_end, align)}")
+            _need(
+                off == align_up(prev_end, align),
+                f"{cw}: gap: offset {off} leaves unreferenced bytes after "
+                f"{prev_end}; chunks are packed, this one belongs at {align_up(prev_end, align)}",
+            )
             _need(codec != "raw" or length == raw_len, f"{cw}: raw chunk with stored {length} != raw {raw_len}")
             _need(raw_off + raw_len in bounds, f"{cw}: does not end on a row boundary")
             chunks.append(Chunk(off, length, raw_off, raw_len, codec, digest))
             prev_end, raw_off = off + length, raw_off + raw_len
         _need(raw_off == layout.nbytes, f"{where}: chunks hold {raw_off} bytes, layout needs {layout.nbytes}")
         out.append(TensorEntry(tn, shape, layout, layer, chunks))
-    _need(size == prev_end, f"{name}: {size - prev_end} trailing byte(s) after the last chunk (it ends at "
-          f"{prev_end}, the file at {size})")
+    _need(
+        size == prev_end,
+        f"{name}: {size - prev_end} trailing byte(s) after the last chunk (it ends at {prev_end}, the file at {size})",
+    )
     return out
 
 
@@ -173,26 +201,33 @@ class EllmFile:
         spans: dict[int, list[TensorEntry]] = {}
         for e in self.entries:
             spans.setdefault(e.layer, []).append(e)
-        return [LayerSpan(k, v[0].chunks[0].offset, v[-1].chunks[-1].offset + v[-1].chunks[-1].length,
-                          tuple(e.name for e in v)) for k, v in spans.items()]
+        return [
+            LayerSpan(
+                k, v[0].chunks[0].offset, v[-1].chunks[-1].offset + v[-1].chunks[-1].length, tuple(e.name for e in v)
+            )
+            for k, v in spans.items()
+        ]
 
     def read_stored(self, chunk: Chunk, where: str = "") -> bytes:
         data = os.pread(self._f.fileno(), chunk.length, chunk.offset)
         _need(len(data) == chunk.length, f"{self.path}: {where}: truncated chunk at {chunk.offset}")
         if self.verify_checksums:
-            _need(checksum(data) == chunk.checksum,
-                  f"{self.path}: checksum mismatch in {where} (chunk at offset {chunk.offset})")
+            _need(
+                checksum(data) == chunk.checksum,
+                f"{self.path}: checksum mismatch in {where} (chunk at offset {chunk.offset})",
+            )
         return data
 
-    def decode_chunk(self, entry: TensorEntry, chunk: Chunk, stored, out: memoryview,
-                     chunk_only: bool = False) -> None:
+    def decode_chunk(self, entry: TensorEntry, chunk: Chunk, stored, out: memoryview, chunk_only: bool = False) -> None:
         """Verify `stored` (when enabled) and decode it into `out`: the tensor's raw buffer, or with
         `chunk_only` a buffer of exactly the chunk's raw length."""
         if self.verify_checksums:
-            _need(checksum(stored) == chunk.checksum,
-                  f"{self.path}: checksum mismatch in tensor {entry.name!r} (chunk at {chunk.offset})")
+            _need(
+                checksum(stored) == chunk.checksum,
+                f"{self.path}: checksum mismatch in tensor {entry.name!r} (chunk at {chunk.offset})",
+            )
         try:
-            dst = out if chunk_only else out[chunk.raw_offset:chunk.raw_offset + chunk.raw_length]
+            dst = out if chunk_only else out[chunk.raw_offset : chunk.raw_offset + chunk.raw_length]
             codecs.decode_into(stored, chunk.codec, dst)
         except FormatError as e:
             raise FormatError(f"{self.path}: tensor {entry.name!r}: {e}") from None
@@ -205,7 +240,7 @@ class EllmFile:
             stored = os.pread(self._f.fileno(), c.length, c.offset)
             _need(len(stored) == c.length, f"{self.path}: tensor {name!r}: truncated chunk at {c.offset}")
             self.decode_chunk(entry, c, stored, mv)
-        return QTensor.from_buffer(entry.layout, mv[:entry.raw_bytes])
+        return QTensor.from_buffer(entry.layout, mv[: entry.raw_bytes])
 
     def read_tensor(self, name: str) -> QTensor:
         if name not in self.tensors:
@@ -216,21 +251,28 @@ class EllmFile:
         """Read every byte after the header once (opening checked the rest): each padding byte must be zero,
         each chunk must match its checksum (even if opened with verify=False) and decode to its raw length.
         FormatError names the first damaged tensor, or the offset of a non-zero padding byte."""
-        pos, scratch = self.data_start, bytearray(max((c.raw_length for e in self.entries for c in e.chunks),
-                                                      default=0))
+        pos, scratch = (
+            self.data_start,
+            bytearray(max((c.raw_length for e in self.entries for c in e.chunks), default=0)),
+        )
         for e in self.entries:
             for c in e.chunks:
                 span = os.pread(self._f.fileno(), c.offset + c.length - pos, pos)
                 _need(len(span) == c.offset + c.length - pos, f"{self.path}: tensor {e.name!r}: truncated chunk")
-                pad, stored = span[:c.offset - pos], span[c.offset - pos:]
-                first = len(pad) - len(pad.lstrip(b"\0"))      # index of the first non-zero byte
-                _need(first == len(pad), f"{self.path}: non-zero padding byte at offset {pos + first} "
-                      f"(before tensor {e.name!r}); padding must be zero")
-                _need(checksum(stored) == c.checksum, f"{self.path}: tensor {e.name!r} is damaged "
-                      f"(checksum mismatch in chunk at offset {c.offset})")
+                pad, stored = span[: c.offset - pos], span[c.offset - pos :]
+                first = len(pad) - len(pad.lstrip(b"\0"))  # index of the first non-zero byte
+                _need(
+                    first == len(pad),
+                    f"{self.path}: non-zero padding byte at offset {pos + first} "
+                    f"(before tensor {e.name!r}); padding must be zero",
+                )
+                _need(
+                    checksum(stored) == c.checksum,
+                    f"{self.path}: tensor {e.name!r} is damaged (checksum mismatch in chunk at offset {c.offset})",
+                )
                 if c.codec != "raw":
                     try:
-                        codecs.decode_into(stored, c.codec, memoryview(scratch)[:c.raw_length])
+                        codecs.decode_into(stored, c.codec, memoryview(scratch)[: c.raw_length])
                     except FormatError as err:
                         raise FormatError(f"{self.path}: tensor {e.name!r}: {err}") from None
                 pos = c.offset + c.length

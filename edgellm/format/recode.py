@@ -2,6 +2,7 @@
 
 Used by `edgellm bench --sweep codec=...` to compare codecs on one model without its source checkpoint.
 """
+
 from __future__ import annotations
 
 from . import codecs
@@ -18,8 +19,17 @@ def recode(src, dst, codec: str, *, level: int = 3, device=None, threads: int = 
         meta["codec"] = {"mode": codec, "level": level, "device": getattr(device, "name", None)}
         entries = [TensorEntry(e.name, e.shape, e.layout, e.layer) for e in f.entries]
         sizes = {e.name: e.chunks[0].raw_length for e in f.entries if e.chunks}
-        w = Writer(dst, meta, entries, codec=codec, level=level, cost=codecs.CostModel.for_device(device),
-                   chunk_sizes=sizes, alignment=f.alignment, threads=threads)
+        w = Writer(
+            dst,
+            meta,
+            entries,
+            codec=codec,
+            level=level,
+            cost=codecs.CostModel.for_device(device),
+            chunk_sizes=sizes,
+            alignment=f.alignment,
+            threads=threads,
+        )
         with w:
             for e in f.entries:
                 w.feed(e.name, f.read_tensor(e.name).to_bytes())

@@ -1,4 +1,5 @@
 """Constants and table records of the .ellm format v1 (normative text: formats/SPEC.md)."""
+
 from __future__ import annotations
 
 import struct
@@ -11,14 +12,14 @@ from ..quant import QUANTIZED, Layout
 MAGIC = b"ELLM"
 VERSION_MAJOR = 1
 VERSION_MINOR = 0
-PREAMBLE = struct.Struct("<4sHHQQ")   # magic, major, minor, header_len, header_xxh3
-PREAMBLE_SIZE = PREAMBLE.size         # 24
-MAX_HEADER = 64 << 20                 # a reader MUST reject a longer JSON header
-MAX_CHUNK = 64 << 20                  # stored and raw length of one chunk
+PREAMBLE = struct.Struct("<4sHHQQ")  # magic, major, minor, header_len, header_xxh3
+PREAMBLE_SIZE = PREAMBLE.size  # 24
+MAX_HEADER = 64 << 20  # a reader MUST reject a longer JSON header
+MAX_CHUNK = 64 << 20  # stored and raw length of one chunk
 MIN_ALIGN, MAX_ALIGN = 64, 1 << 20
 DEFAULT_ALIGN = 4096
-DEFAULT_CHUNK = 256 << 10             # measured: zstd ratio flat from 128 KiB up (tools/bench_codecs.py)
-EMBED_CHUNK = 64 << 10                # embedding rows are fetched one token at a time
+DEFAULT_CHUNK = 256 << 10  # measured: zstd ratio flat from 128 KiB up (tools/bench_codecs.py)
+EMBED_CHUNK = 64 << 10  # embedding rows are fetched one token at a time
 CODECS = ("raw", "lz4", "zstd")
 MAX_DIM = 1 << 31
 
@@ -34,12 +35,12 @@ def align_up(n: int, a: int) -> int:
 
 @dataclass(frozen=True)
 class Chunk:
-    offset: int       # absolute file offset of the stored bytes, a multiple of the alignment
-    length: int       # stored bytes
-    raw_offset: int   # where the decoded bytes go inside the tensor's raw bytes
-    raw_length: int   # decoded bytes
+    offset: int  # absolute file offset of the stored bytes, a multiple of the alignment
+    length: int  # stored bytes
+    raw_offset: int  # where the decoded bytes go inside the tensor's raw bytes
+    raw_length: int  # decoded bytes
     codec: str
-    checksum: str     # XXH3-64 of the stored bytes
+    checksum: str  # XXH3-64 of the stored bytes
 
     def to_json(self) -> list:
         return [self.offset, self.length, self.raw_length, self.codec, self.checksum]
@@ -50,7 +51,7 @@ class TensorEntry:
     name: str
     shape: tuple[int, ...]
     layout: Layout
-    layer: int                       # -1 embedding, 0..n_layers-1 blocks, n_layers final norm / head
+    layer: int  # -1 embedding, 0..n_layers-1 blocks, n_layers final norm / head
     chunks: list[Chunk] = field(default_factory=list)
 
     @property
@@ -62,9 +63,14 @@ class TensorEntry:
         return self.layout.nbytes
 
     def to_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "stype": self.layout.stype,
-                "group": self.layout.group if self.layout.quantized else 0, "layer": self.layer,
-                "chunks": [c.to_json() for c in self.chunks]}
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "stype": self.layout.stype,
+            "group": self.layout.group if self.layout.quantized else 0,
+            "layer": self.layer,
+            "chunks": [c.to_json() for c in self.chunks],
+        }
 
 
 def layout_for(shape: tuple[int, ...], stype: str, group: int) -> Layout:

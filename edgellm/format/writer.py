@@ -8,6 +8,7 @@ Interrupted at any moment (Ctrl-C, an error), the target is untouched and the te
 removed when the writer fails, and, should a KeyboardInterrupt cut even that short, at interpreter exit. Its
 closing and renaming run with SIGINT held, and the rename happens only if no Ctrl-C came in by then.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -19,11 +20,25 @@ from pathlib import Path
 
 from ..interrupts import held, pending
 from . import codecs
-from .spec import (DEFAULT_ALIGN, DEFAULT_CHUNK, MAGIC, MAX_CHUNK, MAX_HEADER, PREAMBLE, PREAMBLE_SIZE,
-                   VERSION_MAJOR, VERSION_MINOR, Chunk, TensorEntry, align_up, checksum, chunk_ranges)
+from .spec import (
+    DEFAULT_ALIGN,
+    DEFAULT_CHUNK,
+    MAGIC,
+    MAX_CHUNK,
+    MAX_HEADER,
+    PREAMBLE,
+    PREAMBLE_SIZE,
+    VERSION_MAJOR,
+    VERSION_MINOR,
+    Chunk,
+    TensorEntry,
+    align_up,
+    checksum,
+    chunk_ranges,
+)
 
-_WIDEST_CHUNK = [10 ** 15, 10 ** 15, MAX_CHUNK, "zstd", "f" * 16]
-_unfinished: set[Path] = set()      # temporary files of writers not yet renamed or removed
+_WIDEST_CHUNK = [10**15, 10**15, MAX_CHUNK, "zstd", "f" * 16]
+_unfinished: set[Path] = set()  # temporary files of writers not yet renamed or removed
 
 
 @atexit.register
@@ -41,18 +56,29 @@ class Writer:
 
     `on_commit`, if given, is called right after the rename, before a Ctrl-C held during it is delivered."""
 
-    def __init__(self, path, meta: dict, entries: list[TensorEntry], *, codec: str = "auto", level: int = 3,
-                 cost: codecs.CostModel | None = None, chunk_size: int = DEFAULT_CHUNK,
-                 chunk_sizes: dict[str, int] | None = None, tensor_codecs: dict[str, str] | None = None,
-                 alignment: int = DEFAULT_ALIGN, threads: int = 2, on_commit=None):
+    def __init__(
+        self,
+        path,
+        meta: dict,
+        entries: list[TensorEntry],
+        *,
+        codec: str = "auto",
+        level: int = 3,
+        cost: codecs.CostModel | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+        chunk_sizes: dict[str, int] | None = None,
+        tensor_codecs: dict[str, str] | None = None,
+        alignment: int = DEFAULT_ALIGN,
+        threads: int = 2,
+        on_commit=None,
+    ):
         self.path = Path(path)
         self.meta, self.entries = dict(meta), entries
         self.codec, self.level = codec, level
         self.tensor_codecs = tensor_codecs or {}
         self.cost = cost or codecs.CostModel()
         self.alignment = alignment
-        self._ranges = {e.name: chunk_ranges(e.layout, (chunk_sizes or {}).get(e.name, chunk_size))
-                        for e in entries}
+        self._ranges = {e.name: chunk_ranges(e.layout, (chunk_sizes or {}).get(e.name, chunk_size)) for e in entries}
         self._order = [e.name for e in entries]
         self._by_name = {e.name: e for e in entries}
         self.header_room = len(dumps(self._header(placeholder=True))) + 64
@@ -62,13 +88,13 @@ class Writer:
         self._f = None
         self.on_commit = on_commit
         self._pool = ThreadPoolExecutor(max(1, threads))
-        self._inflight: deque = deque()   # futures of (entry, raw_offset, codec, stored) in file order
+        self._inflight: deque = deque()  # futures of (entry, raw_offset, codec, stored) in file order
         self._max_inflight = 2 * max(1, threads)
-        self._cur = 0                      # index of the tensor being fed
-        self._pending = bytearray()        # raw bytes of the current tensor not yet cut into chunks
-        self._fed = 0                      # raw bytes of the current tensor consumed so far
+        self._cur = 0  # index of the tensor being fed
+        self._pending = bytearray()  # raw bytes of the current tensor not yet cut into chunks
+        self._fed = 0  # raw bytes of the current tensor consumed so far
         self._next_chunk = 0
-        self._pos = 0                      # next free file offset
+        self._pos = 0  # next free file offset
         self.raw_total = self.stored_total = 0
 
     def _header(self, placeholder: bool = False) -> dict:
@@ -81,7 +107,7 @@ class Writer:
         return {**self.meta, "alignment": self.alignment, "tensors": tensors}
 
     def __enter__(self):
-        _unfinished.add(self._tmp)          # before the file exists: a Ctrl-C from here on cannot leave it behind
+        _unfinished.add(self._tmp)  # before the file exists: a Ctrl-C from here on cannot leave it behind
         try:
             self._f = open(self._tmp, "wb")
             self._pos = align_up(PREAMBLE_SIZE + self.header_room, self.alignment)
@@ -151,16 +177,16 @@ class Writer:
             self._discard()
             return False
         try:
-            self._finish()                  # the header and fsync: an error or a Ctrl-C here discards the file
+            self._finish()  # the header and fsync: an error or a Ctrl-C here discards the file
         except BaseException:
             self._discard()
             raise
-        with held():                        # close, then rename or remove: never half of it
+        with held():  # close, then rename or remove: never half of it
             renamed = False
             try:
                 self._pool.shutdown(wait=True)
                 self._f.close()
-                if not pending():           # a Ctrl-C that came in by now wins over the rename
+                if not pending():  # a Ctrl-C that came in by now wins over the rename
                     os.replace(self._tmp, self.path)
                     renamed = True
             finally:

@@ -1,12 +1,13 @@
 """The token loop (mlx-lm's generate_step): the KV cache's session, and an iterator of sampled token ids.
 
 Text comes one layer up (stream.py: stream_text), joined text one more (Model.generate)."""
+
 from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 
@@ -15,20 +16,20 @@ from ..kernels import default_threads
 from ..kernels.parallel import ThreadTuner, using_threads
 from .sampling import apply_repetition_penalty, make_sampler
 
-REPETITION_WINDOW = 64   # recent tokens the repetition penalty looks at (llama.cpp's default)
+REPETITION_WINDOW = 64  # recent tokens the repetition penalty looks at (llama.cpp's default)
 
 
 @dataclass
 class Stats:
     prompt_tokens: int = 0
-    cached_tokens: int = 0           # prompt tokens whose KV entries were reused
+    cached_tokens: int = 0  # prompt tokens whose KV entries were reused
     generated_tokens: int = 0
     prompt_seconds: float = 0.0
-    decode_seconds: float = 0.0      # after the first generated token
-    ttft_seconds: float = 0.0        # time to first token
+    decode_seconds: float = 0.0  # after the first generated token
+    ttft_seconds: float = 0.0  # time to first token
     peak_rss_bytes: int = 0
     bytes_read: int = 0
-    io: dict = field(default_factory=dict)   # streaming runtime detail (read/decompress/wait seconds...)
+    io: dict = field(default_factory=dict)  # streaming runtime detail (read/decompress/wait seconds...)
 
     @property
     def prompt_tps(self) -> float:
@@ -59,7 +60,7 @@ class Session:
     def __init__(self, transformer, threads=None):
         self.t = transformer
         self.ids: list[int] = []
-        self.reused = 0        # prompt tokens the last prefill found already in the cache
+        self.reused = 0  # prompt tokens the last prefill found already in the cache
         # thread count per pass: all of them for prefill, tuned per decode pass unless the caller fixed it
         self.threads = threads or ThreadTuner(default_threads())
 
@@ -74,16 +75,16 @@ class Session:
         if all_logits is None:
             while keep < min(len(ids) - 1, len(self.ids)) and ids[keep] == self.ids[keep]:
                 keep += 1
-        del self.ids[keep:]                    # from here on the entries past `keep` get overwritten
+        del self.ids[keep:]  # from here on the entries past `keep` get overwritten
         self.reused = keep
         chunk = self.t.state.chunk
         logits = None
         for start in range(keep, len(ids), chunk):
-            part = np.asarray(ids[start:start + chunk], dtype=np.int64)
-            rows = all_logits[start:start + len(part)] if all_logits is not None else None
+            part = np.asarray(ids[start : start + chunk], dtype=np.int64)
+            rows = all_logits[start : start + len(part)] if all_logits is not None else None
             with using_threads(self.threads.most):
                 logits = self.t.forward(part, start, rows)
-            self.ids.extend(part.tolist())     # commit the pass (one list call: Ctrl-C cannot split it)
+            self.ids.extend(part.tolist())  # commit the pass (one list call: Ctrl-C cannot split it)
         return logits
 
     def step(self, token: int) -> np.ndarray:
@@ -92,26 +93,39 @@ class Session:
         with using_threads(n):
             logits = self.t.forward(np.array([token], dtype=np.int64), len(self.ids))
         self.threads.record(n, time.perf_counter() - t0)
-        self.ids.append(token)                 # commit the pass
+        self.ids.append(token)  # commit the pass
         return logits
 
 
-def generate_tokens(session: Session, prompt_ids: list[int], *, max_tokens: int, temperature=0.0, top_k=0,
-                    top_p=1.0, min_p=0.0, repetition_penalty=1.0, seed=None,
-                    stats: Stats | None = None) -> Iterator[tuple[int, bool]]:
+def generate_tokens(
+    session: Session,
+    prompt_ids: list[int],
+    *,
+    max_tokens: int,
+    temperature=0.0,
+    top_k=0,
+    top_p=1.0,
+    min_p=0.0,
+    repetition_penalty=1.0,
+    seed=None,
+    stats: Stats | None = None,
+) -> Iterator[tuple[int, bool]]:
     """An iterator of (token, context_full) pairs; the caller decides when to stop (EOS, stop strings...).
 
     The prompt and sampling settings are checked now; the prefill runs at the first next().
     """
     if len(prompt_ids) >= session.context:
-        raise EdgeLLMError(f"prompt is {len(prompt_ids)} tokens but the context holds {session.context}; "
-                           f"shorten it or raise the context length")
+        raise EdgeLLMError(
+            f"prompt is {len(prompt_ids)} tokens but the context holds {session.context}; "
+            f"shorten it or raise the context length"
+        )
     sampler = make_sampler(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
     return _steps(session, list(prompt_ids), max_tokens, sampler, repetition_penalty, stats or Stats())
 
 
-def _steps(session: Session, prompt_ids: list[int], max_tokens: int, sampler, repetition_penalty: float,
-           stats: Stats) -> Iterator[tuple[int, bool]]:
+def _steps(
+    session: Session, prompt_ids: list[int], max_tokens: int, sampler, repetition_penalty: float, stats: Stats
+) -> Iterator[tuple[int, bool]]:
     t0 = time.perf_counter()
     logits = session.prefill(prompt_ids)
     stats.prompt_tokens, stats.cached_tokens = len(prompt_ids), session.reused

@@ -4,16 +4,19 @@ A call holds the lock for its whole duration; a stream iterator from its first n
 closed or garbage collected. Other threads wait their turn. The thread holding the lock through an unfinished
 iterator would wait for itself, so its next call raises ModelBusyError instead.
 """
+
 from __future__ import annotations
 
 import threading
 import weakref
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import ModelBusyError
 
-BUSY = ("this thread has an unfinished stream() / chat(stream=True) iterator on this Model; read it to the end "
-        "or call its .close() before the next call")
+BUSY = (
+    "this thread has an unfinished stream() / chat(stream=True) iterator on this Model; read it to the end "
+    "or call its .close() before the next call"
+)
 
 
 class ModelLock:
@@ -21,8 +24,8 @@ class ModelLock:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self.owner: int | None = None          # thread id of the holder
-        self.stream = None                     # weakref to the LockedStream holding the lock, if one does
+        self.owner: int | None = None  # thread id of the holder
+        self.stream = None  # weakref to the LockedStream holding the lock, if one does
 
     def check(self) -> None:
         """Raise ModelBusyError if this thread holds the lock (waiting for it would deadlock)."""
@@ -31,7 +34,7 @@ class ModelLock:
 
     def __enter__(self):
         self.check()
-        self._lock.acquire()                   # other threads wait here
+        self._lock.acquire()  # other threads wait here
         self.owner = threading.get_ident()
         return self
 
@@ -71,9 +74,9 @@ class LockedStream:
 
     def __next__(self):
         if not self._started:
-            self._lock.check()                 # before starting, so a busy error leaves this iterator usable
+            self._lock.check()  # before starting, so a busy error leaves this iterator usable
             self._started = True
-            item = next(self._gen)             # takes the lock, runs the prefill
+            item = next(self._gen)  # takes the lock, runs the prefill
             self._lock.stream = weakref.ref(self)
             return item
         return next(self._gen)

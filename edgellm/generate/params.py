@@ -5,6 +5,7 @@ argument and its CLI flag, so one message serves both. Text that is not valid Un
 which is how Python carries undecodable argv bytes) is repaired with U+FFFD and a TextReplaced warning
 rather than refused: a stray byte in a prompt should not cost the user their run.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,10 +17,21 @@ from dataclasses import asdict, dataclass, fields
 from ..errors import InvalidArgumentError
 
 # API argument -> CLI flag, so one message serves both callers
-FLAGS = {"max_tokens": "--max-tokens", "temperature": "--temp", "top_k": "--top-k", "top_p": "--top-p",
-         "min_p": "--min-p", "repetition_penalty": "--repeat-penalty", "seed": "--seed", "stop": "--stop",
-         "threads": "--threads", "context": "--context", "slots": "--slots", "ram_budget": "--ram-budget",
-         "quant": "--quant"}
+FLAGS = {
+    "max_tokens": "--max-tokens",
+    "temperature": "--temp",
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+    "min_p": "--min-p",
+    "repetition_penalty": "--repeat-penalty",
+    "seed": "--seed",
+    "stop": "--stop",
+    "threads": "--threads",
+    "context": "--context",
+    "slots": "--slots",
+    "ram_budget": "--ram-budget",
+    "quant": "--quant",
+}
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -57,13 +69,14 @@ def check_real(name: str, value, lo: float, hi: float = math.inf, *, lo_open: bo
 @dataclass(frozen=True)
 class SamplingParams:
     """How to pick tokens, validated on construction; the keyword arguments of Model.stream/generate/chat."""
+
     max_tokens: int = 256
-    temperature: float = 0.0          # 0: greedy
-    top_k: int = 0                    # 0: off
-    top_p: float = 1.0                # 1: off
-    min_p: float = 0.0                # 0: off
-    repetition_penalty: float = 1.0   # 1: off
-    seed: int | None = None           # None: a fresh random seed
+    temperature: float = 0.0  # 0: greedy
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    min_p: float = 0.0  # 0: off
+    repetition_penalty: float = 1.0  # 1: off
+    seed: int | None = None  # None: a fresh random seed
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -74,7 +87,7 @@ class SamplingParams:
         check_real("min_p", self.min_p, 0.0, 1.0)
         check_real("repetition_penalty", self.repetition_penalty, 0.0, lo_open=True)
         if self.seed is not None:
-            check_int("seed", self.seed, 0)      # numpy refuses negative seeds
+            check_int("seed", self.seed, 0)  # numpy refuses negative seeds
         object.__setattr__(self, "stop", _stops(self.stop))
 
     def as_kwargs(self) -> dict:
@@ -104,6 +117,7 @@ def check_sampling(kwargs: dict) -> SamplingParams:
 def max_threads() -> int:
     """Threads numba's pool was started with: more cannot be used."""
     import numba
+
     return numba.config.NUMBA_NUM_THREADS
 
 
@@ -117,6 +131,7 @@ def check_load_args(*, threads=None, context=None, slots=2, ram_budget=None, dec
     check_int("slots", slots, 1)
     check_int("decode_threads", decode_threads, 1)
     from ..runtime.budget import check_budget
+
     check_budget(ram_budget)
 
 

@@ -1,7 +1,8 @@
 """Sampling from logits, composed from small pieces (mlx-lm's make_sampler idea)."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -17,8 +18,9 @@ def _check(temperature, top_k, top_p, min_p) -> None:
         raise ValueError(f"min_p must be in [0, 1], got {min_p}")
 
 
-def filter_probs(logits: np.ndarray, temperature: float, top_k: int = 0, top_p: float = 1.0,
-                 min_p: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def filter_probs(
+    logits: np.ndarray, temperature: float, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """(candidate ids, their probabilities) after temperature, top-k, top-p and min-p, as llama.cpp orders them."""
     z = logits.astype(np.float64) / temperature
     ids = np.argpartition(-z, top_k - 1)[:top_k] if 0 < top_k < z.size else np.arange(z.size)
@@ -26,7 +28,7 @@ def filter_probs(logits: np.ndarray, temperature: float, top_k: int = 0, top_p: 
     p = np.exp(z[ids] - z[ids[0]])
     p /= p.sum()
     if top_p < 1.0:
-        keep = int(np.searchsorted(np.cumsum(p), top_p) + 1)   # smallest prefix with mass >= top_p
+        keep = int(np.searchsorted(np.cumsum(p), top_p) + 1)  # smallest prefix with mass >= top_p
         ids, p = ids[:keep], p[:keep]
     if min_p > 0.0:
         keep = p >= min_p * p[0]
@@ -34,8 +36,9 @@ def filter_probs(logits: np.ndarray, temperature: float, top_k: int = 0, top_p: 
     return ids, p / p.sum()
 
 
-def make_sampler(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
-                 seed: int | None = None) -> Callable[[np.ndarray], int]:
+def make_sampler(
+    temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, seed: int | None = None
+) -> Callable[[np.ndarray], int]:
     """A function logits[vocab] -> token id. Temperature 0 is greedy; `seed` makes sampling reproducible."""
     _check(temperature, top_k, top_p, min_p)
     if temperature == 0:
@@ -45,6 +48,7 @@ def make_sampler(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, m
     def sample(logits: np.ndarray) -> int:
         ids, p = filter_probs(logits, temperature, top_k, top_p, min_p)
         return int(ids[rng.choice(len(ids), p=p)])
+
     return sample
 
 
@@ -56,4 +60,3 @@ def apply_repetition_penalty(logits: np.ndarray, recent_ids, penalty: float) -> 
     if ids.size:
         v = logits[ids]
         logits[ids] = np.where(v > 0, v / penalty, v * penalty)
-

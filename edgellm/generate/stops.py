@@ -1,4 +1,5 @@
 """Stop strings: cut generated text at the first one, across chunk boundaries."""
+
 from __future__ import annotations
 
 
@@ -17,7 +18,7 @@ class StopMatcher:
         self.buf += text
         hits = [i for i in (self.buf.find(s) for s in self.stops) if i >= 0]
         if hits:
-            out, self.buf, self.stopped = self.buf[:min(hits)], "", True
+            out, self.buf, self.stopped = self.buf[: min(hits)], "", True
             return out, True
         hold = 0
         for s in self.stops:
@@ -25,8 +26,8 @@ class StopMatcher:
                 if self.buf.endswith(s[:n]):
                     hold = max(hold, n)
                     break
-        out = self.buf[:len(self.buf) - hold]
-        self.buf = self.buf[len(self.buf) - hold:]
+        out = self.buf[: len(self.buf) - hold]
+        self.buf = self.buf[len(self.buf) - hold :]
         return out, False
 
     def flush(self) -> str:

@@ -1,5 +1,7 @@
 """Compute kernels: numba, nogil (a background I/O thread runs while they compute), each checked against a
-plain numpy computation in tests/test_kernels.py. Arrays are f32 unless noted; quantized weights are QTensors (edgellm.quant)."""
+plain numpy computation in tests/test_kernels.py. Arrays are f32 unless noted; quantized weights are QTensors
+(edgellm.quant)."""
+
 from __future__ import annotations
 
 import os
@@ -32,10 +34,21 @@ def set_threads(n: int | None = None) -> int:
     n = default_threads() if n is None else int(n)
     if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
         from ..errors import EdgeLLMError
+
         raise EdgeLLMError(f"threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, got {n}")
     numba.set_num_threads(n)
     return n
 
 
-__all__ = ["Workspace", "matvec", "matmul", "rmsnorm", "rope_tables", "apply_rope", "attention", "silu_mul",
-           "set_threads", "default_threads"]
+__all__ = [
+    "Workspace",
+    "matvec",
+    "matmul",
+    "rmsnorm",
+    "rope_tables",
+    "apply_rope",
+    "attention",
+    "silu_mul",
+    "set_threads",
+    "default_threads",
+]

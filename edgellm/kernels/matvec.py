@@ -7,6 +7,7 @@ all tokens of the chunk. Each kernel thread runs its own dequantize -> BLAS pipe
 single-threaded BLAS: letting OpenBLAS and numba take turns with their own thread pools made the waiting
 pool's spinning threads steal the cores (a 5632x2048 q4 prefill product: 190 ms interleaved, 56 ms not).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -22,9 +23,9 @@ from .parallel import TILES_PER_CLAIM, claim, is_large, threads
 from .parallel import counter as claim_counter
 from .simd import q4_dot16, q4_g32_rows4, q8_dot32, q8_g32_rows4
 
-with np.errstate(invalid="ignore"):     # widening f16 signalling NaNs raises the invalid flag on aarch64
+with np.errstate(invalid="ignore"):  # widening f16 signalling NaNs raises the invalid flag on aarch64
     F16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
-MATMUL_BLOCK = 256          # weight rows dequantized at once for prefill (x padded cols f32), all threads
+MATMUL_BLOCK = 256  # weight rows dequantized at once for prefill (x padded cols f32), all threads
 
 
 class Workspace:
@@ -32,13 +33,13 @@ class Workspace:
 
     def __init__(self, max_rows: int, max_cols: int, n_heads: int, context: int):
         pc = -(-max_cols // 128) * 128
-        self.xq = np.zeros(pc, np.int8)                    # (padded cols,) quantized activation
-        self.xs = np.zeros(pc // 32, np.float32)           # (groups,) activation scales
-        self.xsum = np.zeros(pc // 32, np.int32)           # (groups,) sum of quantized activation
+        self.xq = np.zeros(pc, np.int8)  # (padded cols,) quantized activation
+        self.xs = np.zeros(pc // 32, np.float32)  # (groups,) activation scales
+        self.xsum = np.zeros(pc // 32, np.int32)  # (groups,) sum of quantized activation
         self.deq = np.zeros((MATMUL_BLOCK, pc), np.float32)  # (block rows, padded cols) dequantized weights
         self.mm = np.zeros((MATMUL_BLOCK, max_rows), np.float32)  # (block rows, tokens) product staging
-        self.scores = np.zeros((n_heads, context), np.float32)   # (heads, context) attention scores
-        self.claims = claim_counter()                      # (1,) int64 tiles claimed in a shared kernel
+        self.scores = np.zeros((n_heads, context), np.float32)  # (heads, context) attention scores
+        self.claims = claim_counter()  # (1,) int64 tiles claimed in a shared kernel
 
     @staticmethod
     def nbytes_for(max_rows: int, max_cols: int, n_heads: int, context: int) -> int:
@@ -81,7 +82,7 @@ def _q4_tiles(codes, scales, xq, xs, xsum, table, out, t0, t1):
     c = codes.reshape(-1)
     for t in range(t0, t1):
         r0 = 4 * t
-        r1, r2, r3 = min(r0 + 1, n - 1), min(r0 + 2, n - 1), min(r0 + 3, n - 1)   # a short tile repeats
+        r1, r2, r3 = min(r0 + 1, n - 1), min(r0 + 2, n - 1), min(r0 + 3, n - 1)  # a short tile repeats
         a0 = a1 = a2 = a3 = np.float32(0.0)
         for g in range(ng):
             i0 = i1 = i2 = i3 = 0
@@ -93,7 +94,7 @@ def _q4_tiles(codes, scales, xq, xs, xsum, table, out, t0, t1):
                 i1 += q4_dot16(c, r1 * rb + o, xq, xlo, xhi)
                 i2 += q4_dot16(c, r2 * rb + o, xq, xlo, xhi)
                 i3 += q4_dot16(c, r3 * rb + o, xq, xlo, xhi)
-            f, off = xs[g], 8 * xsum[g]            # nibble v stands for v - 8
+            f, off = xs[g], 8 * xsum[g]  # nibble v stands for v - 8
             a0 += table[scales[r0, g]] * f * np.float32(i0 - off)
             a1 += table[scales[r1, g]] * f * np.float32(i1 - off)
             a2 += table[scales[r2, g]] * f * np.float32(i2 - off)
@@ -145,13 +146,15 @@ def _g32_tiles(codes, scales, xq, xs, xsum, out, q4, t0, t1):
     s = scales.reshape(-1)
     for t in range(t0, t1):
         r0 = 4 * t
-        r1, r2, r3 = min(r0 + 1, n - 1), min(r0 + 2, n - 1), min(r0 + 3, n - 1)   # a short tile repeats
+        r1, r2, r3 = min(r0 + 1, n - 1), min(r0 + 2, n - 1), min(r0 + 3, n - 1)  # a short tile repeats
         if q4:
-            a0, a1, a2, a3 = q4_g32_rows4(c, r0 * rb, r1 * rb, r2 * rb, r3 * rb, s, r0 * ng, r1 * ng, r2 * ng,
-                                          r3 * ng, xq, xs, xsum, ng)
+            a0, a1, a2, a3 = q4_g32_rows4(
+                c, r0 * rb, r1 * rb, r2 * rb, r3 * rb, s, r0 * ng, r1 * ng, r2 * ng, r3 * ng, xq, xs, xsum, ng
+            )
         else:
-            a0, a1, a2, a3 = q8_g32_rows4(c, r0 * rb, r1 * rb, r2 * rb, r3 * rb, s, r0 * ng, r1 * ng, r2 * ng,
-                                          r3 * ng, xq, xs, xsum, ng)
+            a0, a1, a2, a3 = q8_g32_rows4(
+                c, r0 * rb, r1 * rb, r2 * rb, r3 * rb, s, r0 * ng, r1 * ng, r2 * ng, r3 * ng, xq, xs, xsum, ng
+            )
         out[r0] = a0
         out[r1] = a1
         out[r2] = a2
@@ -249,7 +252,7 @@ def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     nt, tiles = threads(), -(-w.layout.rows // 4)
     if st == "q4" or st == "q8":
         quantize_activation(x, w.layout.group, ws.xq, ws.xs, ws.xsum)
-        xq, sc = ws.xq[:w.layout.padded_cols], w.scales.view(np.uint16)
+        xq, sc = ws.xq[: w.layout.padded_cols], w.scales.view(np.uint16)
         if w.layout.group == 32:
             if shared:
                 _g32_shared(w.codes, sc, xq, ws.xs, ws.xsum, out, st == "q4", ws.claims, nt)
@@ -285,9 +288,9 @@ def _dequant_q4(codes, scales, table, r0, out):
         for g in range(ng):
             sc = table[srow[g]]
             for k in range(0, half, 16):
-                cb = crow[g * half + k:g * half + k + 16]
-                lo = orow[2 * g * half + k:2 * g * half + k + 16]
-                hi = orow[2 * g * half + half + k:2 * g * half + half + k + 16]
+                cb = crow[g * half + k : g * half + k + 16]
+                lo = orow[2 * g * half + k : 2 * g * half + k + 16]
+                hi = orow[2 * g * half + half + k : 2 * g * half + half + k + 16]
                 for j in range(16):
                     b = np.int32(cb[j])
                     lo[j] = sc * np.float32((b & 15) - 8)
@@ -302,8 +305,8 @@ def _dequant_q8(codes, scales, table, r0, out):
         crow, srow, orow = codes[r0 + i], scales[r0 + i], out[i]
         for g in range(ng):
             sc = table[srow[g]]
-            cb = crow[g * group:(g + 1) * group]
-            ob = orow[g * group:(g + 1) * group]
+            cb = crow[g * group : (g + 1) * group]
+            ob = orow[g * group : (g + 1) * group]
             for j in range(group):
                 ob[j] = sc * np.float32(cb[j])
 
@@ -318,6 +321,7 @@ def single_threaded_blas() -> None:
     global _blas_limited
     if not _blas_limited:
         from threadpoolctl import threadpool_limits
+
         threadpool_limits(1, user_api="blas")
         _blas_limited = True
 
@@ -345,7 +349,7 @@ def _matmul_rows(w: QTensor, x: np.ndarray, out: np.ndarray, deq: np.ndarray, mm
             return
         rows = min(block, lay.rows - r0)
         if lay.stype == "f32":
-            d = w.codes[r0:r0 + rows]
+            d = w.codes[r0 : r0 + rows]
         else:
             d = deq[:rows]
             if lay.stype == "q4":
@@ -353,10 +357,10 @@ def _matmul_rows(w: QTensor, x: np.ndarray, out: np.ndarray, deq: np.ndarray, mm
             elif lay.stype == "q8":
                 _dequant_q8(w.codes, w.scales.view(np.uint16), F16_TABLE, r0, d)
             else:
-                d[:, :k] = w.codes[r0:r0 + rows]
+                d[:, :k] = w.codes[r0 : r0 + rows]
         res = mm[:rows, :t]
-        np.dot(d[:, :k], x.T, out=res)        # contiguous result; BLAS refuses a strided `out`
-        out[:, r0:r0 + rows] = res.T
+        np.dot(d[:, :k], x.T, out=res)  # contiguous result; BLAS refuses a strided `out`
+        out[:, r0 : r0 + rows] = res.T
 
 
 def matmul(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
@@ -369,8 +373,8 @@ def matmul(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     if not is_large(w.layout.rows * pc * 4):
         n, pool = 1, None
     block = max(1, min(-(-w.layout.rows // (4 * n)), ws.deq.size // (n * pc), ws.mm.size // (n * t)))
-    deq = ws.deq.reshape(-1)[:n * block * pc].reshape(n, block, pc)
-    mm = ws.mm.reshape(-1)[:n * block * t].reshape(n, block, t)
+    deq = ws.deq.reshape(-1)[: n * block * pc].reshape(n, block, pc)
+    mm = ws.mm.reshape(-1)[: n * block * t].reshape(n, block, t)
     blocks = itertools.count()
     if pool is None:
         _matmul_rows(w, x, out, deq[0], mm[0], blocks)

@@ -1,4 +1,5 @@
 """Element-wise and attention kernels, Hugging Face semantics (f32 throughout)."""
+
 from __future__ import annotations
 
 import math
@@ -99,9 +100,9 @@ def _attention_heads(q, kc, vc, start, out, scores, h0, h1):
     scale = np.float32(1.0 / np.sqrt(hd))
     for h in range(h0, h1):
         kv = h // group
-        sc = scores[h]                                  # (context,) reused for every query row
+        sc = scores[h]  # (context,) reused for every query row
         for t in range(t_n):
-            n = start + t + 1                           # causal: positions 0..start+t
+            n = start + t + 1  # causal: positions 0..start+t
             mx = np.float32(-np.inf)
             for p in range(n):
                 acc = np.float32(0.0)
@@ -128,7 +129,7 @@ def _attention_shared(q, kc, vc, start, out, scores, ctr, nt):
     n_heads = q.shape[1]
     ctr[0] = 0
     for _ in prange(nt):
-        while True:                                     # one head per claim: heads are few and long
+        while True:  # one head per claim: heads are few and long
             h = claim(ctr, 1)
             if h >= n_heads:
                 break
@@ -138,8 +139,8 @@ def _attention_shared(q, kc, vc, start, out, scores, ctr, nt):
 def attention(q, k_cache, v_cache, start_pos: int, out, ws) -> None:
     """Causal GQA attention of q[T, heads, hd] over the cache rows 0..start_pos+T-1 -> out[T, heads, hd]."""
     t_n, n_heads, hd = q.shape
-    kv_bytes = t_n * n_heads * (start_pos + t_n) * hd * 8      # K and V rows read, summed over queries
-    if is_large(kv_bytes):       # a long context: heads shared between threads
+    kv_bytes = t_n * n_heads * (start_pos + t_n) * hd * 8  # K and V rows read, summed over queries
+    if is_large(kv_bytes):  # a long context: heads shared between threads
         _attention_shared(q, k_cache, v_cache, start_pos, out, ws.scores, ws.claims, threads())
     else:
         _attention_heads(q, k_cache, v_cache, start_pos, out, ws.scores, 0, n_heads)

@@ -10,6 +10,7 @@ against 1,247 at one). Two rules avoid that:
   the operation's size only, never on the thread count, and a shared kernel gives the same bits at any
   count, so the ThreadTuner can change the count between passes without changing any result.
 """
+
 from __future__ import annotations
 
 import numba
@@ -21,7 +22,7 @@ from numba.extending import intrinsic
 # Work below this many bytes of weights (or element operations) runs on the calling thread: a fork + join
 # costs ~5-20 us, about what one thread needs for this much work at memory speed.
 MIN_PARALLEL_BYTES = 192 * 1024
-TILES_PER_CLAIM = 4       # 4-row tiles taken per atomic add: 16 rows, a few microseconds of work
+TILES_PER_CLAIM = 4  # 4-row tiles taken per atomic add: 16 rows, a few microseconds of work
 
 
 @intrinsic
@@ -99,17 +100,17 @@ class ThreadTuner:
     wins switches at once and the gaps start short again."""
 
     MIN_GAP, MAX_GAP = 16, 512
-    PROBE = 3                      # timed passes per probe, after one untimed
+    PROBE = 3  # timed passes per probe, after one untimed
 
     def __init__(self, most: int):
         self.most = most
         self.choices = sorted({1, max(1, most - 1), most})
-        self.time: dict[int, float] = {}                  # seconds per decode pass, by thread count
+        self.time: dict[int, float] = {}  # seconds per decode pass, by thread count
         self.current = self.choices[-1]
         self.gap = self.MIN_GAP
-        self.countdown = 0                                  # passes at `current` before the next probe
-        self.plan = [c for c in self.choices for _ in range(self.PROBE + 1)]   # passes queued, then choose
-        self.samples: list[float] = []                      # timed passes of the probe under way
+        self.countdown = 0  # passes at `current` before the next probe
+        self.plan = [c for c in self.choices for _ in range(self.PROBE + 1)]  # passes queued, then choose
+        self.samples: list[float] = []  # timed passes of the probe under way
         self.last = 0
         self.rounds = 0
         self.warm = False
@@ -132,14 +133,14 @@ class ThreadTuner:
         """The pass decode_threads() chose took `seconds`."""
         if not self.warm:
             return
-        if n != self.current or self.plan or len(self.samples):      # part of a probe
+        if n != self.current or self.plan or len(self.samples):  # part of a probe
             self.samples.append(seconds)
-            if not self.plan or self.plan[0] != n:                  # the probe of n is complete
+            if not self.plan or self.plan[0] != n:  # the probe of n is complete
                 self.time[n] = sorted(self.samples)[len(self.samples) // 2]
                 self.samples = []
                 if not self.plan:
                     self._choose()
-        else:                                                       # exploiting: follow drift slowly
+        else:  # exploiting: follow drift slowly
             old = self.time.get(n, seconds)
             self.time[n] = 0.8 * old + 0.2 * seconds
 

@@ -8,6 +8,7 @@ two target intrinsics instead (pmaddubsw + pmaddwd: unsigned-by-signed byte prod
 way llama.cpp does it), because LLVM does not recognise that pattern from portable IR once the nibbles are
 unpacked (5.1 -> 7.1 GB/s on a 5632x2048 q4 matrix); every other host keeps the portable blocks.
 """
+
 from __future__ import annotations
 
 import llvmlite.binding as llvm_binding
@@ -34,7 +35,8 @@ def _load(context, builder, aryty, ary, off, n: int):
 def _reduce_add(builder, v):
     name = f"llvm.vector.reduce.add.v{v.type.count}i32"
     fn = builder.module.globals.get(name) or ir.Function(
-        builder.module, ir.FunctionType(v.type.element, [v.type]), name=name)
+        builder.module, ir.FunctionType(v.type.element, [v.type]), name=name
+    )
     return builder.call(fn, [v])
 
 
@@ -96,7 +98,7 @@ def _q4_block(builder, load, cp, coff, xl, xh):
     c = load(cp, coff, 16)
     lo = builder.zext(builder.and_(c, _splat(16, 8, 15)), _vec(16, 16))
     hi = builder.zext(builder.lshr(c, _splat(16, 8, 4)), _vec(16, 16))
-    return _pairs_i32(builder, builder.add(builder.mul(lo, xl), builder.mul(hi, xh)))   # |p| <= 3810
+    return _pairs_i32(builder, builder.add(builder.mul(lo, xl), builder.mul(hi, xh)))  # |p| <= 3810
 
 
 def _q8_block(builder, load, cp, coff, xl, xh):
@@ -109,7 +111,8 @@ def _q8_block(builder, load, cp, coff, xl, xh):
 
 def _x86(builder, name: str, ret, *args):
     fn = builder.module.globals.get(name) or ir.Function(
-        builder.module, ir.FunctionType(ret, [a.type for a in args]), name=name)
+        builder.module, ir.FunctionType(ret, [a.type for a in args]), name=name
+    )
     return builder.call(fn, args)
 
 
@@ -123,8 +126,9 @@ def _bytes_dot_avx2(builder, u, s):
 def _q4_block_avx2(builder, load, cp, coff, x, _):
     """As _q4_block: low nibbles then high nibbles form 32 unsigned bytes in the activation's order."""
     c = load(cp, coff, 16)
-    both = builder.shuffle_vector(c, builder.lshr(c, _splat(16, 8, 4)),
-                                  ir.Constant(ir.VectorType(ir.IntType(32), 32), list(range(32))))
+    both = builder.shuffle_vector(
+        c, builder.lshr(c, _splat(16, 8, 4)), ir.Constant(ir.VectorType(ir.IntType(32), 32), list(range(32)))
+    )
     return _bytes_dot_avx2(builder, builder.and_(both, _splat(32, 8, 15)), x)
 
 
@@ -162,14 +166,17 @@ def _rows4(block, code_stride: int, x_prep, offset8: bool):
     scaled and added lane-wise, and the horizontal sum happens once per row instead of once per group
     (numba cannot hold a SIMD vector across loop iterations).
     """
+
     def rows4(typingctx, codes, c0, c1, c2, c3, scales, s0, s1, s2, s3, xq, xs, xsum, ng):
         sig = types.UniTuple(types.float32, 4)(codes, c0, c1, c2, c3, scales, s0, s1, s2, s3, xq, xs, xsum, ng)
         return sig, lambda context, builder, signature, args: _rows4_codegen(
-            context, builder, signature, args, block, code_stride, x_prep, offset8)
+            context, builder, signature, args, block, code_stride, x_prep, offset8
+        )
+
     return intrinsic(rows4)
 
 
-PREFETCH_TILES = 2         # 1, 2 and 4 measured alike (13.6-13.8 GB/s on a 5632x2048 q4 matrix from DRAM)
+PREFETCH_TILES = 2  # 1, 2 and 4 measured alike (13.6-13.8 GB/s on a 5632x2048 q4 matrix from DRAM)
 
 
 _PREFETCH = "llvm.prefetch.p0" if llvm_binding.llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
@@ -182,17 +189,20 @@ def _prefetch_ahead(builder, cp, c0, g, ng, code_stride):
     in-cache speed without this."""
     i64 = ir.IntType(64)
     tile = builder.mul(ng, ir.Constant(i64, 4 * code_stride))
-    base = builder.add(builder.add(c0, builder.mul(tile, ir.Constant(i64, PREFETCH_TILES))),
-                       builder.mul(g, ir.Constant(i64, 4 * code_stride)))
+    base = builder.add(
+        builder.add(c0, builder.mul(tile, ir.Constant(i64, PREFETCH_TILES))),
+        builder.mul(g, ir.Constant(i64, 4 * code_stride)),
+    )
     i8p = ir.IntType(8).as_pointer()
     name = _PREFETCH  # the intrinsic's name carries the pointer type: "p0i8" before LLVM's opaque pointers
     fn = builder.module.globals.get(name) or ir.Function(
-        builder.module, ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]),
-        name=name)
+        builder.module, ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]), name=name
+    )
     for line in range(0, 4 * code_stride, 64):
         addr = builder.bitcast(builder.gep(cp, [builder.add(base, ir.Constant(i64, line))]), i8p)
-        builder.call(fn, [addr, ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 3),
-                          ir.Constant(ir.IntType(32), 1)])
+        builder.call(
+            fn, [addr, ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)]
+        )
 
 
 def _rows4_codegen(context, builder, signature, args, block, code_stride, x_prep, offset8):
@@ -204,7 +214,8 @@ def _rows4_codegen(context, builder, signature, args, block, code_stride, x_prep
     i64, i32, flt = ir.IntType(64), ir.IntType(32), ir.FloatType()
     v8f = ir.VectorType(flt, 8)
     fmuladd = builder.module.globals.get("llvm.fmuladd.v8f32") or ir.Function(
-        builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), name="llvm.fmuladd.v8f32")
+        builder.module, ir.FunctionType(v8f, [v8f, v8f, v8f]), name="llvm.fmuladd.v8f32"
+    )
 
     def load(ptr, off, n_):
         return builder.load(builder.bitcast(builder.gep(ptr, [off]), _vec(n_, 8).as_pointer()), align=1)
@@ -245,7 +256,7 @@ def _rows4_codegen(context, builder, signature, args, block, code_stride, x_prep
         corrs[r].add_incoming(new_corrs[r], body_end)
 
     builder.position_at_end(done)
-    final = []                      # phis first: the block is reached from the loop or, for ng == 0, entry
+    final = []  # phis first: the block is reached from the loop or, for ng == 0, entry
     for r in range(4):
         acc, corr = builder.phi(v8f), builder.phi(flt)
         acc.add_incoming(ir.Constant(v8f, [0.0] * 8), entry)

@@ -4,6 +4,7 @@ Each module declares what the rest of edgellm asks it: `ModelArgs` (from_dict of
 (every tensor, name and shape, in file order), `LAYER_PIECES` (the order a layer uses its tensors), `RunState`
 and `Transformer`. The converter and the runtime take the schema from here, so a new architecture is one file.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -15,8 +16,7 @@ SUPPORTED = ("llama", "mistral", "qwen2")
 
 def get_model_module(model_type: str):
     if model_type not in SUPPORTED:
-        raise UnsupportedModelError(f"model_type {model_type!r} is not supported; supported: "
-                                    f"{', '.join(SUPPORTED)}")
+        raise UnsupportedModelError(f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED)}")
     return importlib.import_module(f".{model_type}", __name__)
 
 

@@ -3,6 +3,7 @@
 Weights come from a provider (resident or streamed, edgellm/runtime/): the forward pass asks for one layer
 at a time and releases it when done, so the same code runs a model that fits in RAM and one that streams.
 """
+
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
@@ -23,14 +24,18 @@ def _import_kernels():
     from .. import kernels
 
 
-ROPE_TYPES = ("default", "linear", "llama3")   # what kernels.rope_tables implements
+ROPE_TYPES = ("default", "linear", "llama3")  # what kernels.rope_tables implements
 
 # The order a layer uses its tensors (module names under "model.layers.{i}."), grouped in the pieces a
 # streamed layer travels in (edgellm/runtime/): norm + q/k/v, o, norm + gate, up, down. Transformer.forward
 # asks for them in exactly this order, and tensor_specs lists them in it (so the file stores them in it too).
-LAYER_PIECES = (("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-                ("self_attn.o_proj",), ("post_attention_layernorm", "mlp.gate_proj"), ("mlp.up_proj",),
-                ("mlp.down_proj",))
+LAYER_PIECES = (
+    ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    ("self_attn.o_proj",),
+    ("post_attention_layernorm", "mlp.gate_proj"),
+    ("mlp.up_proj",),
+    ("mlp.down_proj",),
+)
 
 
 def rope_settings(cfg: dict, default_theta: float) -> tuple[float, dict | None]:
@@ -65,20 +70,20 @@ class ModelArgs:
     max_position_embeddings: int = 2048
     tie_word_embeddings: bool = False
     hidden_act: str = "silu"
-    attention_bias: bool = False     # q/k/v/o biases
-    mlp_bias: bool = False           # gate/up/down biases
+    attention_bias: bool = False  # q/k/v/o biases
+    mlp_bias: bool = False  # gate/up/down biases
 
     @classmethod
-    def from_dict(cls, cfg: dict) -> "ModelArgs":
+    def from_dict(cls, cfg: dict) -> ModelArgs:
         """Build from a Hugging Face config.json object, ignoring keys this family does not use."""
         fs = fields(cls)
         kw = {f.name: cfg[f.name] for f in fs if cfg.get(f.name) is not None}
         missing = [f.name for f in fs if f.default is MISSING and f.name not in kw]
         if missing:
-            raise UnsupportedModelError(f"the config lacks {missing[0]!r}, which every {cfg.get('model_type')} "
-                                        f"model has")
-        kw["rope_theta"], kw["rope_scaling"] = rope_settings(cfg, next(f.default for f in fs
-                                                                       if f.name == "rope_theta"))
+            raise UnsupportedModelError(
+                f"the config lacks {missing[0]!r}, which every {cfg.get('model_type')} model has"
+            )
+        kw["rope_theta"], kw["rope_scaling"] = rope_settings(cfg, next(f.default for f in fs if f.name == "rope_theta"))
         return cls(**kw)
 
     def __post_init__(self):
@@ -87,8 +92,10 @@ class ModelArgs:
         self.num_key_value_heads = self.num_key_value_heads or self.num_attention_heads
         self.head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
         if self.num_attention_heads % self.num_key_value_heads:
-            raise UnsupportedModelError(f"{self.num_attention_heads} attention heads do not divide into "
-                                        f"{self.num_key_value_heads} key/value heads")
+            raise UnsupportedModelError(
+                f"{self.num_attention_heads} attention heads do not divide into "
+                f"{self.num_key_value_heads} key/value heads"
+            )
 
     @property
     def q_dim(self) -> int:
@@ -104,8 +111,11 @@ class ModelArgs:
 
     def biased(self) -> set[str]:
         """The layer modules (LAYER_PIECES names) that carry a bias beside their weight."""
-        out = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"} \
-            if self.attention_bias else set()
+        out = (
+            {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"}
+            if self.attention_bias
+            else set()
+        )
         return out | ({"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"} if self.mlp_bias else set())
 
 
@@ -113,10 +123,17 @@ def tensor_specs(args: ModelArgs) -> list[TensorSpec]:
     """Every tensor a model of `args` has, in file order: the embedding, each layer's in LAYER_PIECES order
     (a bias right after its weight), the final norm, and lm_head unless the embeddings are tied."""
     h, inter, vocab, n = args.hidden_size, args.intermediate_size, args.vocab_size, args.num_hidden_layers
-    weight = {"input_layernorm": (h,), "self_attn.q_proj": (args.q_dim, h), "self_attn.k_proj": (args.kv_dim, h),
-              "self_attn.v_proj": (args.kv_dim, h), "self_attn.o_proj": (h, args.q_dim),
-              "post_attention_layernorm": (h,), "mlp.gate_proj": (inter, h), "mlp.up_proj": (inter, h),
-              "mlp.down_proj": (h, inter)}
+    weight = {
+        "input_layernorm": (h,),
+        "self_attn.q_proj": (args.q_dim, h),
+        "self_attn.k_proj": (args.kv_dim, h),
+        "self_attn.v_proj": (args.kv_dim, h),
+        "self_attn.o_proj": (h, args.q_dim),
+        "post_attention_layernorm": (h,),
+        "mlp.gate_proj": (inter, h),
+        "mlp.up_proj": (inter, h),
+        "mlp.down_proj": (h, inter),
+    }
     biased = args.biased()
     out = [TensorSpec("model.embed_tokens.weight", (vocab, h), "embed", -1)]
     for i in range(n):
@@ -126,7 +143,7 @@ def tensor_specs(args: ModelArgs) -> list[TensorSpec]:
             if module in biased:
                 out.append(TensorSpec(name + ".bias", weight[module][:1], "layer", i))
     out.append(TensorSpec("model.norm.weight", (h,), "norm", n))
-    if not args.tie_word_embeddings:       # tied: the head is the embedding table
+    if not args.tie_word_embeddings:  # tied: the head is the embedding table
         out.append(TensorSpec("lm_head.weight", (vocab, h), "head", n))
     return out
 
@@ -134,23 +151,24 @@ def tensor_specs(args: ModelArgs) -> list[TensorSpec]:
 @dataclass
 class RunState:
     """Every buffer the forward pass writes, allocated once (llama2.c's RunState)."""
+
     args: ModelArgs
-    context: int              # KV cache length
-    chunk: int                # most tokens pushed through a layer at once (prefill chunk)
-    x: np.ndarray = field(init=False)        # (chunk, hidden) residual stream
-    xb: np.ndarray = field(init=False)       # (chunk, hidden) normed input / projection output
-    q: np.ndarray = field(init=False)        # (chunk, n_heads * head_dim)
-    k: np.ndarray = field(init=False)        # (chunk, n_kv_heads * head_dim)
-    v: np.ndarray = field(init=False)        # (chunk, n_kv_heads * head_dim)
-    att: np.ndarray = field(init=False)      # (chunk, n_heads * head_dim) attention output
-    hb: np.ndarray = field(init=False)       # (chunk, intermediate) gate, then silu(gate) * up
-    hb2: np.ndarray = field(init=False)      # (chunk, intermediate) up
-    logits: np.ndarray = field(init=False)   # (vocab,) logits of the last position
-    key_cache: np.ndarray = field(init=False)    # (n_layers, context, n_kv_heads, head_dim)
+    context: int  # KV cache length
+    chunk: int  # most tokens pushed through a layer at once (prefill chunk)
+    x: np.ndarray = field(init=False)  # (chunk, hidden) residual stream
+    xb: np.ndarray = field(init=False)  # (chunk, hidden) normed input / projection output
+    q: np.ndarray = field(init=False)  # (chunk, n_heads * head_dim)
+    k: np.ndarray = field(init=False)  # (chunk, n_kv_heads * head_dim)
+    v: np.ndarray = field(init=False)  # (chunk, n_kv_heads * head_dim)
+    att: np.ndarray = field(init=False)  # (chunk, n_heads * head_dim) attention output
+    hb: np.ndarray = field(init=False)  # (chunk, intermediate) gate, then silu(gate) * up
+    hb2: np.ndarray = field(init=False)  # (chunk, intermediate) up
+    logits: np.ndarray = field(init=False)  # (vocab,) logits of the last position
+    key_cache: np.ndarray = field(init=False)  # (n_layers, context, n_kv_heads, head_dim)
     value_cache: np.ndarray = field(init=False)  # (n_layers, context, n_kv_heads, head_dim)
-    cos: np.ndarray = field(init=False)      # (context, head_dim // 2) rotary tables
+    cos: np.ndarray = field(init=False)  # (context, head_dim // 2) rotary tables
     sin: np.ndarray = field(init=False)
-    scratch: object = field(init=False)      # kernels' own workspace (quantized activations, scores)
+    scratch: object = field(init=False)  # kernels' own workspace (quantized activations, scores)
 
     def __post_init__(self):
         _import_kernels()
@@ -165,9 +183,12 @@ class RunState:
         kv = (a.num_hidden_layers, c, a.num_key_value_heads, a.head_dim)
         self.key_cache, self.value_cache = np.zeros(kv, f32), np.zeros(kv, f32)
         self.cos, self.sin = kernels.rope_tables(a.head_dim, c, a.rope_theta, a.rope_scaling)
-        self.scratch = kernels.Workspace(max_rows=t, max_cols=max(a.hidden_size, a.intermediate_size,
-                                                                  a.q_dim), n_heads=a.num_attention_heads,
-                                         context=c)
+        self.scratch = kernels.Workspace(
+            max_rows=t,
+            max_cols=max(a.hidden_size, a.intermediate_size, a.q_dim),
+            n_heads=a.num_attention_heads,
+            context=c,
+        )
 
     @staticmethod
     def nbytes_for(args: ModelArgs, context: int, chunk: int) -> int:
@@ -177,8 +198,9 @@ class RunState:
         per_tok = 2 * a.hidden_size + 2 * a.q_dim + 2 * a.kv_dim + 2 * a.intermediate_size
         kv = 2 * a.num_hidden_layers * context * a.kv_dim
         rope = context * a.head_dim
-        ws = kernels.Workspace.nbytes_for(chunk, max(a.hidden_size, a.intermediate_size, a.q_dim),
-                                          a.num_attention_heads, context)
+        ws = kernels.Workspace.nbytes_for(
+            chunk, max(a.hidden_size, a.intermediate_size, a.q_dim), a.num_attention_heads, context
+        )
         return 4 * (chunk * per_tok + a.vocab_size + kv + rope) + ws
 
 
@@ -208,29 +230,35 @@ class Transformer:
         x, xb, q, k, v, att = s.x[:n], s.xb[:n], s.q[:n], s.k[:n], s.v[:n], s.att[:n]
         hb, hb2 = s.hb[:n], s.hb2[:n]
         positions = np.arange(start_pos, start_pos + n, dtype=np.int64)
-        self.provider.embed(tokens, x)                                        # x = embedding rows
+        self.provider.embed(tokens, x)  # x = embedding rows
         for i in range(a.num_hidden_layers):
-            w = self.provider.layer(i)                                        # asked in LAYER_PIECES order
+            w = self.provider.layer(i)  # asked in LAYER_PIECES order
             kernels.rmsnorm(x, w["input_layernorm.weight"].codes[0], a.rms_norm_eps, xb, s.scratch)
             _project(w["self_attn.q_proj.weight"], w.get("self_attn.q_proj.bias"), xb, q, s.scratch)
             _project(w["self_attn.k_proj.weight"], w.get("self_attn.k_proj.bias"), xb, k, s.scratch)
             _project(w["self_attn.v_proj.weight"], w.get("self_attn.v_proj.bias"), xb, v, s.scratch)
             q3 = q.reshape(n, a.num_attention_heads, a.head_dim)
             k3 = k.reshape(n, a.num_key_value_heads, a.head_dim)
-            kernels.apply_rope(q3, positions, s.cos, s.sin)                   # rotate queries and keys
+            kernels.apply_rope(q3, positions, s.cos, s.sin)  # rotate queries and keys
             kernels.apply_rope(k3, positions, s.cos, s.sin)
-            s.key_cache[i, start_pos:start_pos + n] = k3                      # append to the KV cache
-            s.value_cache[i, start_pos:start_pos + n] = v.reshape(n, a.num_key_value_heads, a.head_dim)
-            kernels.attention(q3, s.key_cache[i], s.value_cache[i], start_pos,
-                              att.reshape(n, a.num_attention_heads, a.head_dim), s.scratch)
+            s.key_cache[i, start_pos : start_pos + n] = k3  # append to the KV cache
+            s.value_cache[i, start_pos : start_pos + n] = v.reshape(n, a.num_key_value_heads, a.head_dim)
+            kernels.attention(
+                q3,
+                s.key_cache[i],
+                s.value_cache[i],
+                start_pos,
+                att.reshape(n, a.num_attention_heads, a.head_dim),
+                s.scratch,
+            )
             _project(w["self_attn.o_proj.weight"], w.get("self_attn.o_proj.bias"), att, xb, s.scratch)
-            x += xb                                                           # residual
+            x += xb  # residual
             kernels.rmsnorm(x, w["post_attention_layernorm.weight"].codes[0], a.rms_norm_eps, xb, s.scratch)
             _project(w["mlp.gate_proj.weight"], w.get("mlp.gate_proj.bias"), xb, hb, s.scratch)
             _project(w["mlp.up_proj.weight"], w.get("mlp.up_proj.bias"), xb, hb2, s.scratch)
-            kernels.silu_mul(hb, hb2, hb)                                     # silu(gate) * up
+            kernels.silu_mul(hb, hb2, hb)  # silu(gate) * up
             _project(w["mlp.down_proj.weight"], w.get("mlp.down_proj.bias"), hb, xb, s.scratch)
-            x += xb                                                           # residual
+            x += xb  # residual
             self.provider.release(i)
         norm, head = self.provider.head()
         if all_logits is not None:

@@ -1,4 +1,5 @@
 """Mistral: the Llama block; its sliding window caps the context so full attention stays exact."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

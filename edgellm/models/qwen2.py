@@ -1,4 +1,5 @@
 """Qwen2: the Llama block with q/k/v biases (the provider hands them over as `*.bias` tensors)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from .mistral import ModelArgs as MistralArgs
 
 @dataclass
 class ModelArgs(MistralArgs):
-    rope_theta: float = 1000000.0     # Qwen2Config's default
+    rope_theta: float = 1000000.0  # Qwen2Config's default
     use_sliding_window: bool = False
 
     def max_context(self) -> int:

@@ -13,6 +13,7 @@ decompressed layer buffer, so loading never repacks (see formats/SPEC.md, "Stora
 signed absolute maximum divided by -8 (llama.cpp Q4_0 style): that uses all 16 levels and measured 13% lower
 RMS error than absmax/7 on stories260K at the same size (tools/quant_error.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ GROUP_SIZES = (32, 64, 128)
 @dataclass(frozen=True)
 class Layout:
     """Byte layout of one stored tensor: streams `codes` (always) and `scales` (quantized types)."""
+
     stype: str
     rows: int
     cols: int
@@ -47,8 +49,9 @@ class Layout:
 
     @property
     def code_row_bytes(self) -> int:
-        return {"f32": 4 * self.cols, "f16": 2 * self.cols, "q8": self.padded_cols,
-                "q4": self.padded_cols // 2}[self.stype]
+        return {"f32": 4 * self.cols, "f16": 2 * self.cols, "q8": self.padded_cols, "q4": self.padded_cols // 2}[
+            self.stype
+        ]
 
     @property
     def scale_row_bytes(self) -> int:
@@ -115,27 +118,28 @@ def quantize(w: np.ndarray, stype: str, group: int = DEFAULT_GROUP) -> list[np.n
 @dataclass
 class QTensor:
     """A stored tensor as the kernels see it: views into a (decompressed) buffer, never copies."""
+
     layout: Layout
-    codes: np.ndarray                  # f32/f16 [rows, cols] | int8 [rows, pcols] | uint8 [rows, pcols/2]
-    scales: np.ndarray | None = None   # f16 [rows, groups] for q8/q4
+    codes: np.ndarray  # f32/f16 [rows, cols] | int8 [rows, pcols] | uint8 [rows, pcols/2]
+    scales: np.ndarray | None = None  # f16 [rows, groups] for q8/q4
 
     @property
     def shape(self) -> tuple[int, int]:
         return (self.layout.rows, self.layout.cols)
 
     @classmethod
-    def from_buffer(cls, layout: Layout, buf) -> "QTensor":
+    def from_buffer(cls, layout: Layout, buf) -> QTensor:
         """View `buf` (layout.nbytes bytes: codes then scales) as a QTensor without copying."""
         mv = np.frombuffer(buf, dtype=np.uint8, count=layout.nbytes)
         code_dtype = {"f32": np.float32, "f16": np.float16, "q8": np.int8, "q4": np.uint8}[layout.stype]
-        codes = mv[:layout.codes_nbytes].view(code_dtype).reshape(layout.rows, -1)
+        codes = mv[: layout.codes_nbytes].view(code_dtype).reshape(layout.rows, -1)
         scales = None
         if layout.quantized:
-            scales = mv[layout.codes_nbytes:layout.nbytes].view(np.float16).reshape(layout.rows, -1)
+            scales = mv[layout.codes_nbytes : layout.nbytes].view(np.float16).reshape(layout.rows, -1)
         return cls(layout, codes, scales)
 
     @classmethod
-    def quantize(cls, w: np.ndarray, stype: str, group: int = DEFAULT_GROUP) -> "QTensor":
+    def quantize(cls, w: np.ndarray, stype: str, group: int = DEFAULT_GROUP) -> QTensor:
         w2 = w[None, :] if w.ndim == 1 else w
         streams = quantize(w2, stype, group)
         return cls(Layout(stype, w2.shape[0], w2.shape[1], group), *streams)
@@ -154,7 +158,7 @@ class QTensor:
             b = codes.reshape(n, lay.groups, lay.group // 2)
             q = np.concatenate([b & 15, b >> 4], axis=2).astype(np.float32) - 8.0
         w = q * self.scales[sl].astype(np.float32)[..., None]
-        return w.reshape(n, lay.padded_cols)[:, :lay.cols]
+        return w.reshape(n, lay.padded_cols)[:, : lay.cols]
 
     def to_bytes(self) -> bytes:
         """The raw (uncompressed) bytes as stored: codes then scales."""
@@ -166,4 +170,4 @@ class QTensor:
 
 def error_bound(stype: str) -> float:
     """Documented worst-case |w - dequant(w)| relative to the group's absmax (f16 scale rounding included)."""
-    return {"f32": 0.0, "f16": 2.0 ** -11, "q8": 0.5 / 127 + 2.0 ** -10, "q4": 1.0 / 8 + 2.0 ** -9}[stype]
+    return {"f32": 0.0, "f16": 2.0**-11, "q8": 0.5 / 127 + 2.0**-10, "q4": 1.0 / 8 + 2.0**-9}[stype]

@@ -1,4 +1,5 @@
 """The RAM budget as the CLI and load() spell it: bytes, a size like "300MB", or a share of the model file."""
+
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ import re
 from ..errors import EdgeLLMError, InvalidArgumentError
 from .plan import parse_size
 
-_NOT_POSITIVE = re.compile(r"\s*(-.*|[0.]+\s*[a-zA-Z]*)\s*")     # "-5", "0", "0MB"
+_NOT_POSITIVE = re.compile(r"\s*(-.*|[0.]+\s*[a-zA-Z]*)\s*")  # "-5", "0", "0MB"
 BUDGET_HELP = "bytes, a size like 300MB or 1.5GiB, or a share of the model file like 50%"
 
 

@@ -6,6 +6,7 @@ pager allocates them (a byte counted in the plan is a byte allocated; nothing is
     staging ring    RING read buffers of one read group each, page-rounded          (staging_bytes)
     fixed           run state, tokenizer, decoder scratch, embedding rows            (fixed_costs)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,21 +15,21 @@ from ..format import EllmFile
 from ..format.spec import EMBED_CHUNK
 from .units import EMBED, unit_names, unit_pieces
 
-READ_SIZE = 2 << 20      # bytes per read request: large enough for full bandwidth, small enough that
-                         # decoding the last read of a layer (not overlapped) stays short
-PAGE = 4096              # O_DIRECT alignment of file offsets, lengths and buffer addresses
-RING = 3                 # staging buffers: one being read while the other two decode
-TENSOR_ALIGN = 64        # each tensor's offset inside a unit buffer or slot
-TOKENIZER_FACTOR = 6     # RSS of a loaded `tokenizers` object per byte of tokenizer.json (measured)
+READ_SIZE = 2 << 20  # bytes per read request: large enough for full bandwidth, small enough that
+# decoding the last read of a layer (not overlapped) stays short
+PAGE = 4096  # O_DIRECT alignment of file offsets, lengths and buffer addresses
+RING = 3  # staging buffers: one being read while the other two decode
+TENSOR_ALIGN = 64  # each tensor's offset inside a unit buffer or slot
+TOKENIZER_FACTOR = 6  # RSS of a loaded `tokenizers` object per byte of tokenizer.json (measured)
 
 
 @dataclass
 class LayerCost:
-    layer: int           # -1 embedding, 0..L-1, L head (final norm + lm_head)
-    raw: int             # decoded bytes: the size of its unit buffer when pinned
-    stored: int          # bytes of its contiguous span on disk (what a read fetches)
-    piece: int = 0       # decoded bytes of its largest streaming piece (a slot's size); 0: the whole unit
-    reads: int = 0       # read requests that stream it once: each piece cut into read groups; 0: not counted
+    layer: int  # -1 embedding, 0..L-1, L head (final norm + lm_head)
+    raw: int  # decoded bytes: the size of its unit buffer when pinned
+    stored: int  # bytes of its contiguous span on disk (what a read fetches)
+    piece: int = 0  # decoded bytes of its largest streaming piece (a slot's size); 0: the whole unit
+    reads: int = 0  # read requests that stream it once: each piece cut into read groups; 0: not counted
 
 
 def packed_offsets(f: EllmFile, names: list[str]) -> tuple[dict[str, int], int]:

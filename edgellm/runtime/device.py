@@ -1,5 +1,6 @@
 """Device profiles (devices/*.toml): the flash, memory and CPU of a target board, to plan for and emulate;
 Throttle: the emulation of a profile's flash."""
+
 from __future__ import annotations
 
 import time
@@ -10,7 +11,7 @@ from ..errors import EdgeLLMError
 
 try:
     import tomllib
-except ModuleNotFoundError:            # Python 3.10: the same parser, as the tomli package
+except ModuleNotFoundError:  # Python 3.10: the same parser, as the tomli package
     import tomli as tomllib
 
 DEVICES_DIR = Path(__file__).parent / "devices"
@@ -20,12 +21,12 @@ DEVICES_DIR = Path(__file__).parent / "devices"
 class DeviceProfile:
     name: str
     description: str = ""
-    read_mb_s: float = 0.0         # sequential read bandwidth; 0 = unthrottled
-    read_latency_us: float = 0.0   # per read request
+    read_mb_s: float = 0.0  # sequential read bandwidth; 0 = unthrottled
+    read_latency_us: float = 0.0  # per read request
     ram_mb: int = 0
     cores: int = 0
     mem_bw_gb_s: float = 0.0
-    cpu_scale: float = 1.0         # one core of the device vs one core of the reference x86 host
+    cpu_scale: float = 1.0  # one core of the device vs one core of the reference x86 host
     sources: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -45,8 +46,9 @@ def load_device(name_or_path) -> DeviceProfile:
     if p.suffix != ".toml":
         p = DEVICES_DIR / f"{name_or_path}.toml"
     if not p.is_file():
-        raise EdgeLLMError(f"unknown device {name_or_path!r}; known: {', '.join(list_devices())} "
-                           f"(or the path of a .toml profile)")
+        raise EdgeLLMError(
+            f"unknown device {name_or_path!r}; known: {', '.join(list_devices())} (or the path of a .toml profile)"
+        )
     try:
         d = tomllib.loads(p.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:

@@ -3,6 +3,7 @@
 The converter stores the embedding in small chunks (format/spec.py EMBED_CHUNK), so a row costs one small
 read: from a raw chunk just the row's bytes, a compressed (or checksummed) one is read and decoded whole.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,8 @@ def fetch_row(f: EllmFile, row: int, stats: IOStats) -> np.ndarray:
     lay = e.layout
     if not 0 <= row < lay.rows:
         raise EdgeLLMError(f"token id {row} is outside the vocabulary")
-    buf = np.empty(lay.code_row_bytes + lay.scale_row_bytes, np.uint8)   # (codes + scales of one row,)
-    parts = [(row * lay.code_row_bytes, lay.code_row_bytes, 0)]          # (raw offset, bytes, offset in buf)
+    buf = np.empty(lay.code_row_bytes + lay.scale_row_bytes, np.uint8)  # (codes + scales of one row,)
+    parts = [(row * lay.code_row_bytes, lay.code_row_bytes, 0)]  # (raw offset, bytes, offset in buf)
     if lay.quantized:
         parts.append((lay.codes_nbytes + row * lay.scale_row_bytes, lay.scale_row_bytes, lay.code_row_bytes))
     for raw_off, n, dst in parts:
@@ -35,9 +36,9 @@ def fetch_row(f: EllmFile, row: int, stats: IOStats) -> np.ndarray:
             full = np.empty(c.raw_length, np.uint8)
             stored = os.pread(f.fileno(), c.length, c.offset)
             f.decode_chunk(e, c, stored, memoryview(full), chunk_only=True)
-            data = full[inner:inner + n].tobytes()
+            data = full[inner : inner + n].tobytes()
             stats.bytes_read += c.length - n
         stats.bytes_read += n
-        buf[dst:dst + n] = np.frombuffer(data, np.uint8)
+        buf[dst : dst + n] = np.frombuffer(data, np.uint8)
     one = QTensor.from_buffer(Layout(lay.stype, 1, lay.cols, lay.group), buf)
     return one.dequantize()[0]

@@ -5,6 +5,7 @@ ones (plan.streamed) come piece by piece through plan.slots slots that the prefe
 while the model computes. A fully pinned plan starts no thread at all. Every buffer is the size the plan
 counted (costs.py).
 """
+
 from __future__ import annotations
 
 import time
@@ -31,13 +32,13 @@ class Pager:
         self.throttle = Throttle.of(plan.device)
         # pinned units: read and decoded now, each tensor at its packed offset in its unit's buffer
         self.pinned: dict[int, dict[str, QTensor]] = {}
-        self.pinned_bufs: list[np.ndarray] = []     # one (costs[u].raw,) uint8 buffer per pinned unit
+        self.pinned_bufs: list[np.ndarray] = []  # one (costs[u].raw,) uint8 buffer per pinned unit
         for u in plan.pinned:
             offsets, size = packed_offsets(f, unit_names(f, u, self.n_layers))
             assert size == plan.costs[u].raw, "the plan counts what the pager allocates"
             buf = np.empty(size, np.uint8)
             self.pinned_bufs.append(buf)
-            self.pinned[u] = {n: f.read_into(n, buf[o:o + f.tensors[n].raw_bytes]) for n, o in offsets.items()}
+            self.pinned[u] = {n: f.read_into(n, buf[o : o + f.tensors[n].raw_bytes]) for n, o in offsets.items()}
             self.stats.bytes_read += sum(f.tensors[n].stored_bytes for n in offsets)
         self._embed_table = self.pinned.get(self.n_layers, {}).get(EMBED)
         # streamed units: (unit, piece) keys in use order, each piece's tensors at their offsets in a slot
@@ -45,15 +46,27 @@ class Pager:
         sequence = [(u, k) for u in plan.streamed for k in range(len(pieces[u]))]
         self.layout = {(u, k): packed_offsets(f, names)[0] for u in plan.streamed for k, names in enumerate(pieces[u])}
         # streamed layer -> {name without the layer prefix: piece}, what StreamedLayer looks names up in
-        self.piece_of = {u: {n[len(layer_prefix(u)):]: k for k, names in enumerate(pieces[u]) for n in names}
-                         for u in plan.streamed if u < self.n_layers}
+        self.piece_of = {
+            u: {n[len(layer_prefix(u)) :]: k for k, names in enumerate(pieces[u]) for n in names}
+            for u in plan.streamed
+            if u < self.n_layers
+        }
         self.prefetch = None
         if plan.streamed:
-            slots = [np.empty(plan.slot_bytes, np.uint8) for _ in range(plan.slots)]   # plan.slots x (slot_bytes,)
-            self.prefetch = Prefetcher(f, sequence, self.layout, slots, plan.staging_bytes, self.stats,
-                                       self.throttle, direct_io=direct_io, decode_threads=decode_threads)
-        self._acquired: dict[int, float] = {}   # unit -> when the model got it (compute time = until release)
-        self._waited: dict[int, float] = {}     # unit -> its wait_s then (waits for later pieces are not compute)
+            slots = [np.empty(plan.slot_bytes, np.uint8) for _ in range(plan.slots)]  # plan.slots x (slot_bytes,)
+            self.prefetch = Prefetcher(
+                f,
+                sequence,
+                self.layout,
+                slots,
+                plan.staging_bytes,
+                self.stats,
+                self.throttle,
+                direct_io=direct_io,
+                decode_threads=decode_threads,
+            )
+        self._acquired: dict[int, float] = {}  # unit -> when the model got it (compute time = until release)
+        self._waited: dict[int, float] = {}  # unit -> its wait_s then (waits for later pieces are not compute)
 
     # -- the provider verbs -------------------------------------------------------------------------
     def embed(self, ids, out) -> None:
@@ -75,7 +88,7 @@ class Pager:
         if t0 is not None:
             now = time.perf_counter()
             rec = self.stats.unit(i)
-            busy = now - t0 - (rec["wait_s"] - self._waited.pop(i, rec["wait_s"]))   # minus waits for pieces
+            busy = now - t0 - (rec["wait_s"] - self._waited.pop(i, rec["wait_s"]))  # minus waits for pieces
             rec["compute_s"] += busy
             rec["uses"] += 1
             self.stats.compute_s += busy
@@ -108,8 +121,10 @@ class Pager:
         """Piece k of streamed unit u as tensors named without `prefix`, viewing the slot that holds it."""
         buf = self.prefetch.take((u, k))
         tensors = self.f.tensors
-        return {n[len(prefix):]: QTensor.from_buffer(tensors[n].layout, buf[o:o + tensors[n].raw_bytes])
-                for n, o in self.layout[(u, k)].items()}
+        return {
+            n[len(prefix) :]: QTensor.from_buffer(tensors[n].layout, buf[o : o + tensors[n].raw_bytes])
+            for n, o in self.layout[(u, k)].items()
+        }
 
     def _acquire(self, u: int) -> None:
         """Start unit u's compute clock; waits for its later pieces are taken off at release."""
@@ -119,7 +134,7 @@ class Pager:
     def _pinned_unit(self, u: int, prefix: str) -> dict[str, QTensor]:
         self._acquire(u)
         w = self.pinned[u]
-        return {n[len(prefix):]: t for n, t in w.items()} if prefix else w
+        return {n[len(prefix) :]: t for n, t in w.items()} if prefix else w
 
 
 class StreamedLayer:

@@ -6,6 +6,7 @@ the model exceeds it). Instead a fixed set is pinned and the rest stream through
     streamed    the other layers, each read from flash once per forward pass into a free slot
     embedding   rows fetched on demand from row-chunked storage unless the table is pinned (tied head)
 """
+
 from __future__ import annotations
 
 import re
@@ -18,11 +19,23 @@ from ..format import EllmFile
 from .costs import LayerCost, fixed_costs, staging_bytes, unit_costs
 from .device import DeviceProfile
 
-DEFAULT_FRACTION = 0.5        # of available memory, when no budget is given
+DEFAULT_FRACTION = 0.5  # of available memory, when no budget is given
 DEFAULT_SLOTS = 2
-_UNITS = {"": 1, "b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12,
-          "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40, "k": 2 ** 10, "m": 2 ** 20,
-          "g": 2 ** 30}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "k": 2**10,
+    "m": 2**20,
+    "g": 2**30,
+}
 
 
 def parse_size(value) -> int:
@@ -57,17 +70,17 @@ class Plan:
     pinned: list[int]
     streamed: list[int]
     slots: int
-    slot_bytes: int           # the largest decoded piece of a streamed layer
-    staging_bytes: int        # the staging ring the prefetcher reads into (only when something streams)
+    slot_bytes: int  # the largest decoded piece of a streamed layer
+    staging_bytes: int  # the staging ring the prefetcher reads into (only when something streams)
     embed_pinned: bool
     costs: dict[int, LayerCost]
-    fixed: dict[str, int] = field(default_factory=dict)   # run state, tokenizer, decoder scratch...
-    fits: bool = True         # total <= budget; load() refuses a plan that does not fit
-    minimum_budget: int = 0   # the cheapest plan's total at this context: the smallest budget that works
-    context: int = 0          # tokens the KV cache holds
-    default_context: int | None = None   # the default context before it was halved to fit; None: asked for
+    fixed: dict[str, int] = field(default_factory=dict)  # run state, tokenizer, decoder scratch...
+    fits: bool = True  # total <= budget; load() refuses a plan that does not fit
+    minimum_budget: int = 0  # the cheapest plan's total at this context: the smallest budget that works
+    context: int = 0  # tokens the KV cache holds
+    default_context: int | None = None  # the default context before it was halved to fit; None: asked for
     device: DeviceProfile | None = None  # what the prediction is for (and the flash load() emulates)
-    predicted: dict = field(default_factory=dict)         # tok/s bounds on that device (predict.py)
+    predicted: dict = field(default_factory=dict)  # tok/s bounds on that device (predict.py)
 
     @property
     def pinned_bytes(self) -> int:
@@ -83,22 +96,41 @@ class Plan:
 
     @property
     def n_layers(self) -> int:
-        return len(self.costs) - 1                 # units are the layers and the head
+        return len(self.costs) - 1  # units are the layers and the head
 
     def breakdown(self) -> dict[str, int]:
-        return {"pinned weights": self.pinned_bytes, "stream slots": self.slots * self.slot_bytes,
-                "staging": self.staging_bytes, **self.fixed}
+        return {
+            "pinned weights": self.pinned_bytes,
+            "stream slots": self.slots * self.slot_bytes,
+            "staging": self.staging_bytes,
+            **self.fixed,
+        }
 
 
-def plan_file(f: EllmFile, n_layers: int, tied: bool, run_state_bytes: int, budget: int, slots: int = 2,
-              decode_threads: int = 1) -> Plan:
+def plan_file(
+    f: EllmFile, n_layers: int, tied: bool, run_state_bytes: int, budget: int, slots: int = 2, decode_threads: int = 1
+) -> Plan:
     """plan_units for an opened file, its costs from the header (costs.py). Reads no weight, allocates none."""
-    return plan_units(unit_costs(f, n_layers), budget, fixed_costs(f, run_state_bytes, decode_threads), n_layers,
-                      slots=slots, tied=tied, staging=staging_bytes(f))
+    return plan_units(
+        unit_costs(f, n_layers),
+        budget,
+        fixed_costs(f, run_state_bytes, decode_threads),
+        n_layers,
+        slots=slots,
+        tied=tied,
+        staging=staging_bytes(f),
+    )
 
 
-def plan_units(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], n_layers: int,
-               slots: int = 2, tied: bool = False, staging: int = 0) -> Plan:
+def plan_units(
+    costs: dict[int, LayerCost],
+    budget: int,
+    fixed: dict[str, int],
+    n_layers: int,
+    slots: int = 2,
+    tied: bool = False,
+    staging: int = 0,
+) -> Plan:
     """Pin the head first, then as many layers as fit beside `slots` stream slots; spread the pinned
     layers evenly so the prefetcher always has a streamed layer to read while a pinned one computes.
     When nothing fits the budget: the cheapest plan, with fits=False."""
@@ -115,20 +147,22 @@ def plan_units(costs: dict[int, LayerCost], budget: int, fixed: dict[str, int], 
     # pinning everything needs no slots, so the cheapest plan need not be the all-streamed one
     cheapest = min(plans, key=lambda p: p.total)
     fitting = [p for p in plans if p.total <= budget]
-    best = fitting[-1] if fitting else cheapest          # the most pinned: fewest bytes streamed per token
+    best = fitting[-1] if fitting else cheapest  # the most pinned: fewest bytes streamed per token
     best.fits, best.minimum_budget = bool(fitting), cheapest.total
     return best
 
 
 def too_small_message(budget: int, minimum: int) -> str:
-    return (f"a RAM budget of {fmt_bytes(budget)} is too small for this model; the minimum workable budget is "
-            f"{minimum / 1e6:,.2f} MB (try --ram-budget {-(-minimum // 10 ** 5) / 10:g}MB, or a shorter --context)")
+    return (
+        f"a RAM budget of {fmt_bytes(budget)} is too small for this model; the minimum workable budget is "
+        f"{minimum / 1e6:,.2f} MB (try --ram-budget {-(-minimum // 10**5) / 10:g}MB, or a shorter --context)"
+    )
 
 
 def _plan_for(costs, budget, fixed, pinned, streamed, slots, tied, staging) -> Plan:
     slot = max((costs[i].piece or costs[i].raw for i in streamed), default=0)
     n_slots = min(slots, len(streamed)) if streamed else 0
-    embed_pinned = tied and max(costs) in pinned     # a tied head is the embedding table itself
+    embed_pinned = tied and max(costs) in pinned  # a tied head is the embedding table itself
     f = dict(fixed)
     if embed_pinned:
         f.pop("embedding rows", None)

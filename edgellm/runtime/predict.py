@@ -6,12 +6,13 @@ dispatch, norms, rope, attention at short context, sampling, detokenizing). The 
 small model: without it stories260K (0.15 MB of weights) was predicted at 100,000 tok/s where the host runs
 it at ~2,500.
 """
+
 from __future__ import annotations
 
 # Decode speed of this host's kernels inside a whole model, GB/s of stored weight bytes on 2 threads
 # (tools/bench_kernels.py on the TinyLlama-shaped file: q4 15.3, q8 21.0); a device's cpu_scale scales it.
 HOST_KERNEL_GB_S = {"q4": 15.0, "q8": 20.0, "f16": 8.0, "f32": 12.0}
-HOST_DISK_MB_S = 750.0        # this machine's cold sequential reads (FACTS.md), for the `host` profile
+HOST_DISK_MB_S = 750.0  # this machine's cold sequential reads (FACTS.md), for the `host` profile
 # Fixed compute on this host, scaled by a device's cpu_scale. Measured with Transformer.forward on synthetic
 # 64-wide q4 models of 2 and 12 layers (1 and 2 threads): 47-54 us per layer, ~15 us besides; the generation
 # loop (sampling, detokenizer) adds ~35 us per token. Rounded up: these are the floor, not a typical figure.
@@ -43,7 +44,10 @@ def predict(plan, device, stype: str, weight_bytes: int) -> dict:
     io_s = streamed / bw + read_requests(plan) * (device.read_latency_us if device else 0) / 1e6
     n_layers = max(len(plan.costs) - 1, 0)
     compute_s = compute_seconds(weight_bytes, n_layers, stype, device)
-    return {"io_seconds": io_s, "compute_seconds": compute_s,
-            "flash_bound_tps": 1 / io_s if io_s else float("inf"),
-            "compute_bound_tps": 1 / compute_s,
-            "predicted_tps": 1 / max(io_s, compute_s)}
+    return {
+        "io_seconds": io_s,
+        "compute_seconds": compute_s,
+        "flash_bound_tps": 1 / io_s if io_s else float("inf"),
+        "compute_bound_tps": 1 / compute_s,
+        "predicted_tps": 1 / max(io_s, compute_s),
+    }

@@ -9,6 +9,7 @@ begun before that are discarded by their generation number.
 Errors: a failed read or a damaged chunk surfaces in the model's thread as FormatError; any other exception
 (a bug) is re-raised there as it is, never disguised as a damaged file. Either way the cycle restarts.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,20 +25,30 @@ from .costs import PAGE, RING, piece_chunks, read_groups, read_size
 from .device import Throttle
 from .iostats import IOStats
 
-Key = tuple[int, int]          # (unit, piece index)
+Key = tuple[int, int]  # (unit, piece index)
 
 
 def aligned_empty(n: int, align: int = PAGE) -> np.ndarray:
     """uint8[n] whose address is a multiple of `align` (O_DIRECT needs it)."""
     raw = np.empty(n + align, np.uint8)
     skip = (-raw.ctypes.data) % align
-    return raw[skip:skip + n]
+    return raw[skip : skip + n]
 
 
 class Prefetcher:
-    def __init__(self, f: EllmFile, sequence: list[Key], layout: dict[Key, dict[str, int]],
-                 slots: list[np.ndarray], staging_bytes: int, stats: IOStats, throttle: Throttle, *,
-                 direct_io: bool = False, decode_threads: int = 1):
+    def __init__(
+        self,
+        f: EllmFile,
+        sequence: list[Key],
+        layout: dict[Key, dict[str, int]],
+        slots: list[np.ndarray],
+        staging_bytes: int,
+        stats: IOStats,
+        throttle: Throttle,
+        *,
+        direct_io: bool = False,
+        decode_threads: int = 1,
+    ):
         """`layout[key]`: each tensor of the piece -> its offset in a slot; `staging_bytes` (costs.py): the
         ring, RING page-aligned buffers of one read group each."""
         self.f, self.sequence, self.layout, self.slots = f, sequence, layout, slots
@@ -45,21 +56,21 @@ class Prefetcher:
         self.fd = self._open_direct() if direct_io else f.fileno()
         self.direct = direct_io and self.fd != f.fileno()
         self.group_bytes = read_size(f)
-        self.group_room = staging_bytes // RING                    # one ring buffer, page multiple
-        self.staging = aligned_empty(self.group_room * RING)       # (RING * group_room,) read buffers
+        self.group_room = staging_bytes // RING  # one ring buffer, page multiple
+        self.staging = aligned_empty(self.group_room * RING)  # (RING * group_room,) read buffers
         # Chunks decode on the pool while this thread goes on reading (decode_threads 0: inline).
         self._pool = ThreadPoolExecutor(decode_threads, "edgellm-decode") if decode_threads > 0 else None
-        self._ring: list[list] = [[] for _ in range(RING)]   # pending decode jobs per staging buffer
-        self._k = 0                                           # read groups issued (ring position)
+        self._ring: list[list] = [[] for _ in range(RING)]  # pending decode jobs per staging buffer
+        self._k = 0  # read groups issued (ring position)
         # Shared with the model's thread, under _cv:
         self._cv = threading.Condition()
-        self._ready: dict[Key, int] = {}     # piece -> slot holding it, decoded
-        self._held: dict[int, Key] = {}      # unit -> the piece whose slot the model holds
+        self._ready: dict[Key, int] = {}  # piece -> slot holding it, decoded
+        self._held: dict[int, Key] = {}  # unit -> the piece whose slot the model holds
         self._free = list(range(len(slots)))
-        self._next = 0                       # index into sequence of the next piece to load
-        self._expect = 0                     # index into sequence of the next piece the model wants
+        self._next = 0  # index into sequence of the next piece to load
+        self._expect = 0  # index into sequence of the next piece the model wants
         self._error: BaseException | None = None
-        self._generation = 0                 # bumped by _resync: loads started before it are discarded
+        self._generation = 0  # bumped by _resync: loads started before it are discarded
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="edgellm-prefetch", daemon=True)
         self._thread.start()
@@ -98,16 +109,16 @@ class Prefetcher:
         t0 = time.perf_counter()
         u = key[0]
         with self._cv:
-            if self.sequence[self._expect] != key:      # an interrupted pass: restart the cycle at key
+            if self.sequence[self._expect] != key:  # an interrupted pass: restart the cycle at key
                 self._resync(self.sequence.index(key))
             while key not in self._ready and self._error is None:
                 self._cv.wait()
             if self._error is not None:
                 err, self._error = self._error, None
                 self._resync(self._expect)
-                if isinstance(err, OSError):               # the file went away, a device error...
+                if isinstance(err, OSError):  # the file went away, a device error...
                     raise FormatError(f"reading {self.f.path}: {err}") from err
-                raise err                                  # FormatError (damaged chunk), or a bug as it is
+                raise err  # FormatError (damaged chunk), or a bug as it is
             self._expect = (self._expect + 1) % len(self.sequence)
             slot = self._ready[key]
         now = time.perf_counter()
@@ -130,8 +141,9 @@ class Prefetcher:
         last_gen = self._generation
         while True:
             with self._cv:
-                while not self._stop and (not self._free or self._error is not None
-                                          or self.sequence[self._next] in self._ready):
+                while not self._stop and (
+                    not self._free or self._error is not None or self.sequence[self._next] in self._ready
+                ):
                     self._cv.wait()
                 if self._stop:
                     return
@@ -139,12 +151,12 @@ class Prefetcher:
                 key = self.sequence[self._next]
                 gen = self._generation
                 self._next = (self._next + 1) % len(self.sequence)
-            if gen != last_gen:          # decodes of a discarded pass may still write into a recycled slot
+            if gen != last_gen:  # decodes of a discarded pass may still write into a recycled slot
                 self._drain()
                 last_gen = gen
             try:
                 self._load(key, slot, gen)
-            except BaseException as e:           # raised in the model's thread by _wait_for, never a hang
+            except BaseException as e:  # raised in the model's thread by _wait_for, never a hang
                 self._drain()
                 self._publish(key, slot, gen, e)
 
@@ -193,9 +205,9 @@ class Prefetcher:
                 state["left"] -= 1
                 last = state["left"] == 0
             if last:
-                with self._cv:                 # decode threads finish units concurrently
+                with self._cv:  # decode threads finish units concurrently
                     self.stats.decompress_s += state["decompress_s"]
-                    self.stats.units_loaded += key[1] == 0      # a unit, not each of its pieces
+                    self.stats.units_loaded += key[1] == 0  # a unit, not each of its pieces
                     rec["decompress_s"] += state["decompress_s"]
                     rec["loads"] += key[1] == 0
                 self._publish(key, slot, gen, state["err"])
@@ -205,13 +217,13 @@ class Prefetcher:
             for group in groups:
                 r = self._k % RING
                 self._k += 1
-                for j in self._ring[r]:                        # that buffer's previous chunks are decoded
+                for j in self._ring[r]:  # that buffer's previous chunks are decoded
                     j.exception()
                 self._ring[r].clear()
                 buf, base = self._read_group(group, r, u, t_read)
                 for e, c in group:
                     off = offsets[e.name]
-                    args = (e, c, buf[c.offset - base:c.offset - base + c.length], out[off:off + e.raw_bytes])
+                    args = (e, c, buf[c.offset - base : c.offset - base + c.length], out[off : off + e.raw_bytes])
                     if self._pool is not None:
                         self._ring[r].append(self._pool.submit(decode, *args))
                     else:
@@ -225,7 +237,7 @@ class Prefetcher:
         start = group[0][1].offset
         end = group[-1][1].offset + group[-1][1].length
         lo, hi = (start - start % PAGE, -(-end // PAGE) * PAGE) if self.direct else (start, end)
-        buf = self.staging[r * self.group_room:r * self.group_room + (hi - lo)]
+        buf = self.staging[r * self.group_room : r * self.group_room + (hi - lo)]
         t0 = time.perf_counter()
         got = os.preadv(self.fd, [memoryview(buf)], lo)
         self.throttle.wait(got, t0)
@@ -235,8 +247,9 @@ class Prefetcher:
         self.stats.event("read", u, t0, t1)
         self.stats.bytes_read += max(got, 0)
         if got < end - lo:
-            raise FormatError(f"{self.f.path}: file ended at {lo + max(got, 0)} while reading a layer "
-                              f"(truncated or removed?)")
+            raise FormatError(
+                f"{self.f.path}: file ended at {lo + max(got, 0)} while reading a layer (truncated or removed?)"
+            )
         if not self.direct:
             os.posix_fadvise(self.fd, lo, hi - lo, os.POSIX_FADV_DONTNEED)
         return buf, lo

@@ -3,6 +3,7 @@
 The model asks for one unit at a time and releases it when done, so the same forward pass runs a model that
 fits in RAM and one that streams; it must not care which. The pager (pager.py) implements it.
 """
+
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable

@@ -5,13 +5,14 @@ table). A streamed layer travels in *pieces*, in the order the forward pass uses
 one piece (at most one MLP matrix) instead of a whole layer: for TinyLlama q4 the two slots shrink from
 2 x 24.8 MB to 2 x 6.5 MB, and what they free is pinned instead of read again every token.
 """
+
 from __future__ import annotations
 
 from ..format import EllmFile
 from ..models import get_model_module
 
 EMBED = "model.embed_tokens.weight"
-PIECE_ORDER = get_model_module("llama").LAYER_PIECES   # declared by the model (mistral and qwen2 reuse llama's)
+PIECE_ORDER = get_model_module("llama").LAYER_PIECES  # declared by the model (mistral and qwen2 reuse llama's)
 
 
 def layer_prefix(i: int) -> str:
@@ -34,7 +35,7 @@ def unit_pieces(f: EllmFile, unit: int, n_layers: int) -> list[list[str]]:
         return [names]
     pieces: list[list[str]] = [[] for _ in PIECE_ORDER]
     for n in names:
-        short = n[len(layer_prefix(unit)):]
+        short = n[len(layer_prefix(unit)) :]
         k = next((j for j, keys in enumerate(PIECE_ORDER) if any(short.startswith(key + ".") for key in keys)), 0)
         pieces[k].append(n)
     return [p for p in pieces if p]
