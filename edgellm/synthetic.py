@@ -66,7 +66,7 @@ class SyntheticConfig:
         h, i, v = self.hidden_size, self.intermediate_size, self.vocab_size
         hd = h // self.num_attention_heads
         q, kv = self.num_attention_heads * hd, self.num_key_value_heads * hd
-        out = [("model.embed_tokens.weight", (v, h))]
+        out: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (v, h))]
         for n in range(self.num_hidden_layers):
             p = f"model.layers.{n}."
             out += [
@@ -104,7 +104,8 @@ def _write_safetensors(
     path: Path, items: list[tuple[str, tuple[int, ...]]], dtype: str, rng: np.random.Generator
 ) -> None:
     code, width = _DTYPES[dtype]
-    header, pos = {"__metadata__": {"format": "pt"}}, 0
+    header: dict[str, dict[str, object]] = {"__metadata__": {"format": "pt"}}
+    pos = 0
     for name, shape in items:
         n = int(np.prod(shape)) * width
         header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [pos, pos + n]}
@@ -193,7 +194,9 @@ def make_checkpoint(
     if not shard_size:
         _write_safetensors(out / "model.safetensors", items, dtype, rng)
         return out
-    shards, cur, size = [], [], 0
+    shards: list[list[tuple[str, tuple[int, ...]]]] = []
+    cur: list[tuple[str, tuple[int, ...]]] = []
+    size = 0
     for name, shape in items:
         n = int(np.prod(shape)) * width
         if cur and size + n > shard_size:

@@ -54,13 +54,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..converter.source import _DTYPES, _MAX_ST_HEADER, SourceTensor
 from ..errors import EdgeLLMError
 from ..format import codecs
-from ..format.spec import DEFAULT_CHUNK
+from ..format.spec import DEFAULT_CHUNK, TensorEntry
 from ..quant import DEFAULT_GROUP, STORAGE_TYPES, Layout, quantize
 
 BLOCK_BYTES = 8 << 20  # f32 source bytes quantized at once: memory stays bounded on any model
@@ -142,7 +143,7 @@ class Part:
     def to_json(self, weights: int, names, decode_s: dict | None = None) -> dict:
         w = max(weights, 1)
         gain = self.raw - self.bound
-        out = {
+        out: dict[str, Any] = {
             "weights": weights,
             "raw_bytes": self.raw,
             "bound_bytes": round(self.bound),
@@ -220,7 +221,7 @@ class _StreamStudy:
 class _Item:
     name: str
     shape: tuple
-    source: object  # SourceTensor (safetensors) or TensorEntry (.ellm)
+    source: SourceTensor | TensorEntry  # SourceTensor (safetensors) or TensorEntry (.ellm)
 
 
 def _safetensors_index(path: Path) -> tuple[list[SourceTensor], list[dict]]:
@@ -355,7 +356,7 @@ def analyze(
         if f:
             f.close()
 
-    out = {
+    out: dict[str, Any] = {
         "source": str(src),
         "kind": "ellm" if ellm else "safetensors",
         "chunk_bytes": chunk,
@@ -380,15 +381,15 @@ def analyze(
         quant[stype]["total"] = rec
     for dev in profiles:
         cm = codecs.CostModel.for_device(dev)
-        load, rec = {}, out["recommendation"].setdefault(dev.name, {})
+        load: dict[str, dict[str, Any]] = {}
+        rec = out["recommendation"].setdefault(dev.name, {})
         for stype, tot in totals.items():
-            streams = [tot["codes"], tot["scales"]]
+            pair = [tot["codes"], tot["scales"]]
             load[stype] = {
-                v: _load(sum(p.stored.get(v, p.raw) for p in streams), _decode_s(streams, v, cm.cpu_scale), cm)
-                for v in names
+                v: _load(sum(p.stored.get(v, p.raw) for p in pair), _decode_s(pair, v, cm.cpu_scale), cm) for v in names
             }
             if ellm:
-                load[stype]["file"] = _file_load(tot["file"], streams, names, file_codec.get("level"), cm)
+                load[stype]["file"] = _file_load(tot["file"], pair, names, file_codec.get("level"), cm)
             # a variant whose every chunk fell back to raw is raw: never recommend it on timing noise
             total = quant[stype]["total"]
             shrinks = [v for v in names if v == "raw" or total["codecs"][v]["stored_bytes"] < total["raw_bytes"]]
@@ -433,7 +434,8 @@ def _combined(streams: dict, weights: int, names) -> dict:
 def _study(it: _Item, f, quants, vs, pool, chunk):
     """Yield (stype, group, tensor record, {stream: Part}) for each storage type `it` is studied in."""
     if f is not None:  # .ellm: the codes and scales as stored
-        e = it.source
+        assert isinstance(it.source, TensorEntry)  # an .ellm file's items hold its entries
+        e: TensorEntry = it.source
         lays = {e.layout.stype: e.layout}
         qt = f.read_tensor(e.name)
         step = _block_rows(e.layout, chunk)
@@ -443,6 +445,7 @@ def _study(it: _Item, f, quants, vs, pool, chunk):
         )
     else:  # safetensors: quantize row blocks, each read once for every type
         st = it.source
+        assert isinstance(st, SourceTensor)  # a safetensors file's items hold its tensors
         lays = {q: Layout(q, st.shape[0], st.shape[1]) for q in quants}
         step = min(_block_rows(lay, chunk) for lay in lays.values())
 
@@ -473,13 +476,13 @@ def _study(it: _Item, f, quants, vs, pool, chunk):
             "streams": {k: _stream_json(p, weights, names, _symbol(q, k)) for k, p in parts.items()},
         }
         if f is not None:
-            rec["file"] = _file_mix(it.source.chunks)
+            rec["file"] = _file_mix(e.chunks)
         yield q, (lay.group if lay.quantized else 0), rec, parts
 
 
 def _file_mix(chunks) -> dict:
     """The file's own choice: chunk count, raw and stored bytes per codec."""
-    mix = {"stored_bytes": 0, "raw_bytes": 0, "chunks": {}}
+    mix: dict[str, Any] = {"stored_bytes": 0, "raw_bytes": 0, "chunks": {}}
     for c in chunks:
         m = mix["chunks"].setdefault(c.codec, {"chunks": 0, "raw_bytes": 0, "stored_bytes": 0})
         m["chunks"] += 1

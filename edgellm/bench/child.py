@@ -102,6 +102,8 @@ def _one(a: dict, repeat: int) -> dict:
                 trace, prov.stats.trace = prov.stats.trace, None
         if prov.stats.trace is not None:  # fewer tokens than asked to trace
             trace, prov.stats.trace = prov.stats.trace, None
+        # gen_tokens >= 1 and generate_tokens yields once per step: the n == 0 snapshot was taken
+        assert io1 is not None and units1 is not None
         io = prov.io_stats()
         steps = max(stats.generated_tokens - 1, 1)
         d = {k: io[k] - io1[k] for k in ("read_s", "decompress_s", "wait_s", "compute_s", "bytes_read")}

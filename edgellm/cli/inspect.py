@@ -18,7 +18,8 @@ def summarize(f) -> dict:
     """Everything `inspect` reports, as plain data."""
     cfg = f.config
     params = sum(e.layout.rows * e.layout.cols for e in f.entries)
-    layers, codecs = {}, {}
+    layers: dict[int, dict[str, int]] = {}
+    codecs: dict[str, dict[str, int]] = {}
     for e in f.entries:
         row = layers.setdefault(e.layer, {"layer": e.layer, "raw_bytes": 0, "stored_bytes": 0, "tensors": 0})
         row["raw_bytes"] += e.raw_bytes

@@ -79,22 +79,25 @@ def _note(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"edgellm: note: {message}", file=sys.stderr)
 
 
-def _replace_noted(exc: UnicodeDecodeError):
+_stdin_noted = False  # _replace_noted has printed its note
+
+
+def _replace_noted(exc: UnicodeError) -> tuple[str, int]:
     """Decode error handler for stdin: U+FFFD for each bad sequence; the note once per process."""
-    if not _replace_noted.noted:
-        _replace_noted.noted = True
+    global _stdin_noted
+    if not isinstance(exc, (UnicodeDecodeError, UnicodeEncodeError, UnicodeTranslateError)):
+        raise exc
+    if not _stdin_noted:
+        _stdin_noted = True
         print("edgellm: note: standard input: invalid UTF-8 replaced with U+FFFD", file=sys.stderr, flush=True)
     return "\ufffd", exc.end
-
-
-_replace_noted.noted = False
 
 
 def _utf8_stdin() -> None:
     """Read stdin as UTF-8 whatever the locale, invalid bytes repaired (README: the CLI's input rule)."""
     codecs.register_error(STDIN_ERRORS, _replace_noted)
     try:
-        sys.stdin.reconfigure(encoding="utf-8", errors=STDIN_ERRORS)
+        sys.stdin.reconfigure(encoding="utf-8", errors=STDIN_ERRORS)  # type: ignore[union-attr]
     except (AttributeError, ValueError):  # not a text file (None, or a test's StringIO), or already read
         pass
 

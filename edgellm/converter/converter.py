@@ -107,20 +107,21 @@ def convert(
         from ..runtime.device import load_device
 
         dev = load_device(device) if isinstance(device, str) else device
+    params = sum(int(np.prod(p.shape)) for p in planned)
     meta = {
         "format": "ellm",
         "converter": f"edgellm {__version__}",
         "config": source.config,
         "quant": {"type": quant, "group_size": group_size},
         "codec": {"mode": codec, "level": level, "device": getattr(dev, "name", None)},
-        "source": {"dtype": source.dtype, "params": sum(int(np.prod(p.shape)) for p in planned)},
+        "source": {"dtype": source.dtype, "params": params},
         "tokenizer": {
             "json": source.tokenizer_json,
             "config": source.tokenizer_config,
             "generation_config": source.generation_config,
         },
     }
-    report = ConvertReport(dst, params=meta["source"]["params"])
+    report = ConvertReport(dst, params=params)
     bar = _Progress(sum(source.tensors[p.name].rows * source.tensors[p.name].row_bytes for p in planned), progress)
     writer = Writer(
         dst,

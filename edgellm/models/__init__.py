@@ -14,7 +14,7 @@ from ..errors import UnsupportedModelError
 SUPPORTED = ("llama", "mistral", "qwen2")
 
 
-def get_model_module(model_type: str):
+def get_model_module(model_type: str | None):
     if model_type not in SUPPORTED:
         raise UnsupportedModelError(f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED)}")
     return importlib.import_module(f".{model_type}", __name__)

@@ -7,6 +7,7 @@ at a time and releases it when done, so the same code runs a model that fits in 
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,7 +17,10 @@ from .base import TensorSpec
 
 # edgellm.kernels (numba: ~70 MB resident) is imported when a RunState is sized or built, not with this module:
 # the converter reads only the schema below and stays small.
-kernels = None
+if TYPE_CHECKING:
+    from .. import kernels
+else:
+    kernels = None
 
 
 def _import_kernels():
@@ -62,8 +66,8 @@ class ModelArgs:
     num_hidden_layers: int
     num_attention_heads: int
     vocab_size: int
-    num_key_value_heads: int | None = None
-    head_dim: int | None = None
+    num_key_value_heads: int = 0  # 0 (or None): num_attention_heads, set in __post_init__
+    head_dim: int = 0  # 0 (or None): hidden_size // num_attention_heads, set in __post_init__
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     rope_scaling: dict | None = None
@@ -83,7 +87,7 @@ class ModelArgs:
             raise UnsupportedModelError(
                 f"the config lacks {missing[0]!r}, which every {cfg.get('model_type')} model has"
             )
-        kw["rope_theta"], kw["rope_scaling"] = rope_settings(cfg, next(f.default for f in fs if f.name == "rope_theta"))
+        kw["rope_theta"], kw["rope_scaling"] = rope_settings(cfg, cls.rope_theta)
         return cls(**kw)
 
     def __post_init__(self):
@@ -168,7 +172,7 @@ class RunState:
     value_cache: np.ndarray = field(init=False)  # (n_layers, context, n_kv_heads, head_dim)
     cos: np.ndarray = field(init=False)  # (context, head_dim // 2) rotary tables
     sin: np.ndarray = field(init=False)
-    scratch: object = field(init=False)  # kernels' own workspace (quantized activations, scores)
+    scratch: kernels.Workspace = field(init=False)  # kernels' own workspace (quantized activations, scores)
 
     def __post_init__(self):
         _import_kernels()
