@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from .format import EllmFile
 from .generate.generate import Session, generate_tokens  # noqa: F401  (the token loop, for callers of api)
 from .generate.lock import LockedStream, ModelLock
 from .generate.params import check_load_args, check_sampling, clean_messages, clean_text
-from .generate.stream import Chunk, stream_text
+from .generate.stream import stream_text
 from .kernels.parallel import FixedThreads
 from .models import get_model_module
 from .models.tensors import check_tensors
@@ -24,6 +24,9 @@ from .runtime.predict import predict
 from .runtime.provider import WeightProvider
 from .source import resolve_model
 from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from .chat.templates import ChatTemplate
 
 DEFAULT_CONTEXT = 2048
 MIN_AUTO_CONTEXT = 256  # the default context shrinks down to this to fit a tight budget
@@ -58,7 +61,7 @@ class Model:
         # threads=None: every core for prefill, and each decode pass on the count measured fastest right now
         self.session = Session(self.transformer, FixedThreads(threads) if threads else None)
         self.load_seconds = 0.0
-        self._templates = {}  # chat template spec -> (ChatTemplate, notice)
+        self._templates: dict[str, tuple[ChatTemplate, str | None]] = {}  # chat template spec -> (ChatTemplate, notice)
         self._lock = ModelLock()  # one call at a time touches the KV cache (see the class docstring)
 
     # -- generation -----------------------------------------------------------------------------------
@@ -74,7 +77,7 @@ class Model:
         repetition_penalty: float = 1.0,
         seed=None,
         stop=None,
-    ) -> Iterator[Chunk]:
+    ) -> LockedStream:
         """An iterator of Chunks, one per generated token (edgellm.generate.stream); the last one has the last
         token, finish_reason and stats. `prompt`: text, or a list of token ids used as they are.
 
@@ -164,8 +167,9 @@ class Model:
             self._templates[key] = resolve(
                 spec, t.chat_template, bos_token=t.bos_token or "", eos_token=t.eos_token or ""
             )
-            if self._templates[key][1]:
-                _notice(on_notice, self._templates[key][1])
+            notice = self._templates[key][1]
+            if notice:
+                _notice(on_notice, notice)
         return self._templates[key][0]
 
     def _stream_ids(self, ids, **kwargs) -> LockedStream:
@@ -260,9 +264,11 @@ def _plan(
     """plan() for an opened file. The default context halves (down to MIN_AUTO_CONTEXT) while its KV cache
     does not fit the budget (it can outweigh a layer); a context the caller asked for is kept."""
     check_tensors(f)  # one FormatError naming a missing tensor, before anything is sized from it
-    budget = parse_budget(ram_budget, f.size) if ram_budget is not None else default_budget()
-    default = None if context else min(args.max_context(), DEFAULT_CONTEXT)
-    ctx = int(context) if context else default
+    budget = parse_budget(ram_budget, f.size)  # None only for None: the default
+    if budget is None:
+        budget = default_budget()
+    ctx: int = int(context) if context else min(args.max_context(), DEFAULT_CONTEXT)
+    default = None if context else ctx
     if ctx < 1 or ctx > args.max_context():
         raise EdgeLLMError(f"context {ctx} is outside 1..{args.max_context()} for this model")
     while True:

@@ -63,7 +63,7 @@ class Tokenizer:
             ids = self._tok.encode(text, add_special_tokens=False).ids
             return [self.bos_id] + ids if add_bos and self.bos_id is not None else ids
         ids = self._tok.encode(text, add_special_tokens=True).ids
-        if self.add_bos and (not ids or ids[0] != self.bos_id):
+        if self.add_bos and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
             ids = [self.bos_id] + ids  # the tokenizer.json's post-processor did not add it
         return ids
 

@@ -47,7 +47,7 @@ class LayerSpan:
     names: tuple[str, ...]
 
 
-def _need(cond: bool, msg: str) -> None:
+def _need(cond: object, msg: str) -> None:
     if not cond:
         raise FormatError(msg)
 
@@ -91,7 +91,8 @@ def parse_tensors(header: dict, data_start: int, size: int, name: str) -> list[T
     align = _int(header.get("alignment"), f"{name}: alignment", MIN_ALIGN, MAX_ALIGN)
     _need(align & (align - 1) == 0, f"{name}: alignment {align} is not a power of two")
     table = header.get("tensors")
-    _need(isinstance(table, list), f"{name}: header has no tensor table")
+    if not isinstance(table, list):
+        raise FormatError(f"{name}: header has no tensor table")
     out, seen, prev_end, prev_layer = [], set(), data_start, -1
     for i, t in enumerate(table):
         _need(isinstance(t, dict) and isinstance(t.get("name"), str), f"{name}: tensor #{i} has no name")
@@ -150,7 +151,8 @@ def parse_tensors(header: dict, data_start: int, size: int, name: str) -> list[T
 
 def _row_bounds(layout) -> set[int]:
     """Raw offsets where a chunk may end: any row end of the codes or scales stream."""
-    bounds, base = set(), 0
+    bounds: set[int] = set()
+    base = 0
     for _n, row_bytes, nbytes in layout.streams():
         bounds.update(range(base + row_bytes, base + nbytes + 1, row_bytes) if row_bytes else ())
         base += nbytes

@@ -68,9 +68,9 @@ class Session:
     def context(self) -> int:
         return self.t.state.context
 
-    def prefill(self, ids: list[int], all_logits: np.ndarray | None = None) -> np.ndarray:
-        """Make the cache hold `ids`; returns the last position's logits. Reuses the common prefix, except
-        with `all_logits` (len(ids), vocab), which is filled for every position from an empty cache."""
+    def prefill(self, ids: list[int], all_logits: np.ndarray | None = None) -> np.ndarray | None:
+        """Make the cache hold `ids`; returns the last position's logits (None for no ids). Reuses the common
+        prefix, except with `all_logits` (len(ids), vocab), which is filled for every position from an empty cache."""
         keep = 0
         if all_logits is None:
             while keep < min(len(ids) - 1, len(self.ids)) and ids[keep] == self.ids[keep]:
@@ -132,7 +132,7 @@ def _steps(
     history = list(prompt_ids[-REPETITION_WINDOW:])
     t_first = None
     for n in range(max_tokens):
-        if repetition_penalty != 1.0:
+        if repetition_penalty != 1.0 and logits is not None:  # None: an empty prompt, so no history either
             apply_repetition_penalty(logits, history[-REPETITION_WINDOW:], repetition_penalty)
         token = int(sampler(logits))
         now = time.perf_counter()

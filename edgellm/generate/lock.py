@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from ..errors import ModelBusyError
 
@@ -25,7 +25,9 @@ class ModelLock:
     def __init__(self):
         self._lock = threading.Lock()
         self.owner: int | None = None  # thread id of the holder
-        self.stream = None  # weakref to the LockedStream holding the lock, if one does
+        self.stream: weakref.ref[LockedStream] | None = (
+            None  # weakref to the LockedStream holding the lock, if one does
+        )
 
     def check(self) -> None:
         """Raise ModelBusyError if this thread holds the lock (waiting for it would deadlock)."""
@@ -51,7 +53,7 @@ class ModelLock:
             s.close()
 
 
-def _hold(lock: ModelLock, chunks: Iterator) -> Iterator:
+def _hold(lock: ModelLock, chunks: Iterator) -> Generator:
     # a plain function, not a method: its frame must not point back at the LockedStream, or an abandoned
     # iterator would sit in a reference cycle (holding the lock) until the cyclic garbage collector ran
     with lock:
@@ -66,7 +68,7 @@ class LockedStream:
 
     def __init__(self, lock: ModelLock, chunks: Iterator):
         self._lock = lock
-        self._gen = _hold(lock, chunks)
+        self._gen: Generator = _hold(lock, chunks)
         self._started = False
 
     def __iter__(self):

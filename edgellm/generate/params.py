@@ -49,21 +49,23 @@ def check_int(name: str, value, lo: int, hi: int | None = None) -> int:
     """`value` as an int in lo..hi (hi None: no upper bound); bools and floats are refused."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidArgumentError(f"{_name(name)} must be an integer, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
+    v = int(value)  # exact for any Integral
+    if v < lo or (hi is not None and v > hi):
         span = f">= {lo}" if hi is None else f"between {lo} and {hi}"
         raise InvalidArgumentError(f"{_name(name)} must be {span}, got {value}")
-    return int(value)
+    return v
 
 
 def check_real(name: str, value, lo: float, hi: float = math.inf, *, lo_open: bool = False) -> float:
     """`value` as a finite float in [lo, hi] (or (lo, hi] with lo_open)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise InvalidArgumentError(f"{_name(name)} must be a finite number, got {value!r}")
-    if value < lo or value > hi or (lo_open and value == lo):
+    v = float(value)
+    if v < lo or v > hi or (lo_open and v == lo):
         left = "(" if lo_open else "["
         span = f"> {lo}" if lo_open and hi == math.inf else f">= {lo}" if hi == math.inf else f"in {left}{lo}, {hi}]"
         raise InvalidArgumentError(f"{_name(name)} must be {span}, got {value}")
-    return float(value)
+    return v
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ def max_threads() -> int:
     """Threads numba's pool was started with: more cannot be used."""
     import numba
 
-    return numba.config.NUMBA_NUM_THREADS
+    return numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
 
 
 def check_load_args(*, threads=None, context=None, slots=2, ram_budget=None, decode_threads=1) -> None:

@@ -26,16 +26,16 @@ from .ops import apply_rope, attention, rmsnorm, rope_tables, silu_mul  # noqa: 
 
 
 def default_threads() -> int:
-    return max(1, min(psutil.cpu_count(logical=False) or 1, numba.config.NUMBA_NUM_THREADS))
+    return max(1, min(psutil.cpu_count(logical=False) or 1, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
 
 
 def set_threads(n: int | None = None) -> int:
     """Threads the kernels use (default: physical cores). Returns the number set."""
     n = default_threads() if n is None else int(n)
-    if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+    if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:  # type: ignore[attr-defined]
         from ..errors import EdgeLLMError
 
-        raise EdgeLLMError(f"threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, got {n}")
+        raise EdgeLLMError(f"threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, got {n}")  # type: ignore[attr-defined]
     numba.set_num_threads(n)
     return n
 

@@ -252,6 +252,7 @@ def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     nt, tiles = threads(), -(-w.layout.rows // 4)
     if st == "q4" or st == "q8":
         quantize_activation(x, w.layout.group, ws.xq, ws.xs, ws.xsum)
+        assert w.scales is not None  # q8 and q4 tensors always carry scales
         xq, sc = ws.xq[: w.layout.padded_cols], w.scales.view(np.uint16)
         if w.layout.group == 32:
             if shared:
@@ -353,8 +354,10 @@ def _matmul_rows(w: QTensor, x: np.ndarray, out: np.ndarray, deq: np.ndarray, mm
         else:
             d = deq[:rows]
             if lay.stype == "q4":
+                assert w.scales is not None  # q8 and q4 tensors always carry scales
                 _dequant_q4(w.codes, w.scales.view(np.uint16), F16_TABLE, r0, d)
             elif lay.stype == "q8":
+                assert w.scales is not None
                 _dequant_q8(w.codes, w.scales.view(np.uint16), F16_TABLE, r0, d)
             else:
                 d[:, :k] = w.codes[r0 : r0 + rows]

@@ -55,14 +55,15 @@ def silu_mul(gate, up, out):
 def inv_freq(head_dim: int, theta: float, scaling: dict | None) -> np.ndarray:
     """Rotary frequencies as transformers computes them for default, linear and llama3 scaling."""
     freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
-    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    cfg = scaling or {}
+    kind = cfg.get("rope_type", cfg.get("type", "default"))
     if kind == "default":
         return freq
     if kind == "linear":
-        return freq / float(scaling["factor"])
+        return freq / float(cfg["factor"])
     if kind == "llama3":
-        factor, lo, hi = float(scaling["factor"]), float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
-        old = float(scaling["original_max_position_embeddings"])
+        factor, lo, hi = float(cfg["factor"]), float(cfg["low_freq_factor"]), float(cfg["high_freq_factor"])
+        old = float(cfg["original_max_position_embeddings"])
         wavelen = 2 * math.pi / freq
         scaled = np.where(wavelen > old / lo, freq / factor, freq)
         smooth = (old / wavelen - lo) / (hi - lo)

@@ -145,7 +145,7 @@ class ThreadTuner:
             self.time[n] = 0.8 * old + 0.2 * seconds
 
     def _choose(self) -> None:
-        best = min(self.time, key=self.time.get)
+        best = min(self.time, key=self.time.__getitem__)
         if best != self.current:
             self.current, self.gap = best, self.MIN_GAP
         else:

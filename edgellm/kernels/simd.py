@@ -142,7 +142,8 @@ def _q8_block_avx2(builder, load, cp, coff, x, _):
 
 def has_avx2() -> bool:
     """True when numba compiles for this host and the host has AVX2 (not a generic or cross target)."""
-    if config.CPU_NAME not in (None, "host") or config.CPU_FEATURES:
+    # numba.config sets its settings as module globals at import, out of the type checker's sight
+    if config.CPU_NAME not in (None, "host") or config.CPU_FEATURES:  # type: ignore[attr-defined]
         return False
     return bool(llvm_binding.get_host_cpu_features().get("avx2", False))
 

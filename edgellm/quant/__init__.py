@@ -144,8 +144,8 @@ class QTensor:
         streams = quantize(w2, stype, group)
         return cls(Layout(stype, w2.shape[0], w2.shape[1], group), *streams)
 
-    def dequantize(self, rows: slice | None = None) -> np.ndarray:
-        """f32[rows, cols] (all rows, or the `rows` slice)."""
+    def dequantize(self, rows: slice | np.ndarray | None = None) -> np.ndarray:
+        """f32[rows, cols] (all rows, or the `rows` slice or index array)."""
         lay = self.layout
         sl = rows if rows is not None else slice(None)
         codes = self.codes[sl]
@@ -157,6 +157,7 @@ class QTensor:
         else:
             b = codes.reshape(n, lay.groups, lay.group // 2)
             q = np.concatenate([b & 15, b >> 4], axis=2).astype(np.float32) - 8.0
+        assert self.scales is not None  # q8 and q4 tensors always carry scales
         w = q * self.scales[sl].astype(np.float32)[..., None]
         return w.reshape(n, lay.padded_cols)[:, : lay.cols]
 

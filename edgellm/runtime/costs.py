@@ -88,7 +88,9 @@ def staging_bytes(f: EllmFile) -> int:
 
 def read_groups(chunks, limit: int) -> list[list]:
     """Consecutive (entry, chunk) pairs cut into read groups of at most `limit` bytes (a larger chunk alone)."""
-    out, cur, start = [], [], 0
+    out: list[list] = []
+    cur: list = []
+    start = 0
     for e, c in chunks:
         if cur and c.offset + c.length - start > limit:
             out.append(cur)

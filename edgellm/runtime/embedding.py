@@ -35,7 +35,7 @@ def fetch_row(f: EllmFile, row: int, stats: IOStats) -> np.ndarray:
         else:
             full = np.empty(c.raw_length, np.uint8)
             stored = os.pread(f.fileno(), c.length, c.offset)
-            f.decode_chunk(e, c, stored, memoryview(full), chunk_only=True)
+            f.decode_chunk(e, c, stored, full.data, chunk_only=True)
             data = full[inner : inner + n].tobytes()
             stats.bytes_read += c.length - n
         stats.bytes_read += n

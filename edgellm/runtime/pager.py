@@ -51,7 +51,7 @@ class Pager:
             for u in plan.streamed
             if u < self.n_layers
         }
-        self.prefetch = None
+        self.prefetch: Prefetcher | None = None
         if plan.streamed:
             slots = [np.empty(plan.slot_bytes, np.uint8) for _ in range(plan.slots)]  # plan.slots x (slot_bytes,)
             self.prefetch = Prefetcher(
@@ -103,7 +103,8 @@ class Pager:
         else:
             self._acquire(u)
             w = self.take(u, 0, "")
-        return w["model.norm.weight"], w.get("lm_head.weight", w.get(EMBED))
+        # units.unit_names puts lm_head.weight, or for a tied model the embedding, in the head unit
+        return w["model.norm.weight"], w["lm_head.weight"] if "lm_head.weight" in w else w[EMBED]
 
     @property
     def bytes_read(self) -> int:
@@ -119,6 +120,7 @@ class Pager:
     # -- helpers ------------------------------------------------------------------------------------
     def take(self, u: int, k: int, prefix: str) -> dict[str, QTensor]:
         """Piece k of streamed unit u as tensors named without `prefix`, viewing the slot that holds it."""
+        assert self.prefetch is not None, "a plan with streamed units has a prefetcher"
         buf = self.prefetch.take((u, k))
         tensors = self.f.tensors
         return {
@@ -145,7 +147,8 @@ class StreamedLayer:
     def __init__(self, pager: Pager, u: int, prefix: str):
         self.pager, self.u, self.prefix = pager, u, prefix
         self.where = pager.piece_of[u]
-        self.piece, self.tensors = -1, {}
+        self.piece = -1
+        self.tensors: dict[str, QTensor] = {}
 
     def __getitem__(self, name: str) -> QTensor:
         k = self.where[name]

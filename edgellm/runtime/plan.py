@@ -172,7 +172,9 @@ def _plan_for(costs, budget, fixed, pinned, streamed, slots, tied, staging) -> P
 def _spread(blocks: list[int]) -> list[int]:
     """Blocks in the order they get pinned: evenly spaced at every count (0, L/2, L/4, 3L/4, ...)."""
     n = len(blocks)
-    out, seen, step = [], set(), n
+    out: list[int] = []
+    seen: set[int] = set()
+    step = n
     while len(out) < n:
         for i in range(0, n, max(step, 1)):
             if i not in seen:

@@ -182,7 +182,7 @@ class Prefetcher:
         group's chunks decode on the pool while the next group is read, so decompression and checksumming
         overlap the reads and staging stays a few MB instead of a whole layer. The ring outlives the piece: the
         next piece's reads start while this one's last groups decode, and the last decode publishes the piece."""
-        out = memoryview(self.slots[slot])
+        out = self.slots[slot].data  # a memoryview of the slot
         u = key[0]
         offsets = self.layout[key]
         groups = read_groups(piece_chunks(self.f, list(offsets)), self.group_bytes)
@@ -239,7 +239,7 @@ class Prefetcher:
         lo, hi = (start - start % PAGE, -(-end // PAGE) * PAGE) if self.direct else (start, end)
         buf = self.staging[r * self.group_room : r * self.group_room + (hi - lo)]
         t0 = time.perf_counter()
-        got = os.preadv(self.fd, [memoryview(buf)], lo)
+        got = os.preadv(self.fd, [buf.data], lo)
         self.throttle.wait(got, t0)
         t1 = time.perf_counter()
         self.stats.read_s += t1 - t0
