@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -178,14 +177,26 @@ def test_only_io_and_codec_errors_become_format_error(f32_file, exc, want):
         np.testing.assert_array_equal(m.logits(PROMPT), ref_logits)
 
 
-def test_throttle_honours_bandwidth_within_10_percent():
+def test_throttle_charges_latency_plus_bytes_over_bandwidth(monkeypatch):
+    """Device time per request is latency + bytes / bandwidth, back to back, on a fake clock (a wall-clock
+    bound would fail on a busy machine). A request issued while the device is busy queues behind it."""
+    from edgellm.runtime import device as dev_mod
+
+    now = [100.0]
+    slept = []
+    monkeypatch.setattr(dev_mod.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(dev_mod.time, "sleep", lambda s: (slept.append(s), now.__setitem__(0, now[0] + s)))
     t = Throttle(read_mb_s=50.0, latency_us=1000)
-    start = time.perf_counter()
     for _ in range(10):
-        t.wait(1_000_000, time.perf_counter())
-    took = time.perf_counter() - start
-    want = 10 * (1e6 / 50e6 + 1e-3)
-    assert abs(took - want) / want < 0.10
+        t.wait(1_000_000, now[0])
+    assert slept == pytest.approx([1e6 / 50e6 + 1e-3] * 10)
+    now[0] += 5.0  # the device idles for 5 s ...
+    t.wait(1_000_000, now[0] - 1.0)  # ... so a request issued 1 s ago has finished: no wait
+    assert len(slept) == 10
+    t.busy_until = now[0] + 0.5  # the device is still busy for 0.5 s: queue behind it
+    t.wait(500_000, now[0])
+    assert slept[-1] == pytest.approx(0.5 + 1e-3 + 0.01)
+    assert Throttle(None, None).wait(10**9, 0.0) is None and len(slept) == 11
 
 
 def test_device_emulation_slows_streaming_to_profile(f32_file):
