@@ -22,6 +22,7 @@ from numba.extending import intrinsic
 # Work below this many bytes of weights (or element operations) runs on the calling thread: a fork + join
 # costs ~5-20 us, about what one thread needs for this much work at memory speed.
 MIN_PARALLEL_BYTES = 192 * 1024
+SWITCH_MARGIN = 0.9  # a thread count must be 10% faster than the current one to replace it
 TILES_PER_CLAIM = 4  # 4-row tiles taken per atomic add: 16 rows, a few microseconds of work
 
 
@@ -145,8 +146,10 @@ class ThreadTuner:
             self.time[n] = 0.8 * old + 0.2 * seconds
 
     def _choose(self) -> None:
+        # switch only for a clear win: pass times are noisy, and a wrong switch away from the larger count on
+        # an idle device costs more (1.25x here) than staying a little longer on it under load
         best = min(self.time, key=self.time.__getitem__)
-        if best != self.current:
+        if best != self.current and self.time[best] < SWITCH_MARGIN * self.time.get(self.current, float("inf")):
             self.current, self.gap = best, self.MIN_GAP
         else:
             self.gap = min(self.MAX_GAP, 2 * self.gap)
