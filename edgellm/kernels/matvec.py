@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..quant import QTensor
-from .parallel import TILES_PER_CLAIM, claim, is_large, threads
+from .parallel import CLAIMS_PER_MATRIX, TILES_PER_CLAIM, claim, is_large, threads
 from .parallel import counter as claim_counter
 from .simd import q4_dot16, q4_g32_rows4, q8_dot32, q8_g32_rows4
 
@@ -186,61 +186,66 @@ def _f16_rows(w, x, table, out, t0, t1):
 @njit(parallel=True, nogil=True, cache=True)
 def _g32_shared(codes, scales, xq, xs, xsum, out, q4, ctr, nt):
     n_tiles = -(-codes.shape[0] // 4)
+    step = max(TILES_PER_CLAIM, n_tiles // CLAIMS_PER_MATRIX)
     ctr[0] = 0
     for _ in prange(nt):
         while True:
-            t0 = claim(ctr, TILES_PER_CLAIM)
+            t0 = claim(ctr, step)
             if t0 >= n_tiles:
                 break
-            _g32_tiles(codes, scales, xq, xs, xsum, out, q4, t0, min(t0 + TILES_PER_CLAIM, n_tiles))
+            _g32_tiles(codes, scales, xq, xs, xsum, out, q4, t0, min(t0 + step, n_tiles))
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def _q4_shared(codes, scales, xq, xs, xsum, table, out, ctr, nt):
     n_tiles = -(-codes.shape[0] // 4)
+    step = max(TILES_PER_CLAIM, n_tiles // CLAIMS_PER_MATRIX)
     ctr[0] = 0
     for _ in prange(nt):
         while True:
-            t0 = claim(ctr, TILES_PER_CLAIM)
+            t0 = claim(ctr, step)
             if t0 >= n_tiles:
                 break
-            _q4_tiles(codes, scales, xq, xs, xsum, table, out, t0, min(t0 + TILES_PER_CLAIM, n_tiles))
+            _q4_tiles(codes, scales, xq, xs, xsum, table, out, t0, min(t0 + step, n_tiles))
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def _q8_shared(codes, scales, xq, xs, table, out, ctr, nt):
     n_tiles = -(-codes.shape[0] // 4)
+    step = max(TILES_PER_CLAIM, n_tiles // CLAIMS_PER_MATRIX)
     ctr[0] = 0
     for _ in prange(nt):
         while True:
-            t0 = claim(ctr, TILES_PER_CLAIM)
+            t0 = claim(ctr, step)
             if t0 >= n_tiles:
                 break
-            _q8_tiles(codes, scales, xq, xs, table, out, t0, min(t0 + TILES_PER_CLAIM, n_tiles))
+            _q8_tiles(codes, scales, xq, xs, table, out, t0, min(t0 + step, n_tiles))
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def _f32_shared(w, x, out, ctr, nt):
     n_tiles = -(-w.shape[0] // 4)
+    step = max(TILES_PER_CLAIM, n_tiles // CLAIMS_PER_MATRIX)
     ctr[0] = 0
     for _ in prange(nt):
         while True:
-            t0 = claim(ctr, TILES_PER_CLAIM)
+            t0 = claim(ctr, step)
             if t0 >= n_tiles:
                 break
-            _f32_rows(w, x, out, t0, min(t0 + TILES_PER_CLAIM, n_tiles))
+            _f32_rows(w, x, out, t0, min(t0 + step, n_tiles))
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def _f16_shared(w, x, table, out, ctr, nt):
     n_tiles = -(-w.shape[0] // 4)
+    step = max(TILES_PER_CLAIM, n_tiles // CLAIMS_PER_MATRIX)
     ctr[0] = 0
     for _ in prange(nt):
         while True:
-            t0 = claim(ctr, TILES_PER_CLAIM)
+            t0 = claim(ctr, step)
             if t0 >= n_tiles:
                 break
-            _f16_rows(w, x, table, out, t0, min(t0 + TILES_PER_CLAIM, n_tiles))
+            _f16_rows(w, x, table, out, t0, min(t0 + step, n_tiles))
 
 
 def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:

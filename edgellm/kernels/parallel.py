@@ -23,7 +23,11 @@ from numba.extending import intrinsic
 # costs ~5-20 us, about what one thread needs for this much work at memory speed.
 MIN_PARALLEL_BYTES = 192 * 1024
 SWITCH_MARGIN = 0.9  # a thread count must be 10% faster than the current one to replace it
-TILES_PER_CLAIM = 4  # 4-row tiles taken per atomic add: 16 rows, a few microseconds of work
+# A matrix is cut into about 16 claims: long contiguous runs of rows keep the hardware and software
+# prefetchers streaming (4-row claims interleaved between threads: TinyLlama q4 decode 24.7 vs 40.7 tok/s),
+# and a descheduled thread still holds up only 1/16 of the work. The cut does not depend on the thread count.
+CLAIMS_PER_MATRIX = 16
+TILES_PER_CLAIM = 4  # the smallest claim: 4 tiles of 4 rows
 
 
 @intrinsic
