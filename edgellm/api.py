@@ -83,21 +83,7 @@ class Model:
 
         Checks arguments and tokenizes now; takes the Model's lock at the first next() and keeps it until the
         iterator is exhausted or closed (also a context manager: `with m.stream(p) as chunks: ...`)."""
-        check_sampling(
-            dict(
-                max_tokens=max_tokens,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                min_p=min_p,
-                repetition_penalty=repetition_penalty,
-                seed=seed,
-                stop=stop,
-            )
-        )
-        ids = self._prompt_ids(clean_text(prompt, "the prompt"))
-        return self._stream_ids(
-            ids,
+        sampling = dict(
             max_tokens=max_tokens,
             temperature=temperature,
             top_k=top_k,
@@ -107,6 +93,9 @@ class Model:
             seed=seed,
             stop=stop,
         )
+        check_sampling(sampling)
+        ids = self._prompt_ids(clean_text(prompt, "the prompt"))
+        return self._stream_ids(ids, **sampling)
 
     def generate(self, prompt, **kwargs) -> str:
         with self.stream(prompt, **kwargs) as chunks:
@@ -199,12 +188,6 @@ class Model:
         return out
 
     # -- bookkeeping ----------------------------------------------------------------------------------
-    def _bytes_read(self) -> int:
-        return self.provider.bytes_read
-
-    def _io_stats(self) -> dict:
-        return self.provider.io_stats()
-
     def close(self) -> None:
         """Free the model; waits for other threads' calls, and closes this thread's unfinished iterator."""
         self._lock.close_own_stream()
