@@ -245,6 +245,17 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
+def _wait_for_a_child(p: subprocess.Popen, timeout: float = 60.0) -> list[psutil.Process]:
+    """Poll until bench has a live child (the lz4 sweep re-encodes a copy first, which takes a while)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = _bench_children(p)
+        if any(_alive(c) for c in children):
+            return children
+        time.sleep(0.005)
+    raise AssertionError(f"bench started no child within {timeout} s")
+
+
 @pytest.mark.parametrize("sweep", [[], ["--sweep", "codec=raw,lz4"]], ids=["one", "codec-sweep"])
 def test_bench_ctrl_c_stops_and_reaps_its_children(bench_model, tmp_path, sweep):
     """Ctrl-C during start-up, then at random moments after the first child started: one line, exit 130,
@@ -267,8 +278,11 @@ def test_bench_ctrl_c_stops_and_reaps_its_children(bench_model, tmp_path, sweep)
         else:
             first = p.stderr.readline()  # a child is being started (or a copy re-encoded)
             assert PROGRESS.match(first.rstrip("\n")), first
-            time.sleep(rng.uniform(0, 1.5 if trial == 1 else 3.0))  # a child lives ~2-3 s
-            children = _bench_children(p)
+            if trial == 1:  # the moment a child is seen alive: this Ctrl-C surely cuts one
+                children = _wait_for_a_child(p)
+            else:  # a random moment; a child lives ~1-3 s depending on the machine
+                time.sleep(rng.uniform(0, 3.0))
+                children = _bench_children(p)
             cut_a_child += any(_alive(c) for c in children)
         ctrl_c(p)
         stdout, stderr = p.communicate(timeout=120)
