@@ -110,3 +110,54 @@ def test_a_tuned_generation_equals_a_fixed_thread_one_token_for_token(stories_el
             if threads is None:
                 assert set(chosen) == {1, 2}  # the tuned run really switched
     assert runs[None] == runs[2]
+
+
+def _blas_limit() -> set[int]:
+    from threadpoolctl import ThreadpoolController
+
+    return {lib.num_threads for lib in ThreadpoolController().select(user_api="blas").lib_controllers}
+
+
+def test_prefill_holds_blas_at_one_thread_while_it_runs_from_any_thread(stories_ellm, monkeypatch):
+    """While a prefill product runs BLAS's own pool is held at one thread, also when two Models prefill from
+    two non-main threads at once (threadpoolctl would ignore those threads), and the process's limit is back
+    once the last has finished."""
+    import importlib
+    import threading
+
+    import pytest
+    from threadpoolctl import threadpool_limits
+
+    import edgellm
+    from edgellm.kernels import parallel
+
+    if not _blas_limit():
+        pytest.skip("numpy has no BLAS that threadpoolctl can see")
+    matvec = importlib.import_module("edgellm.kernels.matvec")  # the module (the package exports the function)
+    seen: list[set[int]] = []
+    rows = matvec._matmul_rows
+
+    def watching(*args):
+        seen.append(_blas_limit())
+        return rows(*args)
+
+    monkeypatch.setattr(matvec, "_matmul_rows", watching)
+    monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)  # every product on the prefill pool's threads
+    with threadpool_limits(3, user_api="blas"):
+        models = [edgellm.load(stories_ellm["q4"]) for _ in range(2)]
+        go = threading.Barrier(2)
+
+        def prefill(m):
+            go.wait()
+            for _ in range(3):
+                m.generate("Once upon a time there was a little girl", max_tokens=2)
+
+        workers = [threading.Thread(target=prefill, args=(m,)) for m in models]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        for m in models:
+            m.close()
+        assert len(seen) > 20 and all(s == {1} for s in seen)
+        assert _blas_limit() == {3}

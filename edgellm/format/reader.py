@@ -29,7 +29,7 @@ from .spec import (
     PREAMBLE,
     PREAMBLE_SIZE,
     VERSION_MAJOR,
-    Chunk,
+    StoredChunk,
     TensorEntry,
     align_up,
     checksum,
@@ -138,7 +138,7 @@ def parse_tensors(header: dict, data_start: int, size: int, name: str) -> list[T
             )
             _need(codec != "raw" or length == raw_len, f"{cw}: raw chunk with stored {length} != raw {raw_len}")
             _need(raw_off + raw_len in bounds, f"{cw}: does not end on a row boundary")
-            chunks.append(Chunk(off, length, raw_off, raw_len, codec, digest))
+            chunks.append(StoredChunk(off, length, raw_off, raw_len, codec, digest))
             prev_end, raw_off = off + length, raw_off + raw_len
         _need(raw_off == layout.nbytes, f"{where}: chunks hold {raw_off} bytes, layout needs {layout.nbytes}")
         out.append(TensorEntry(tn, shape, layout, layer, chunks))
@@ -210,7 +210,7 @@ class EllmFile:
             for k, v in spans.items()
         ]
 
-    def read_stored(self, chunk: Chunk, where: str = "") -> bytes:
+    def read_stored(self, chunk: StoredChunk, where: str = "") -> bytes:
         data = os.pread(self._f.fileno(), chunk.length, chunk.offset)
         _need(len(data) == chunk.length, f"{self.path}: {where}: truncated chunk at {chunk.offset}")
         if self.verify_checksums:
@@ -220,7 +220,7 @@ class EllmFile:
             )
         return data
 
-    def decode_chunk(self, entry: TensorEntry, chunk: Chunk, stored, out: memoryview, chunk_only: bool = False) -> None:
+    def decode_chunk(self, entry: TensorEntry, chunk: StoredChunk, stored, out: memoryview, chunk_only: bool = False) -> None:
         """Verify `stored` (when enabled) and decode it into `out`: the tensor's raw buffer, or with
         `chunk_only` a buffer of exactly the chunk's raw length."""
         if self.verify_checksums:

@@ -34,7 +34,7 @@ def align_up(n: int, a: int) -> int:
 
 
 @dataclass(frozen=True)
-class Chunk:
+class StoredChunk:
     offset: int  # absolute file offset of the stored bytes, a multiple of the alignment
     length: int  # stored bytes
     raw_offset: int  # where the decoded bytes go inside the tensor's raw bytes
@@ -52,7 +52,7 @@ class TensorEntry:
     shape: tuple[int, ...]
     layout: Layout
     layer: int  # -1 embedding, 0..n_layers-1 blocks, n_layers final norm / head
-    chunks: list[Chunk] = field(default_factory=list)
+    chunks: list[StoredChunk] = field(default_factory=list)
 
     @property
     def stored_bytes(self) -> int:

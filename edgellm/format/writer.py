@@ -30,7 +30,7 @@ from .spec import (
     PREAMBLE_SIZE,
     VERSION_MAJOR,
     VERSION_MINOR,
-    Chunk,
+    StoredChunk,
     TensorEntry,
     align_up,
     checksum,
@@ -153,7 +153,7 @@ class Writer:
         codec, stored = fut.result()
         self._f.seek(self._pos)
         self._f.write(stored)
-        entry.chunks.append(Chunk(self._pos, len(stored), raw_off, raw_len, codec, checksum(stored)))
+        entry.chunks.append(StoredChunk(self._pos, len(stored), raw_off, raw_len, codec, checksum(stored)))
         self._pos = align_up(self._pos + len(stored), self.alignment)
         self.raw_total += raw_len
         self.stored_total += len(stored)

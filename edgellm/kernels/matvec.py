@@ -3,24 +3,20 @@
 Decode quantizes the activation to int8 per group once, then takes integer dot products against the stored
 codes (4 rows per task share each activation load); f16 scales are looked up in a 65536-entry table.
 Prefill dequantizes a block of rows to f32 and hands it to BLAS, so the unpacking is paid once per block for
-all tokens of the chunk. Each kernel thread runs its own dequantize -> BLAS pipeline over alternate blocks with
-single-threaded BLAS: letting OpenBLAS and numba take turns with their own thread pools made the waiting
-pool's spinning threads steal the cores (a 5632x2048 q4 prefill product: 190 ms interleaved, 56 ms not).
+all tokens of the chunk. Each prefill thread (pool.py) runs its own dequantize -> BLAS pipeline over the
+blocks it claims, with BLAS on that thread alone (blas.py).
 """
 
 from __future__ import annotations
 
-import itertools
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
-import numba
 import numpy as np
 from numba import njit, prange
 
 from ..quant import QTensor
+from . import blas
 from .parallel import CLAIMS_PER_MATRIX, TILES_PER_CLAIM, claim, is_large, threads
 from .parallel import counter as claim_counter
+from .pool import pool_threads, share
 from .simd import q4_dot16, q4_g32_rows4, q8_dot32, q8_g32_rows4
 
 with np.errstate(invalid="ignore"):  # widening f16 signalling NaNs raises the invalid flag on aarch64
@@ -317,33 +313,6 @@ def _dequant_q8(codes, scales, table, r0, out):
                 ob[j] = sc * np.float32(cb[j])
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-_blas_limited = False
-
-
-def single_threaded_blas() -> None:
-    """Our threads parallelize BLAS calls themselves (see the module note); its own pool must stay idle."""
-    global _blas_limited
-    if not _blas_limited:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1, user_api="blas")
-        _blas_limited = True
-
-
-def _workers() -> tuple[int, ThreadPoolExecutor | None]:
-    global _pool
-    single_threaded_blas()
-    n = numba.get_num_threads()
-    if n == 1:
-        return 1, None
-    with _pool_lock:
-        if _pool is None or _pool._max_workers != n - 1:
-            _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="edgellm-matmul")
-        return n, _pool
-
-
 def _matmul_rows(w: QTensor, x: np.ndarray, out: np.ndarray, deq: np.ndarray, mm: np.ndarray, blocks) -> None:
     """Blocks of W's rows claimed from `blocks` (a shared counter) until none are left: dequantize into
     deq[block, P], then out[:, rows] = x @ deq.T."""
@@ -374,25 +343,11 @@ def _matmul_rows(w: QTensor, x: np.ndarray, out: np.ndarray, deq: np.ndarray, mm
 def matmul(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     """out[T, N] = x[T, K] @ W[N, K].T for many tokens (prefill).
 
-    The calling thread and n-1 pool threads claim row blocks from one counter (next() on an itertools.count
-    is atomic under the GIL), so a thread the OS has descheduled delays only the block it holds."""
+    The calling thread and the prefill pool's threads claim blocks of rows from one counter (see pool.py)."""
     pc, t = w.layout.padded_cols, x.shape[0]
-    n, pool = _workers()
-    if not is_large(w.layout.rows * pc * 4):
-        n, pool = 1, None
+    n = pool_threads() if is_large(w.layout.rows * pc * 4) else 1
     block = max(1, min(-(-w.layout.rows // (4 * n)), ws.deq.size // (n * pc), ws.mm.size // (n * t)))
-    deq = ws.deq.reshape(-1)[: n * block * pc].reshape(n, block, pc)
-    mm = ws.mm.reshape(-1)[: n * block * t].reshape(n, block, t)
-    blocks = itertools.count()
-    if pool is None:
-        _matmul_rows(w, x, out, deq[0], mm[0], blocks)
-        return
-    futures = [pool.submit(_matmul_rows, w, x, out, deq[i], mm[i], blocks) for i in range(1, n)]
-    try:
-        _matmul_rows(w, x, out, deq[0], mm[0], blocks)
-        for f in futures:
-            f.result()
-    finally:
-        # on Ctrl-C too: workers must not go on writing `out` and the workspace under the next call
-        for f in futures:
-            f.cancel() or f.exception()
+    deq = ws.deq.reshape(-1)[: n * block * pc].reshape(n, block, pc)  # (threads, block rows, padded cols)
+    mm = ws.mm.reshape(-1)[: n * block * t].reshape(n, block, t)  # (threads, block rows, tokens)
+    with blas.one_thread():
+        share(lambda i, blocks: _matmul_rows(w, x, out, deq[i], mm[i], blocks), n)
