@@ -220,7 +220,9 @@ class EllmFile:
             )
         return data
 
-    def decode_chunk(self, entry: TensorEntry, chunk: StoredChunk, stored, out: memoryview, chunk_only: bool = False) -> None:
+    def decode_chunk(
+        self, entry: TensorEntry, chunk: StoredChunk, stored, out: memoryview, chunk_only: bool = False
+    ) -> None:
         """Verify `stored` (when enabled) and decode it into `out`: the tensor's raw buffer, or with
         `chunk_only` a buffer of exactly the chunk's raw length."""
         if self.verify_checksums:

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import EdgeLLMError
-from ..kernels import default_threads
-from ..kernels import blas
+from ..kernels import blas, default_threads
 from ..kernels.parallel import ThreadTuner, using_threads
 from .sampling import apply_repetition_penalty, make_sampler
 

@@ -13,6 +13,7 @@ threadpoolctl.
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import threading
 from collections.abc import Callable
@@ -47,7 +48,7 @@ def _limit() -> list[Callable[[], None]]:
         prev = get()
         if prev != 1:
             put(1)
-            restore.append(lambda put=put, prev=prev: put(prev))
+            restore.append(functools.partial(put, prev))
     from threadpoolctl import ThreadpoolController
 
     others = ThreadpoolController().select(user_api="blas")
