@@ -24,37 +24,42 @@ _restore: list[Callable[[], None]] = []  # what gives the limits back, while _us
 _openblas: list[tuple[Callable[[], int], Callable[[int], None]]] | None = None  # (get, set) per OpenBLAS
 
 
-def _find_openblas() -> list[tuple[Callable[[], int], Callable[[int], None]]]:
+_others = None  # threadpoolctl's controller of the BLAS libraries that are not OpenBLAS
+
+
+def _find() -> None:
+    """Look the libraries up once (threadpoolctl scans every loaded library: ~1 ms)."""
+    global _openblas, _others
     from threadpoolctl import ThreadpoolController
 
-    found = []
-    for lib in ThreadpoolController().select(internal_api="openblas").lib_controllers:
+    blas = ThreadpoolController().select(user_api="blas")
+    _openblas = []
+    for lib in blas.lib_controllers:
+        if lib.internal_api != "openblas":
+            continue
         for pre, suf in itertools.product(("", "scipy_"), ("", "64_", "_64")):
             get = getattr(lib.dynlib, f"{pre}openblas_get_num_threads{suf}", None)
             put = getattr(lib.dynlib, f"{pre}openblas_set_num_threads{suf}", None)
             if get is not None and put is not None:
                 get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
-                found.append((get, put))
+                _openblas.append((get, put))
                 break
-    return found
+    blas.lib_controllers = [c for c in blas.lib_controllers if c.internal_api != "openblas"]
+    _others = blas if blas.lib_controllers else None
 
 
 def _limit() -> list[Callable[[], None]]:
-    global _openblas
     if _openblas is None:
-        _openblas = _find_openblas()
+        _find()
+    assert _openblas is not None
     restore: list[Callable[[], None]] = []
     for get, put in _openblas:
         prev = get()
         if prev != 1:
             put(1)
             restore.append(functools.partial(put, prev))
-    from threadpoolctl import ThreadpoolController
-
-    others = ThreadpoolController().select(user_api="blas")
-    others.lib_controllers = [c for c in others.lib_controllers if c.internal_api != "openblas"]
-    if others.lib_controllers:
-        restore.append(others.limit(limits=1).restore_original_limits)
+    if _others is not None:
+        restore.append(_others.limit(limits=1).restore_original_limits)
     return restore
 
 
