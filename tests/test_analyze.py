@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from edgellm.bench.analyze import analyze, entropy_bits, symbol_counts, unpack_q4
+from edgellm.bench.analyze import analyze
+from edgellm.bench.streams import entropy_bits, symbol_counts, unpack_q4
 from edgellm.cli.main import main
 from edgellm.errors import EdgeLLMError
 from edgellm.quant import QTensor, quantize
