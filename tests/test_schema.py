@@ -102,12 +102,10 @@ def test_converter_writes_the_model_modules_declaration(case, tmp_path):
         assert plan(f.config, names) == specs  # what the converter checks the checkpoint for
 
 
-def test_layer_pieces_are_the_streamed_piece_order():
-    """Streamed layers travel in the declared pieces (runtime/stream.py); same content, same order."""
-    try:
-        from edgellm.runtime.units import PIECE_ORDER
-    except ImportError:  # before the runtime split
-        from edgellm.runtime.stream import PIECE_ORDER
+def test_layer_pieces_are_the_streamed_piece_order(tmp_path):
+    """Streamed layers travel in the pieces the file's architecture declares, in its order."""
+    from edgellm.runtime.units import piece_order, unit_pieces
+
     want = (
         ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
         ("self_attn.o_proj",),
@@ -117,7 +115,12 @@ def test_layer_pieces_are_the_streamed_piece_order():
     )
     for mt in SUPPORTED:
         assert get_model_module(mt).LAYER_PIECES == want
-    assert PIECE_ORDER == want
+    path = edgellm.convert(make_tiny_model(tmp_path / "src"), tmp_path / "m.ellm", progress=False).path
+    with EllmFile(path) as f:
+        assert piece_order(f) == want
+        pieces = unit_pieces(f, 0, f.config["num_hidden_layers"])
+        short = [[n.removeprefix("model.layers.0.").rsplit(".", 1)[0] for n in p] for p in pieces]
+        assert short == [list(p) for p in want]
 
 
 class Recorder:

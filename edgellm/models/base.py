@@ -1,4 +1,5 @@
-"""What every architecture module declares: its tensors, as `tensor_specs(args) -> list[TensorSpec]`."""
+"""What every architecture module declares: its tensors, as `tensor_specs(args) -> list[TensorSpec]`, and the
+names of the ones the runtime handles specially (`NAMES`)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,17 @@ class TensorSpec:
     def matrix(self) -> bool:
         """A quantizable 2-D weight (norms and biases stay f32)."""
         return len(self.shape) == 2
+
+
+@dataclass(frozen=True)
+class TensorNames:
+    """The names the runtime looks up by role: the embedding (also the head of a tied model), the final norm,
+    lm_head, and the prefix of layer i's tensors."""
+
+    embed: str
+    final_norm: str
+    lm_head: str
+    layer_prefix: str  # formatted with the layer index
+
+    def layer(self, i: int) -> str:
+        return self.layer_prefix.format(i)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import UnsupportedModelError
 from ..runtime.provider import WeightProvider
-from .base import TensorSpec
+from .base import TensorNames, TensorSpec
 
 # edgellm.kernels (numba: ~70 MB resident) is imported when a RunState is sized or built, not with this module:
 # the converter reads only the schema below and stays small.
@@ -33,6 +33,12 @@ ROPE_TYPES = ("default", "linear", "llama3")  # what kernels.rope_tables impleme
 # The order a layer uses its tensors (module names under "model.layers.{i}."), grouped in the pieces a
 # streamed layer travels in (edgellm/runtime/): norm + q/k/v, o, norm + gate, up, down. Transformer.forward
 # asks for them in exactly this order, and tensor_specs lists them in it (so the file stores them in it too).
+NAMES = TensorNames(
+    embed="model.embed_tokens.weight",
+    final_norm="model.norm.weight",
+    lm_head="lm_head.weight",
+    layer_prefix="model.layers.{}.",
+)
 LAYER_PIECES = (
     ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
     ("self_attn.o_proj",),
@@ -139,16 +145,16 @@ def tensor_specs(args: ModelArgs) -> list[TensorSpec]:
         "mlp.down_proj": (h, inter),
     }
     biased = args.biased()
-    out = [TensorSpec("model.embed_tokens.weight", (vocab, h), "embed", -1)]
+    out = [TensorSpec(NAMES.embed, (vocab, h), "embed", -1)]
     for i in range(n):
         for module in (m for piece in LAYER_PIECES for m in piece):
-            name = f"model.layers.{i}.{module}"
+            name = NAMES.layer(i) + module
             out.append(TensorSpec(name + ".weight", weight[module], "layer", i))
             if module in biased:
                 out.append(TensorSpec(name + ".bias", weight[module][:1], "layer", i))
-    out.append(TensorSpec("model.norm.weight", (h,), "norm", n))
+    out.append(TensorSpec(NAMES.final_norm, (h,), "norm", n))
     if not args.tie_word_embeddings:  # tied: the head is the embedding table
-        out.append(TensorSpec("lm_head.weight", (vocab, h), "head", n))
+        out.append(TensorSpec(NAMES.lm_head, (vocab, h), "head", n))
     return out
 
 

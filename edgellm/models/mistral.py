@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .llama import LAYER_PIECES, RunState, Transformer, tensor_specs
+from .llama import LAYER_PIECES, NAMES, RunState, Transformer, tensor_specs
 from .llama import ModelArgs as LlamaArgs
 
 
@@ -16,4 +16,4 @@ class ModelArgs(LlamaArgs):
         return min(self.max_position_embeddings, self.sliding_window or self.max_position_embeddings)
 
 
-__all__ = ["LAYER_PIECES", "ModelArgs", "RunState", "Transformer", "tensor_specs"]
+__all__ = ["LAYER_PIECES", "NAMES", "ModelArgs", "RunState", "Transformer", "tensor_specs"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .llama import LAYER_PIECES, RunState, Transformer, tensor_specs
+from .llama import LAYER_PIECES, NAMES, RunState, Transformer, tensor_specs
 from .mistral import ModelArgs as MistralArgs
 
 
@@ -25,4 +25,4 @@ class ModelArgs(MistralArgs):
         return {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"} | mlp
 
 
-__all__ = ["LAYER_PIECES", "ModelArgs", "RunState", "Transformer", "tensor_specs"]
+__all__ = ["LAYER_PIECES", "NAMES", "ModelArgs", "RunState", "Transformer", "tensor_specs"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..format import EllmFile
 from ..format.spec import EMBED_CHUNK
-from .units import EMBED, unit_names, unit_pieces
+from .units import names_of, unit_names, unit_pieces
 
 READ_SIZE = 2 << 20  # bytes per read request: large enough for full bandwidth, small enough that
 # decoding the last read of a layer (not overlapped) stays short
@@ -108,7 +108,7 @@ def fixed_costs(f: EllmFile, run_state_bytes: int, decode_threads: int) -> dict[
     decode pool's threads and the calling thread), and the embedding-row fetch's buffers."""
     tok = f.tokenizer or {}
     max_chunk = max(c.raw_length for e in f.entries for c in e.chunks)
-    embed = f.tensors[EMBED].layout
+    embed = f.tensors[names_of(f).embed].layout
     return {
         "run state (KV cache, activations, scratch)": run_state_bytes,
         "tokenizer": TOKENIZER_FACTOR * len(tok.get("json", "")),

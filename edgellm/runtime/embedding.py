@@ -14,12 +14,12 @@ from ..errors import EdgeLLMError
 from ..format import EllmFile
 from ..quant import Layout, QTensor
 from .iostats import IOStats
-from .units import EMBED
+from .units import names_of
 
 
 def fetch_row(f: EllmFile, row: int, stats: IOStats) -> np.ndarray:
     """float32[hidden]: embedding row `row`, read from its chunks; the bytes read are added to `stats`."""
-    e = f.tensors[EMBED]
+    e = f.tensors[names_of(f).embed]
     lay = e.layout
     if not 0 <= row < lay.rows:
         raise EdgeLLMError(f"token id {row} is outside the vocabulary")

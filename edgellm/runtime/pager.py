@@ -22,12 +22,13 @@ from .iostats import IOStats
 from .plan import Plan
 from .prefetch import Prefetcher
 from .provider import LayerWeights
-from .units import EMBED, layer_prefix, unit_names, unit_pieces
+from .units import head_names, names_of, unit_names, unit_pieces
 
 
 class Pager:
     def __init__(self, f: EllmFile, plan: Plan, *, direct_io: bool = False, decode_threads: int = 1):
         self.f, self.plan, self.n_layers = f, plan, plan.n_layers
+        self.names = names_of(f)  # the architecture's tensor names
         self.stats = IOStats()
         self.throttle = Throttle.of(plan.device)
         # pinned units: read and decoded now, each tensor at its packed offset in its unit's buffer
@@ -40,14 +41,14 @@ class Pager:
             self.pinned_bufs.append(buf)
             self.pinned[u] = {n: f.read_into(n, buf[o : o + f.tensors[n].raw_bytes]) for n, o in offsets.items()}
             self.stats.bytes_read += sum(f.tensors[n].stored_bytes for n in offsets)
-        self._embed_table = self.pinned.get(self.n_layers, {}).get(EMBED)
+        self._embed_table = self.pinned.get(self.n_layers, {}).get(self.names.embed)
         # streamed units: (unit, piece) keys in use order, each piece's tensors at their offsets in a slot
         pieces = {u: unit_pieces(f, u, self.n_layers) for u in plan.streamed}
         sequence = [(u, k) for u in plan.streamed for k in range(len(pieces[u]))]
         self.layout = {(u, k): packed_offsets(f, names)[0] for u in plan.streamed for k, names in enumerate(pieces[u])}
         # streamed layer -> {name without the layer prefix: piece}, what StreamedLayer looks names up in
         self.piece_of = {
-            u: {n[len(layer_prefix(u)) :]: k for k, names in enumerate(pieces[u]) for n in names}
+            u: {n[len(self.names.layer(u)) :]: k for k, names in enumerate(pieces[u]) for n in names}
             for u in plan.streamed
             if u < self.n_layers
         }
@@ -77,7 +78,7 @@ class Pager:
             out[t] = fetch_row(self.f, int(i), self.stats)
 
     def layer(self, i: int) -> LayerWeights:
-        prefix = layer_prefix(i)
+        prefix = self.names.layer(i)
         if i in self.pinned:
             return self._pinned_unit(i, prefix)
         self._acquire(i)
@@ -103,8 +104,8 @@ class Pager:
         else:
             self._acquire(u)
             w = self.take(u, 0, "")
-        # units.unit_names puts lm_head.weight, or for a tied model the embedding, in the head unit
-        return w["model.norm.weight"], w["lm_head.weight"] if "lm_head.weight" in w else w[EMBED]
+        norm, head = head_names(self.f)  # lm_head, or for a tied model the embedding (units.unit_names)
+        return w[norm], w[head]
 
     @property
     def bytes_read(self) -> int:
@@ -141,7 +142,7 @@ class Pager:
 
 class StreamedLayer:
     """The tensors of a streamed layer, fetched piece by piece as the forward pass asks for them (see
-    units.PIECE_ORDER); asking for a later piece hands the earlier one's slot back, since the pass never
+    the model's LAYER_PIECES); asking for a later piece hands the earlier one's slot back, since the pass never
     returns to a piece within a layer."""
 
     def __init__(self, pager: Pager, u: int, prefix: str):
@@ -154,7 +155,7 @@ class StreamedLayer:
         k = self.where[name]
         if k != self.piece:
             if k < self.piece:
-                raise EdgeLLMError(f"layer {self.u}: {name} asked for after a later piece (see PIECE_ORDER)")
+                raise EdgeLLMError(f"layer {self.u}: {name} asked for after a later piece (see LAYER_PIECES)")
             self.tensors = self.pager.take(self.u, k, self.prefix)
             self.piece = k
         return self.tensors[name]

@@ -15,7 +15,7 @@ from ..quant import QTensor
 
 class LayerWeights(Protocol):
     """One layer's tensors by name without the layer prefix ("self_attn.q_proj.weight"); a dict is one.
-    A streamed layer may only be asked for its tensors in use order (units.PIECE_ORDER)."""
+    A streamed layer may only be asked for its tensors in use order (the model's LAYER_PIECES)."""
 
     def __getitem__(self, name: str) -> QTensor: ...
 
