@@ -84,10 +84,10 @@ def apply_rope(x, positions, cos, sin):
 def _attention_heads(q, kc, vc, start, out, scores, h0, h1):
     """Heads h0..h1-1 of causal GQA attention (see attention())."""
     t_n, n_heads, hd = q.shape
-    group = n_heads // kc.shape[1]
+    heads_per_kv = n_heads // kc.shape[1]
     scale = np.float32(1.0 / np.sqrt(hd))
     for h in range(h0, h1):
-        kv = h // group
+        kv = h // heads_per_kv
         sc = scores[h]  # (context,) reused for every query row
         for t in range(t_n):
             n = start + t + 1  # causal: positions 0..start+t

@@ -3,7 +3,7 @@ pager allocates them (a byte counted in the plan is a byte allocated; nothing is
 
     unit buffer     a pinned unit's tensors back to back, each 64-byte aligned    (packed_offsets)
     slot            the largest piece of a streamed unit, packed the same way      (LayerCost.piece)
-    staging ring    RING read buffers of one read group each, page-rounded          (staging_bytes)
+    staging ring    RING read buffers of one read each, page-rounded          (staging_bytes)
     fixed           run state, tokenizer, decoder scratch, embedding rows            (fixed_costs)
 """
 
@@ -29,7 +29,7 @@ class LayerCost:
     raw: int  # decoded bytes: the size of its unit buffer when pinned
     stored: int  # bytes of its contiguous span on disk (what a read fetches)
     piece: int = 0  # decoded bytes of its largest streaming piece (a slot's size); 0: the whole unit
-    reads: int = 0  # read requests that stream it once: each piece cut into read groups; 0: not counted
+    reads: int = 0  # read requests that stream it once: each piece cut into reads; 0: not counted
 
 
 def packed_offsets(f: EllmFile, names: list[str]) -> tuple[dict[str, int], int]:
@@ -61,7 +61,7 @@ def unit_costs(f: EllmFile, n_layers: int) -> dict[int, LayerCost]:
         spans = file_spans([f.tensors[n] for n in names])
         pieces = unit_pieces(f, u, n_layers)
         piece = max(packed_offsets(f, p)[1] for p in pieces)
-        reads = sum(len(read_groups(piece_chunks(f, p), limit)) for p in pieces)
+        reads = sum(len(read_batches(piece_chunks(f, p), limit)) for p in pieces)
         costs[u] = LayerCost(u, packed_offsets(f, names)[1], max(e - s for s, e, _ in spans), piece, reads)
     return costs
 
@@ -79,15 +79,15 @@ def read_size(f: EllmFile) -> int:
 
 
 def staging_bytes(f: EllmFile) -> int:
-    """Bytes of the staging ring: RING buffers, each one read group (or one larger chunk) plus O_DIRECT
+    """Bytes of the staging ring: RING buffers, each one read (or one larger chunk) plus O_DIRECT
     page rounding on both ends."""
     biggest = max((c.length for e in f.entries for c in e.chunks), default=0)
     one = -(-(max(read_size(f), biggest) + 2 * PAGE) // PAGE) * PAGE
     return RING * one
 
 
-def read_groups(chunks, limit: int) -> list[list]:
-    """Consecutive (entry, chunk) pairs cut into read groups of at most `limit` bytes (a larger chunk alone)."""
+def read_batches(chunks, limit: int) -> list[list]:
+    """Consecutive (entry, chunk) pairs cut into reads of at most `limit` bytes (a larger chunk alone)."""
     out: list[list] = []
     cur: list = []
     start = 0

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..format import EllmFile
-from .costs import PAGE, RING, piece_chunks, read_groups, read_size
+from .costs import PAGE, RING, piece_chunks, read_batches, read_size
 from .device import Throttle
 from .iostats import IOStats
 
@@ -50,18 +50,18 @@ class Prefetcher:
         decode_threads: int = 1,
     ):
         """`layout[key]`: each tensor of the piece -> its offset in a slot; `staging_bytes` (costs.py): the
-        ring, RING page-aligned buffers of one read group each."""
+        ring, RING page-aligned buffers of one read each."""
         self.f, self.sequence, self.layout, self.slots = f, sequence, layout, slots
         self.stats, self.throttle = stats, throttle
         self.fd = self._open_direct() if direct_io else f.fileno()
         self.direct = direct_io and self.fd != f.fileno()
-        self.group_bytes = read_size(f)
-        self.group_room = staging_bytes // RING  # one ring buffer, page multiple
-        self.staging = aligned_empty(self.group_room * RING)  # (RING * group_room,) read buffers
+        self.read_bytes = read_size(f)
+        self.buffer_room = staging_bytes // RING  # one ring buffer, page multiple
+        self.staging = aligned_empty(self.buffer_room * RING)  # (RING * buffer_room,) read buffers
         # Chunks decode on the pool while this thread goes on reading (decode_threads 0: inline).
         self._pool = ThreadPoolExecutor(decode_threads, "edgellm-decode") if decode_threads > 0 else None
         self._ring: list[list] = [[] for _ in range(RING)]  # pending decode jobs per staging buffer
-        self._k = 0  # read groups issued (ring position)
+        self._k = 0  # reads issued (ring position)
         # Shared with the model's thread, under _cv:
         self._cv = threading.Condition()
         self._ready: dict[Key, int] = {}  # piece -> slot holding it, decoded
@@ -178,15 +178,16 @@ class Prefetcher:
             jobs.clear()
 
     def _load(self, key: Key, slot: int, gen: int) -> None:
-        """Read piece `key`'s chunks in groups of about READ_SIZE bytes into the ring of staging buffers; each
-        group's chunks decode on the pool while the next group is read, so decompression and checksumming
+        """Read piece `key`'s chunks in batches of about READ_SIZE bytes (one read each) into the ring of staging
+        buffers; each
+        batch's chunks decode on the pool while the next batch is read, so decompression and checksumming
         overlap the reads and staging stays a few MB instead of a whole layer. The ring outlives the piece: the
-        next piece's reads start while this one's last groups decode, and the last decode publishes the piece."""
+        next piece's reads start while this one's last batches decode, and the last decode publishes the piece."""
         out = self.slots[slot].data  # a memoryview of the slot
         u = key[0]
         offsets = self.layout[key]
-        groups = read_groups(piece_chunks(self.f, list(offsets)), self.group_bytes)
-        state = {"left": sum(len(g) for g in groups), "decompress_s": 0.0, "err": None}
+        batches = read_batches(piece_chunks(self.f, list(offsets)), self.read_bytes)
+        state = {"left": sum(len(b) for b in batches), "decompress_s": 0.0, "err": None}
         lock = threading.Lock()
         rec = self.stats.unit(u)
 
@@ -214,14 +215,14 @@ class Prefetcher:
 
         t_read = [0.0]
         try:
-            for group in groups:
+            for batch in batches:
                 r = self._k % RING
                 self._k += 1
                 for j in self._ring[r]:  # that buffer's previous chunks are decoded
                     j.exception()
                 self._ring[r].clear()
-                buf, base = self._read_group(group, r, u, t_read)
-                for e, c in group:
+                buf, base = self._read_batch(batch, r, u, t_read)
+                for e, c in batch:
                     off = offsets[e.name]
                     args = (e, c, buf[c.offset - base : c.offset - base + c.length], out[off : off + e.raw_bytes])
                     if self._pool is not None:
@@ -231,13 +232,13 @@ class Prefetcher:
         finally:
             rec["read_s"] += t_read[0]
 
-    def _read_group(self, group, r: int, u: int, t_read: list):
+    def _read_batch(self, batch, r: int, u: int, t_read: list):
         """One read request for consecutive chunks into staging buffer r; returns (view, file offset of
         its first byte)."""
-        start = group[0][1].offset
-        end = group[-1][1].offset + group[-1][1].length
+        start = batch[0][1].offset
+        end = batch[-1][1].offset + batch[-1][1].length
         lo, hi = (start - start % PAGE, -(-end // PAGE) * PAGE) if self.direct else (start, end)
-        buf = self.staging[r * self.group_room : r * self.group_room + (hi - lo)]
+        buf = self.staging[r * self.buffer_room : r * self.buffer_room + (hi - lo)]
         t0 = time.perf_counter()
         got = os.preadv(self.fd, [buf.data], lo)
         self.throttle.wait(got, t0)
