@@ -179,8 +179,7 @@ class Prefetcher:
 
     def _load(self, key: Key, slot: int, gen: int) -> None:
         """Read piece `key`'s chunks in batches of about READ_SIZE bytes (one read each) into the ring of staging
-        buffers; each
-        batch's chunks decode on the pool while the next batch is read, so decompression and checksumming
+        buffers; each batch's chunks decode on the pool while the next batch is read, so decompression and checksumming
         overlap the reads and staging stays a few MB instead of a whole layer. The ring outlives the piece: the
         next piece's reads start while this one's last batches decode, and the last decode publishes the piece."""
         out = self.slots[slot].data  # a memoryview of the slot
