@@ -161,3 +161,15 @@ def test_prefill_holds_blas_at_one_thread_while_it_runs_from_any_thread(stories_
             m.close()
         assert len(seen) > 20 and all(s == {1} for s in seen)
         assert _blas_limit() == {3}
+
+
+def test_a_clearly_slower_probe_is_abandoned_after_one_timed_pass():
+    """With a busy core, probing two threads again costs the untimed pass and one timed pass, not four."""
+    rng = np.random.default_rng(3)
+    t = ThreadTuner(2)
+    busy = {1: 0.040, 2: 0.120}.get
+    chosen = _run(t, busy, 3000, rng)
+    assert t.current == 1
+    late = chosen[100:]
+    runs = [len(r) for r in "".join(str(c) for c in late).split("1") if r]  # consecutive passes at 2 threads
+    assert runs and max(runs) == 2  # the untimed pass, then the one that showed it slow

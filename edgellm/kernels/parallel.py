@@ -23,6 +23,7 @@ from numba.extending import intrinsic
 # costs ~5-20 us, about what one thread needs for this much work at memory speed.
 MIN_PARALLEL_BYTES = 192 * 1024
 SWITCH_MARGIN = 0.9  # a thread count must be 10% faster than the current one to replace it
+ABANDON = 1.5  # a probe pass this much slower than the current count ends the probe: no need for more samples
 # A matrix is cut into about 16 claims: long contiguous runs of rows keep the hardware and software
 # prefetchers streaming (4-row claims interleaved between threads: TinyLlama q4 decode 24.7 vs 40.7 tok/s),
 # and a descheduled thread still holds up only 1/16 of the work. The cut does not depend on the thread count.
@@ -102,7 +103,8 @@ class ThreadTuner:
     It times PROBE passes at each choice, keeps the fastest, and now and then times another choice again (the
     pass after a change is not counted: it pays for waking threads). A probe that confirms the current choice
     doubles the gap to the next (up to MAX_GAP passes), so a steady device pays almost nothing; a probe that
-    wins switches at once and the gaps start short again."""
+    wins switches at once and the gaps start short again. A probe pass ABANDON times slower than the current
+    count ends its probe there: under load a probe of the larger count costs one slow timed pass, not three."""
 
     MIN_GAP, MAX_GAP = 16, 512
     PROBE = 3  # timed passes per probe, after one untimed
@@ -139,6 +141,14 @@ class ThreadTuner:
         if not self.warm:
             return
         if n != self.current or self.plan or len(self.samples):  # part of a probe
+            now = self.time.get(self.current)
+            if n != self.current and now is not None and seconds > ABANDON * now:
+                # clearly slower (another process holds a core): stop paying for this probe at once
+                self.time[n], self.samples = seconds, []
+                self.plan = [c for c in self.plan if c != n]
+                if not self.plan:
+                    self._choose()
+                return
             self.samples.append(seconds)
             if not self.plan or self.plan[0] != n:  # the probe of n is complete
                 self.time[n] = sorted(self.samples)[len(self.samples) // 2]
