@@ -228,7 +228,7 @@ def plan(
     device=None,
     slots: int = DEFAULT_SLOTS,
     decode_threads: int = 1,
-    quant: str = "q4",
+    quant: str | None = None,
 ) -> Plan:
     """What load() with the same arguments would allocate, from the file header alone (no weight is read, no
     buffer allocated): pinned and streamed units, the breakdown, `fits`, `minimum_budget` (the smallest budget
@@ -261,9 +261,17 @@ def _plan(
             break
         ctx = max(MIN_AUTO_CONTEXT, ctx // 2)
     p.context, p.default_context, p.device = ctx, default, device
-    stype = (f.header.get("quant") or {}).get("type", "q4")
+    stype = _main_stype(f)
     p.predicted = predict(p, p.device, stype, sum(e.stored_bytes for e in f.entries))
     return p
+
+
+def _main_stype(f: EllmFile) -> str:
+    """The storage type holding most of the weight bytes (a GGUF import under auto mixes them)."""
+    by: dict[str, int] = {}
+    for e in f.entries:
+        by[e.layout.stype] = by.get(e.layout.stype, 0) + e.raw_bytes
+    return max(by, key=by.__getitem__) if by else "q4"
 
 
 def load(
@@ -276,9 +284,10 @@ def load(
     slots: int = DEFAULT_SLOTS,
     direct_io: bool = True,
     decode_threads: int = 1,
-    quant: str = "q4",
+    quant: str | None = None,
 ) -> Model:
-    """Open an .ellm file, or a Hugging Face directory (converted once to `quant` into the cache), for
+    """Open an .ellm file, or a Hugging Face directory or GGUF file (converted once to `quant` into the cache:
+    default q4 for a directory, auto for GGUF), for
     generation within `ram_budget` (bytes, "512MB", or "50%" of the model file; default: half of the
     available memory). Layers that do not fit stream from flash; `device` emulates a device's flash.
     Streamed layers are read with O_DIRECT (measured faster than buffered reads + fadvise at every budget;

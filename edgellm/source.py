@@ -2,7 +2,7 @@
 
     .ellm file              used as it is
     Hugging Face directory  converted once into the cache directory (keyed by its files), then reused
-    .gguf file              refused for now: the hook where a GGUF import will go
+    .gguf file              imported once into the cache in the same way (--quant auto unless told)
 
 The cached conversion is atomic (the writer renames a finished temporary file) and one process at a time
 converts a given entry (a lock file beside it), so two commands started together convert once and both
@@ -15,20 +15,26 @@ import hashlib
 import sys
 from pathlib import Path
 
-from .errors import EdgeLLMError, UnsupportedModelError
+from .errors import EdgeLLMError
 from .paths import cache_dir
 
-DEFAULT_QUANT = "q4"
+DEFAULT_QUANT = "q4"  # for a Hugging Face directory
+GGUF_QUANT = "auto"  # for a GGUF file: keep its types where ours hold them exactly
 
 
-def resolve_model(src, quant: str = DEFAULT_QUANT, log=None) -> Path:
-    """The .ellm path for `src` (a file, or a Hugging Face directory converted on first use to `quant`).
-    `log(message)` hears about a conversion (default: a line on stderr)."""
-    _check_quant(quant)
+def resolve_model(src, quant: str | None = None, log=None) -> Path:
+    """The .ellm path for `src` (an .ellm file, or a Hugging Face directory or GGUF file converted on first use
+    to `quant`: default q4 for a directory, auto for GGUF). `log(message)` hears about a conversion (default:
+    a line on stderr)."""
+    if quant is not None:
+        _check_quant(quant)
     path = Path(src)
     if path.is_dir():
-        return _cached_conversion(path, quant, log or _stderr)
-    refuse_unsupported(path)
+        if not (path / "config.json").is_file():
+            raise EdgeLLMError(f"{path}: not a Hugging Face model directory (no config.json)")
+        return _cached_conversion(path, quant or DEFAULT_QUANT, log or _stderr)
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        return _cached_conversion(path, quant or GGUF_QUANT, log or _stderr)
     if path.suffix.lower() in (".safetensors", ".bin", ".pt", ".pth") and path.is_file():
         raise EdgeLLMError(
             f"{src}: a weights file alone cannot be run; give its Hugging Face model directory "
@@ -39,21 +45,11 @@ def resolve_model(src, quant: str = DEFAULT_QUANT, log=None) -> Path:
     return path  # EllmFile checks that it is one, with a precise message
 
 
-def refuse_unsupported(path: Path) -> None:
-    """The formats edgellm recognises but cannot read yet, refused by name rather than as a corrupt .ellm.
-    A GGUF import goes here: convert it into the cache as a Hugging Face directory is, and return that."""
-    if path.suffix.lower() == ".gguf":
-        raise UnsupportedModelError(
-            f"{path}: GGUF import is not supported yet; convert the Hugging Face "
-            f"checkpoint instead (edgellm convert DIR -o model.ellm)"
-        )
-
-
 def cache_entry(path: Path, quant: str) -> Path:
-    """Where the conversion of `path` to `quant` is cached. The key covers every file's name, size and
-    mtime, so an edited checkpoint is converted again."""
+    """Where the conversion of `path` (a directory or a file) to `quant` is cached. The key covers every
+    file's name, size and mtime, so an edited checkpoint is converted again."""
     h = hashlib.sha256(str(path.resolve()).encode())
-    for f in sorted(path.iterdir()):
+    for f in sorted(path.iterdir()) if path.is_dir() else [path]:
         if f.is_file():
             st = f.stat()
             h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
@@ -61,8 +57,6 @@ def cache_entry(path: Path, quant: str) -> Path:
 
 
 def _cached_conversion(path: Path, quant: str, log) -> Path:
-    if not (path / "config.json").is_file():
-        raise EdgeLLMError(f"{path}: not a Hugging Face model directory (no config.json)")
     out = cache_entry(path, quant)
     if out.is_file():
         return out
@@ -86,8 +80,8 @@ def _check_quant(quant: str) -> None:
     from .errors import InvalidArgumentError
     from .quant import STORAGE_TYPES
 
-    if quant not in STORAGE_TYPES:
-        raise InvalidArgumentError(f"quant (--quant) must be one of {', '.join(STORAGE_TYPES)}, got {quant!r}")
+    if quant not in ("auto", *STORAGE_TYPES):
+        raise InvalidArgumentError(f"quant (--quant) must be one of auto, {', '.join(STORAGE_TYPES)}, got {quant!r}")
 
 
 class _Lock:

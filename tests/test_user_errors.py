@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import edgellm
-from edgellm.errors import EdgeLLMError, InvalidArgumentError, UnsupportedModelError
+from edgellm.errors import EdgeLLMError, InvalidArgumentError
 
 TEXT = Path(__file__).parent / "data" / "tinystory.txt"
 ERROR = "edgellm: error: "
@@ -78,7 +78,7 @@ def bad_paths(tmp_path_factory) -> dict[str, tuple[Path, str]]:
         "missing": (d / "nope.ellm", "no such file"),
         "empty": (d / "empty.ellm", "truncated"),
         "text": (d / "text.ellm", "not an .ellm file"),
-        "gguf": (d / "model.gguf", "GGUF import is not supported"),
+        "gguf": (d / "model.gguf", "GGUF"),  # a header the gguf reader refuses (or, for verify: not .ellm)
         "dir": (d / "not-a-model", "no config.json"),
         "weights": (d / "w.safetensors", "weights file alone"),
     }
@@ -167,7 +167,7 @@ MODEL_COMMANDS = {
 
 
 # every kind of bad path for `run`; for the other commands the kinds that take each branch of the shared resolver
-# (a directory, the .gguf hook, a file EllmFile refuses)
+# (a directory, a .gguf the reader refuses, a file EllmFile refuses)
 BAD_MODELS = [("run", k) for k in ("missing", "empty", "text", "gguf", "dir", "weights")] + [
     (c, k) for c in MODEL_COMMANDS if c != "run" for k in ("empty", "gguf", "dir")
 ]
@@ -287,7 +287,7 @@ def test_load_takes_a_directory_and_a_share_of_the_file_as_budget(stories_dir, m
 def test_resolve_model_refuses_what_it_cannot_read(bad_paths):
     from edgellm.source import resolve_model
 
-    with pytest.raises(UnsupportedModelError, match="GGUF"):
+    with pytest.raises(EdgeLLMError, match="not a readable GGUF file"):
         resolve_model(bad_paths["gguf"][0])
     with pytest.raises(EdgeLLMError, match="no config.json"):
         resolve_model(bad_paths["dir"][0])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import EdgeLLMError
 from ..generate.params import check_int
-from ..source import refuse_unsupported
+from ..source import resolve_model
 from .options import device_names
 
 
@@ -71,12 +71,12 @@ def run(args) -> int:
         raise EdgeLLMError(f"--levels {args.levels!r}: give zstd levels as integers, e.g. 1,3,19") from None
     if args.max_tensors is not None:
         check_int("--max-tensors", args.max_tensors, 1)
-    refuse_unsupported(Path(args.src))
+    src = resolve_model(args.src) if Path(args.src).suffix.lower() == ".gguf" else args.src  # studied as imported
     devices = [d for arg in args.device or [] for d in _list(arg)]
     show = sys.stderr.isatty() and not args.json
     try:
         r = analyze(
-            args.src,
+            src,
             quants=_list(args.quant) or None,
             levels=levels,
             devices=devices or None,

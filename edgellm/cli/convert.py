@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..converter.converter import CODEC_CHOICES
+from ..converter.converter import CODEC_CHOICES, QUANT_CHOICES
 from ..generate.params import check_int
-from ..quant import GROUP_SIZES, STORAGE_TYPES
+from ..quant import GROUP_SIZES
 from .options import add_device_argument
 
 
 def add_arguments(p) -> None:
-    p.add_argument("src", help="Hugging Face model directory (config.json, *.safetensors, tokenizer.json)")
+    p.add_argument(
+        "src", help="Hugging Face model directory (config.json, *.safetensors, tokenizer.json) or a .gguf file"
+    )
     p.add_argument("-o", "--output", required=True, help="output .ellm file")
-    p.add_argument("--quant", default="q4", choices=STORAGE_TYPES, help="weight storage type")
+    p.add_argument(
+        "--quant",
+        default=None,
+        choices=QUANT_CHOICES,
+        help="weight storage type (default: q4 for a directory; auto for GGUF: its own types where ours hold "
+        "them exactly, else the smallest that loses less than the source did)",
+    )
     p.add_argument("--group-size", type=int, default=32, choices=GROUP_SIZES, help="quantization group")
     p.add_argument(
         "--codec",

@@ -10,7 +10,7 @@ import argparse
 
 from ..generate.params import SamplingParams, clean_text
 from ..runtime.budget import BUDGET_HELP
-from ..source import DEFAULT_QUANT
+from ..source import DEFAULT_QUANT, GGUF_QUANT
 
 MODEL_HELP = ".ellm file, or a Hugging Face model directory (converted once into the cache directory, then reused)"
 
@@ -18,7 +18,7 @@ MODEL_HELP = ".ellm file, or a Hugging Face model directory (converted once into
 def _storage_types() -> tuple[str, ...]:
     from ..quant import STORAGE_TYPES
 
-    return STORAGE_TYPES
+    return ("auto", *STORAGE_TYPES)
 
 
 def device_names() -> str:
@@ -37,9 +37,11 @@ def add_model_argument(p, model_help: str = MODEL_HELP) -> None:
     p.add_argument("model", help=model_help)
     p.add_argument(
         "--quant",
-        default=DEFAULT_QUANT,
+        default=None,
         choices=_storage_types(),
-        help="storage type when MODEL is a Hugging Face directory converted on first use",
+        help=f"storage type when MODEL is a Hugging Face directory or a GGUF file converted on first use "
+        f"(default: {DEFAULT_QUANT} for a directory, {GGUF_QUANT} for GGUF: its own types where ours hold them "
+        "exactly)",
     )
 
 

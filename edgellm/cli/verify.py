@@ -10,10 +10,11 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from ..errors import EdgeLLMError
     from ..format import EllmFile
-    from ..source import refuse_unsupported
 
-    refuse_unsupported(Path(args.file))
+    if Path(args.file).suffix.lower() == ".gguf":
+        raise EdgeLLMError(f"{args.file}: verify checks .ellm files; import a GGUF with edgellm convert first")
     with EllmFile(args.file) as f:
         f.verify()
         n = sum(len(e.chunks) for e in f.entries)

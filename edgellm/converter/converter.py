@@ -1,4 +1,6 @@
-"""Hugging Face directory -> .ellm, one row block at a time (peak RSS: a block, a tensor's scales, chunks)."""
+"""Hugging Face directory or GGUF file -> .ellm, one row block at a time (peak RSS: a block, a tensor's scales,
+chunks). A GGUF tensor whose values one of our types holds exactly (Q8_0 -> q8, Q4_0 -> q4) is repacked, not
+re-quantized; `quant="auto"` (GGUF only) picks each tensor's type (gguf.auto_stype)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from ..format.spec import DEFAULT_CHUNK, EMBED_CHUNK, TensorEntry, layout_for
 from ..format.writer import Writer
 from ..quant import GROUP_SIZES, STORAGE_TYPES, quantize
 from .archs import plan
-from .source import open_source
+from .gguf import GGUFSource, auto_stype
+from .source import Tensor, open_source
 
 BLOCK_BYTES = 8 << 20  # f32 bytes of source rows quantized at once
 CODEC_CHOICES = ("auto", "zstd", "lz4", "raw")
@@ -33,9 +36,12 @@ class ConvertReport:
     codec_mix: dict = field(default_factory=dict)
 
 
+QUANT_CHOICES = ("auto", *STORAGE_TYPES)
+
+
 def _check_args(quant: str, group_size: int, codec: str, level: int) -> None:
-    if quant not in STORAGE_TYPES:
-        raise ConvertError(f"--quant {quant!r}: choose one of {', '.join(STORAGE_TYPES)}")
+    if quant not in QUANT_CHOICES:
+        raise ConvertError(f"--quant {quant!r}: choose one of {', '.join(QUANT_CHOICES)}")
     if group_size not in GROUP_SIZES:
         raise ConvertError(f"--group-size {group_size}: choose one of {', '.join(map(str, GROUP_SIZES))}")
     if codec not in CODEC_CHOICES:
@@ -72,7 +78,7 @@ def convert(
     src,
     dst,
     *,
-    quant: str = "q4",
+    quant: str | None = None,
     group_size: int = 32,
     codec: str = "auto",
     level: int = 3,
@@ -82,12 +88,20 @@ def convert(
     progress: bool | None = None,
     on_commit=None,
 ) -> ConvertReport:
-    """Convert a Hugging Face model directory `src` into the .ellm file `dst` (written atomically: interrupted
-    or failed, `dst` is untouched and no temporary file stays). `on_commit()` runs the moment `dst` is in
-    place, before a Ctrl-C that came in during the rename is delivered."""
-    _check_args(quant, group_size, codec, level)
+    """Convert a Hugging Face model directory or a GGUF file `src` into the .ellm file `dst` (written
+    atomically: interrupted or failed, `dst` is untouched and no temporary file stays). `quant` defaults to
+    q4 for a directory, auto for GGUF. `on_commit()` runs the moment `dst` is in place, before a Ctrl-C that
+    came in during the rename is delivered."""
     t0 = time.perf_counter()
     source = open_source(src)
+    gguf = isinstance(source, GGUFSource)
+    quant = quant or ("auto" if gguf else "q4")
+    _check_args(quant, group_size, codec, level)
+    if quant == "auto" and not gguf:
+        raise ConvertError(
+            "--quant auto keeps a GGUF file's own types; for a Hugging Face directory choose "
+            f"one of {', '.join(STORAGE_TYPES)}"
+        )
     dst = Path(dst)
     if dst.is_dir():
         raise ConvertError(f"{dst}: is a directory; give the output file name, e.g. {dst / 'model.ellm'}")
@@ -99,9 +113,8 @@ def convert(
         st = source.tensors[p.name]
         if tuple(st.shape) != p.shape:
             raise ConvertError(f"tensor {p.name!r} has shape {list(st.shape)}, config implies {list(p.shape)}")
-        entries.append(
-            TensorEntry(p.name, p.shape, layout_for(p.shape, quant if p.matrix else "f32", group_size), p.layer)
-        )
+        stype = (auto_stype(st.dtype) if quant == "auto" else quant) if p.matrix else "f32"
+        entries.append(TensorEntry(p.name, p.shape, layout_for(p.shape, stype, group_size), p.layer))
     dev = None
     if device is not None:
         from ..runtime.device import load_device
@@ -114,7 +127,7 @@ def convert(
         "config": source.config,
         "quant": {"type": quant, "group_size": group_size},
         "codec": {"mode": codec, "level": level, "device": getattr(dev, "name", None)},
-        "source": {"dtype": source.dtype, "params": params},
+        "source": _source_meta(source, entries, params),
         "tokenizer": {
             "json": source.tokenizer_json,
             "config": source.tokenizer_config,
@@ -149,17 +162,44 @@ def convert(
     return report
 
 
-def _write_tensor(writer: Writer, entry: TensorEntry, st, bar: _Progress) -> int:
-    """Quantize `st` block by block into the writer: codes as they come, scales once all rows are done."""
+def _source_meta(source, entries: list[TensorEntry], params: int) -> dict:
+    """What the file came from; for GGUF each tensor's type and which ones were kept exactly (`inspect`)."""
+    out: dict = {"dtype": source.dtype, "params": params}
+    if isinstance(source, GGUFSource):
+        out["format"] = "gguf"
+        out["types"] = {e.name: source.tensors[e.name].dtype for e in entries}
+        out["exact"] = [e.name for e in entries if _kept_exactly(source.tensors[e.name], e)]
+    return out
+
+
+def _kept_exactly(st, entry: TensorEntry) -> bool:
+    lay = entry.layout
+    return st.exact(lay.stype, lay.group) or (lay.stype, st.dtype) in (
+        ("f32", "F32"),
+        ("f16", "F16"),
+        ("f32", "BF16"),
+        ("f32", "F16"),
+    )
+
+
+def _write_tensor(writer: Writer, entry: TensorEntry, st: Tensor, bar: _Progress) -> int:
+    """Quantize `st` block by block into the writer: codes as they come, scales once all rows are done.
+    A tensor the source holds exactly in the target type is repacked instead."""
     lay = entry.layout
     rows_per = max(1, BLOCK_BYTES // (4 * lay.cols))
     scales = []
+    repack = st.exact(lay.stype, lay.group)
     for start in range(0, st.rows, rows_per):
         stop = min(st.rows, start + rows_per)
-        block = st.read_rows(start, stop)
-        if not np.isfinite(block).all():
-            raise ConvertError(f"tensor {entry.name!r} holds NaN or infinite values")
-        streams = quantize(block, lay.stype, lay.group)
+        if repack:
+            streams = st.read_streams(start, stop, lay.stype)
+            if not np.isfinite(streams[1]).all():
+                raise ConvertError(f"tensor {entry.name!r} holds NaN or infinite scales")
+        else:
+            block = st.read_rows(start, stop)
+            if not np.isfinite(block).all():
+                raise ConvertError(f"tensor {entry.name!r} holds NaN or infinite values")
+            streams = quantize(block, lay.stype, lay.group)
         writer.feed(entry.name, np.ascontiguousarray(streams[0]))
         if len(streams) > 1:
             scales.append(streams[1])

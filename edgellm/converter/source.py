@@ -1,4 +1,4 @@
-"""A Hugging Face model directory as a lazy source of f32 row blocks.
+"""A Hugging Face model directory (or, through gguf.py, a GGUF file) as a lazy source of f32 row blocks.
 
 Tensors are read with positioned reads straight from the .safetensors files, a block of rows at a time:
 numpy has no bfloat16, so safetensors' own numpy loader cannot hand bf16 over, and its memory map would
@@ -13,6 +13,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -20,6 +21,26 @@ from ..errors import ConvertError
 
 _DTYPES = {"F32": (np.float32, 4), "F16": (np.float16, 2), "BF16": (np.uint16, 2)}
 _MAX_ST_HEADER = 100 << 20
+
+
+class Tensor(Protocol):
+    """What the converter reads from a source tensor (SourceTensor here, GGUFTensor in gguf.py)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def rows(self) -> int: ...
+
+    @property
+    def row_bytes(self) -> int: ...  # stored bytes per row
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray: ...  # f32[stop - start, cols]
+
+    def exact(self, stype: str, group: int) -> bool: ...  # read_streams gives `stype` with no value changed
+
+    def read_streams(self, start: int, stop: int, stype: str) -> list[np.ndarray]: ...  # [codes, scales]
 
 
 @dataclass(frozen=True)
@@ -38,6 +59,12 @@ class SourceTensor:
     def row_bytes(self) -> int:
         cols = self.shape[-1]
         return cols * _DTYPES[self.dtype][1]
+
+    def exact(self, stype: str, group: int) -> bool:
+        return False  # float checkpoints are always quantized (an f32/f16 target converts the values as is)
+
+    def read_streams(self, start: int, stop: int, stype: str) -> list[np.ndarray]:
+        raise NotImplementedError  # exact() is never true
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         """f32[stop - start, cols] (a 1-D tensor is one row)."""
@@ -104,12 +131,19 @@ def _read_json(path: Path) -> dict:
         raise ConvertError(f"{path}: cannot read JSON: {e}") from None
 
 
-def open_source(src) -> HFSource:
+def open_source(src):
+    """An HFSource for a directory, a GGUFSource for a .gguf file."""
     root = Path(src)
     if not root.exists():
         raise ConvertError(f"{src}: no such file or directory")
+    if root.is_file() and root.suffix.lower() == ".gguf":
+        from .gguf import open_gguf
+
+        return open_gguf(root)
     if not root.is_dir():
-        raise ConvertError(f"{src}: expected a Hugging Face model directory (config.json + *.safetensors)")
+        raise ConvertError(
+            f"{src}: expected a Hugging Face model directory (config.json + *.safetensors) or a .gguf file"
+        )
     if not (root / "config.json").is_file():
         raise ConvertError(f"{src}: no config.json: not a Hugging Face model directory")
     config = _read_json(root / "config.json")

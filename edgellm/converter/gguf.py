@@ -1,0 +1,233 @@
+"""A GGUF file as a source for the converter: the same contract as a Hugging Face directory (config, tensors
+under their Hugging Face names, tokenizer), read tensor by tensor with positioned reads.
+
+The `gguf` package (ggml-org's reader) parses the header and dequantizes blocks; the tensor bytes are read
+with os.pread, a block of rows at a time, so the converter's RSS stays a block (a memory map would count
+every page it touched). Every offset and length the header gives is checked against the file first.
+
+llama.cpp's converter stores the q and k projections of Llama-family models with their rows permuted for its
+rotary layout; rows are read back through the inverse permutation, so the tensors are Hugging Face's. Blocks
+travel whole with their rows, so a row permutation keeps Q8_0 / Q4_0 blocks exact.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConvertError, UnsupportedModelError
+
+ARCHS = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2"}  # GGUF general.architecture -> model_type
+PERMUTED = ("llama", "mistral")  # architectures whose q/k rows llama.cpp permutes (qwen2's it does not)
+
+# GGUF tensor name pieces -> Hugging Face module names (llama family)
+_LAYER_NAMES = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+
+# What each GGUF type can be stored as without changing a value (group 32 for the block types), and what
+# `--quant auto` stores it as: exact where one of our types holds it, otherwise the smallest of our types that
+# loses less than the source already did (q8 for 4.5-6.6 bit types, q4 for those below 4 bits).
+EXACT = {"F32": ("f32",), "F16": ("f16", "f32"), "BF16": ("f32",), "Q8_0": ("q8", "f32"), "Q4_0": ("q4", "f32")}
+_LOW_BIT = ("Q2_K", "Q3_K", "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "TQ1_0", "TQ2_0")
+
+
+def auto_stype(ggml_type: str) -> str:
+    if ggml_type in EXACT:
+        return EXACT[ggml_type][0]
+    return "q4" if ggml_type in _LOW_BIT else "q8"
+
+
+@dataclass
+class GGUFTensor:
+    """One tensor of a GGUF file, under its Hugging Face name and shape (rows, cols) or (cols,)."""
+
+    name: str
+    path: Path
+    dtype: str  # the GGML type name: F32, F16, Q8_0, Q4_1, Q4_K, ...
+    shape: tuple[int, ...]
+    offset: int  # absolute file offset of the tensor's first byte
+    row_bytes: int  # stored bytes per row
+    qtype: Any = field(repr=False)  # gguf.GGMLQuantizationType
+    row_map: np.ndarray | None = None  # Hugging Face row r is stored row row_map[r] (q/k permutation)
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0] if len(self.shape) == 2 else 1
+
+    @property
+    def cols(self) -> int:
+        return self.shape[-1]
+
+    def _stored_rows(self, start: int, stop: int) -> np.ndarray:
+        """u8[stop - start, row_bytes]: the stored rows of Hugging Face rows start..stop-1."""
+        src = np.arange(start, stop) if self.row_map is None else self.row_map[start:stop]
+        lo, hi = int(src.min()), int(src.max()) + 1
+        n = (hi - lo) * self.row_bytes
+        with open(self.path, "rb", buffering=0) as f:
+            raw = os.pread(f.fileno(), n, self.offset + lo * self.row_bytes)
+        if len(raw) != n:
+            raise ConvertError(f"{self.path.name}: tensor {self.name!r} is truncated")
+        block = np.frombuffer(raw, np.uint8).reshape(hi - lo, self.row_bytes)
+        return block if self.row_map is None else block[src - lo]
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """f32[stop - start, cols], dequantized by the gguf package."""
+        from gguf import quants
+
+        data = self._stored_rows(start, stop)
+        if self.dtype == "F32":
+            return data.view(np.float32).reshape(stop - start, self.cols).copy()
+        return np.asarray(quants.dequantize(data, self.qtype), np.float32).reshape(stop - start, self.cols)
+
+    def exact(self, stype: str, group: int) -> bool:
+        """Whether read_streams gives `stype` with no value changed (block types: group 32 only)."""
+        return stype in EXACT.get(self.dtype, ()) and stype in ("q8", "q4") and group == 32
+
+    def read_streams(self, start: int, stop: int, stype: str) -> list[np.ndarray]:
+        """[codes, scales] of rows start..stop-1 in our q8 / q4 layout, repacked from Q8_0 / Q4_0 blocks:
+        the same f16 scale and the same codes (Q4_0 nibbles are already ordered as ours: byte j holds
+        elements j and j + 16)."""
+        rows, groups = stop - start, self.cols // 32
+        blocks = self._stored_rows(start, stop).reshape(rows, groups, -1)
+        scales = np.ascontiguousarray(blocks[:, :, :2]).view(np.float16).reshape(rows, groups)
+        codes = np.ascontiguousarray(blocks[:, :, 2:]).reshape(rows, -1)
+        return [codes.view(np.int8) if stype == "q8" else codes, scales]
+
+
+@dataclass
+class GGUFSource:
+    root: Path
+    config: dict
+    tensors: dict[str, GGUFTensor]
+    tokenizer_json: str
+    tokenizer_config: dict
+    generation_config: dict
+    metadata: dict  # every GGUF key -> value (lists of the tokenizer left out)
+
+    @property
+    def dtype(self) -> str:
+        return "gguf " + "+".join(sorted({t.dtype for t in self.tensors.values()}))
+
+
+def open_gguf(path: Path) -> GGUFSource:
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        raise ConvertError("reading GGUF needs the gguf package: pip install gguf") from None
+    try:
+        reader = GGUFReader(path, "r")
+    except (ValueError, OSError, IndexError, KeyError) as e:
+        raise ConvertError(f"{path}: not a readable GGUF file ({e})") from None
+    meta = {f.name: f.contents() for f in reader.fields.values()}
+    arch = meta.get("general.architecture")
+    if arch not in ARCHS:
+        raise UnsupportedModelError(
+            f"{path}: GGUF architecture {arch!r} is not supported; supported: {', '.join(ARCHS)}"
+        )
+    config = _config(meta, arch, reader)
+    tensors = _tensors(path, reader, config, arch)
+    from .gguf_tokenizer import tokenizer_from_gguf
+
+    tok_json, tok_cfg, gen = tokenizer_from_gguf(meta)
+    small = {k: v for k, v in meta.items() if not isinstance(v, list) or len(v) <= 16}
+    return GGUFSource(path, config, tensors, tok_json, tok_cfg, gen, small)
+
+
+def _need(meta: dict, key: str):
+    if key not in meta:
+        raise ConvertError(f"GGUF metadata lacks {key!r}")
+    return meta[key]
+
+
+def _config(meta: dict, arch: str, reader) -> dict:
+    """A Hugging Face config.json object from the `{arch}.*` keys."""
+    k = lambda name: f"{arch}.{name}"  # noqa: E731
+    heads = int(_need(meta, k("attention.head_count")))
+    hidden = int(_need(meta, k("embedding_length")))
+    vocab = meta.get(k("vocab_size")) or len(_need(meta, "tokenizer.ggml.tokens"))
+    names = {t.name for t in reader.tensors}
+    cfg = {
+        "model_type": ARCHS[arch],
+        "architectures": [
+            {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}[arch]
+        ],
+        "hidden_size": hidden,
+        "intermediate_size": int(_need(meta, k("feed_forward_length"))),
+        "num_hidden_layers": int(_need(meta, k("block_count"))),
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(meta.get(k("attention.head_count_kv"), heads)),
+        "head_dim": int(meta.get(k("attention.key_length"), hidden // heads)),
+        "max_position_embeddings": int(meta.get(k("context_length"), 2048)),
+        "rms_norm_eps": float(meta.get(k("attention.layer_norm_rms_epsilon"), 1e-5)),
+        "rope_theta": float(meta.get(k("rope.freq_base"), 10000.0)),
+        "vocab_size": int(vocab),
+        "tie_word_embeddings": "output.weight" not in names,
+        "torch_dtype": "float32",
+    }
+    scaling = meta.get(k("rope.scaling.type"))
+    if scaling == "linear":
+        cfg["rope_scaling"] = {"rope_type": "linear", "factor": float(_need(meta, k("rope.scaling.factor")))}
+    elif scaling not in (None, "none"):
+        raise UnsupportedModelError(f"GGUF rope scaling {scaling!r} is not supported (none, linear)")
+    if "rope_freqs.weight" in names:
+        raise UnsupportedModelError(
+            "GGUF holds rope_freqs.weight (Llama 3.1-style rope scaling stored as factors), not supported yet"
+        )
+    if arch == "mistral" and k("attention.sliding_window") in meta:
+        cfg["sliding_window"] = int(meta[k("attention.sliding_window")])
+    return cfg
+
+
+def _hf_name(name: str) -> str | None:
+    parts = name.split(".")
+    if parts[0] == "blk" and len(parts) == 4 and parts[2] in _LAYER_NAMES:
+        return f"model.layers.{int(parts[1])}.{_LAYER_NAMES[parts[2]]}.{parts[3]}"
+    if len(parts) == 2 and parts[0] in _TOP_NAMES:
+        return f"{_TOP_NAMES[parts[0]]}.{parts[1]}"
+    return None
+
+
+def _unpermute(rows: int, n_head: int) -> np.ndarray:
+    """row_map for llama.cpp's q/k permutation: it stores Hugging Face row perm[i] at row i, where each head's
+    rows go (first half, second half) -> interleaved pairs."""
+    perm = np.arange(rows).reshape(n_head, 2, rows // n_head // 2).swapaxes(1, 2).reshape(-1)
+    return np.argsort(perm)
+
+
+def _tensors(path: Path, reader, cfg: dict, arch: str) -> dict[str, GGUFTensor]:
+    size = path.stat().st_size
+    out: dict[str, GGUFTensor] = {}
+    for t in reader.tensors:
+        name = _hf_name(t.name)
+        if name is None:
+            raise UnsupportedModelError(f"{path.name}: GGUF tensor {t.name!r} is not one edgellm knows")
+        ne = [int(d) for d in t.shape]  # ggml order: ne[0] is the contiguous (column) count
+        if not 1 <= len(ne) <= 2 or min(ne) < 1:
+            raise ConvertError(f"{path.name}: tensor {t.name!r} has shape {ne}")
+        shape = tuple(reversed(ne))
+        rows = shape[0] if len(shape) == 2 else 1
+        n_bytes, offset = int(t.n_bytes), int(t.data_offset)
+        if offset < 0 or n_bytes <= 0 or offset + n_bytes > size or n_bytes % rows:
+            raise ConvertError(f"{path.name}: tensor {t.name!r} has invalid data offsets (file corrupt?)")
+        row_map = None
+        if arch in PERMUTED and name.endswith(("q_proj.weight", "k_proj.weight")):
+            n_head = cfg["num_attention_heads"] if "q_proj" in name else cfg["num_key_value_heads"]
+            if rows % (2 * n_head):
+                raise ConvertError(f"{path.name}: {t.name!r} rows {rows} do not split into {n_head} heads")
+            row_map = _unpermute(rows, n_head)
+        out[name] = GGUFTensor(name, path, t.tensor_type.name, shape, offset, n_bytes // rows, t.tensor_type, row_map)
+    return out
