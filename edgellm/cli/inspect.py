@@ -33,6 +33,8 @@ def summarize(f) -> dict:
     raw = sum(e.raw_bytes for e in f.entries)
     stored = sum(e.stored_bytes for e in f.entries)
     file_bytes = os.path.getsize(f.path)
+    src = f.header.get("source") or {}
+    kinds, exact = src.get("types") or {}, set(src.get("exact") or [])  # GGUF imports: each tensor's origin
     return {
         "file": str(f.path),
         "file_bytes": file_bytes,
@@ -57,6 +59,8 @@ def summarize(f) -> dict:
                 "raw_bytes": e.raw_bytes,
                 "stored_bytes": e.stored_bytes,
                 "chunks": len(e.chunks),
+                "source_type": kinds.get(e.name),  # the GGUF type it came from (None: not a GGUF import)
+                "exact": e.name in exact if kinds else None,  # kept without changing a value
             }
             for e in f.entries
         ],
@@ -106,10 +110,16 @@ def run(args) -> int:
             f"{row['stored_bytes'] / 1e6:>10.3f} {row['raw_bytes'] / max(row['stored_bytes'], 1):>7.3f}"
         )
     shown = [t for t in s["tensors"] if args.tensors or t["layer"] in (-1, 0, n_layers)]
-    print(f"\n  {'tensor':<44} {'type':<5} {'shape':<14} {'stored KB':>10} {'chunks':>6}")
+    gguf = any(t["source_type"] for t in s["tensors"])
+    origin = f"  {'from GGUF':<18}" if gguf else ""
+    print(f"\n  {'tensor':<44} {'type':<5} {'shape':<14} {'stored KB':>10} {'chunks':>6}{origin}")
     for t in shown:
         shape = "x".join(map(str, t["shape"]))
-        print(f"  {t['name']:<44} {t['stype']:<5} {shape:<14} {t['stored_bytes'] / 1e3:>10.1f} {t['chunks']:>6}")
+        how = f"  {t['source_type']} {'exact' if t['exact'] else 're-quantized'}" if gguf else ""
+        print(f"  {t['name']:<44} {t['stype']:<5} {shape:<14} {t['stored_bytes'] / 1e3:>10.1f} {t['chunks']:>6}{how}")
+    if gguf:
+        n_exact = sum(bool(t["exact"]) for t in s["tensors"])
+        print(f"  GGUF import: {n_exact} of {len(s['tensors'])} tensors kept exactly, the rest re-quantized")
     if not args.tensors:
         print("  (layers 1.. omitted; --tensors lists all)")
     return 0

@@ -1,0 +1,204 @@
+"""GGUF import: names, the q/k permutation, exact repacking of Q8_0 / Q4_0, --quant auto, hostile files, and
+the real SmolLM2 chat model from ../shared."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED, make_tiny_model
+from gguf_files import write_gguf
+
+import edgellm
+from edgellm.errors import ConvertError, UnsupportedModelError
+from edgellm.format import EllmFile
+
+gguf = pytest.importorskip("gguf")
+SMOL = SHARED / "models" / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+SHAPE = dict(hidden=64, heads=4, kv_heads=2, head_dim=16, inter=96, vocab=64)  # block types need cols % 32
+
+
+def _logits(path, ids) -> np.ndarray:
+    with EllmFile(path) as f:
+        vocab = f.config["vocab_size"]
+    with edgellm.load(path, threads=1) as m:
+        out = np.zeros((len(ids), vocab), np.float32)
+        m.session.prefill(ids, all_logits=out)
+        return out
+
+
+@pytest.fixture(scope="module")
+def hf(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("gguf") / "hf", **SHAPE)
+
+
+def _convert(src, out, **kw):
+    return edgellm.convert(src, out, progress=False, **kw).path
+
+
+def test_f32_gguf_imports_to_the_checkpoint_it_came_from(hf, tmp_path):
+    """Every name mapped and the q/k permutation undone: bit-identical logits to the Hugging Face path."""
+    g = write_gguf(hf, tmp_path / "m.gguf", lambda n, a: "F32")
+    ids = [1, 5, 9, 17, 33, 60, 4, 8]
+    want = _logits(_convert(hf, tmp_path / "hf.ellm", quant="f32"), ids)
+    got = _logits(_convert(g, tmp_path / "g.ellm", quant="f32"), ids)
+    assert np.array_equal(got, want)
+
+
+def test_gguf_to_hf_writes_the_same_model_as_a_directory(mixed, tmp_path):
+    tool = Path(__file__).resolve().parents[1] / "tools" / "gguf_to_hf.py"
+    r = subprocess.run([sys.executable, tool, mixed, tmp_path / "hf"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ids = [1, 2, 30, 40, 50, 9]
+    want = _logits(_convert(mixed, tmp_path / "g.ellm", quant="f32"), ids)
+    assert np.array_equal(_logits(_convert(tmp_path / "hf", tmp_path / "h.ellm", quant="f32"), ids), want)
+
+
+def _types(name: str, a: np.ndarray) -> str:
+    if a.ndim == 1:
+        return "F32"
+    if "embed" in name or "lm_head" in name or "q_proj" in name:
+        return "Q8_0"
+    if "mlp.up" in name:
+        return "Q4_1"
+    if "v_proj" in name:
+        return "F16"
+    return "Q4_0"
+
+
+@pytest.fixture(scope="module")
+def mixed(hf, tmp_path_factory):
+    return write_gguf(hf, tmp_path_factory.mktemp("mixed") / "mixed.gguf", _types)
+
+
+def _gguf_values(path) -> dict[str, np.ndarray]:
+    """Each tensor as the gguf package dequantizes it, q/k rows put back in Hugging Face order."""
+    from edgellm.converter.gguf import open_gguf
+
+    src = open_gguf(path)
+    return {name: t.read_rows(0, t.rows) for name, t in src.tensors.items()}
+
+
+def test_auto_keeps_q8_0_q4_0_f16_f32_exactly_and_requantizes_q4_1_to_q8(mixed, tmp_path):
+    out = _convert(mixed, tmp_path / "auto.ellm")  # auto is the GGUF default
+    values = _gguf_values(mixed)
+    with EllmFile(out) as f:
+        src = f.header["source"]
+        stypes = {e.name: e.layout.stype for e in f.entries}
+        for e in f.entries:
+            kind = src["types"][e.name]
+            want = {"F32": "f32", "F16": "f16", "Q8_0": "q8", "Q4_0": "q4", "Q4_1": "q8"}[kind]
+            assert stypes[e.name] == want, e.name
+            got = f.read_tensor(e.name).dequantize().reshape(values[e.name].shape)
+            if kind == "Q4_1":  # re-quantized: within q8's rounding of the values, not equal
+                assert e.name not in src["exact"]
+                err = np.abs(got - values[e.name]).max()
+                assert 0 < err <= np.abs(values[e.name]).max() / 127
+            else:
+                assert e.name in src["exact"], e.name
+                assert np.array_equal(got, values[e.name]), e.name
+
+
+def test_quant_q4_requantizes_all_but_q4_0(mixed, tmp_path):
+    out = _convert(mixed, tmp_path / "q4.ellm", quant="q4")
+    values = _gguf_values(mixed)
+    with EllmFile(out) as f:
+        src = f.header["source"]
+        for e in f.entries:
+            if len(e.shape) == 1:
+                continue
+            assert e.layout.stype == "q4"
+            exact = np.array_equal(f.read_tensor(e.name).dequantize().reshape(values[e.name].shape), values[e.name])
+            assert (e.name in src["exact"]) == (src["types"][e.name] == "Q4_0") == exact, e.name
+
+
+def test_auto_import_runs_close_to_the_f32_import(mixed, tmp_path):
+    ids = [1, 7, 3, 22, 41, 9, 63, 12]
+    ref = _logits(_convert(mixed, tmp_path / "f32.ellm", quant="f32"), ids)
+    got = _logits(_convert(mixed, tmp_path / "auto.ellm"), ids)
+    # the decode kernels quantize activations to int8 per group: small, bounded differences
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.75
+
+
+def test_hostile_gguf_files_are_refused_in_one_error(mixed, hf, tmp_path):
+    data = mixed.read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(ConvertError):
+        _convert(cut, tmp_path / "o.ellm")
+    assert not (tmp_path / "o.ellm").exists()
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + bytes(100))
+    with pytest.raises(ConvertError, match="not a readable GGUF"):
+        _convert(junk, tmp_path / "o.ellm")
+    other = write_gguf(hf, tmp_path / "gpt2.gguf", lambda n, a: "F32", arch="gpt2")
+    with pytest.raises(UnsupportedModelError, match="'gpt2'"):
+        _convert(other, tmp_path / "o.ellm")
+    with pytest.raises(ConvertError, match="auto"):
+        _convert(hf, tmp_path / "o.ellm", quant="auto")  # auto is for GGUF sources
+
+
+def test_every_model_command_takes_a_gguf(mixed, tmp_path):
+    env = {"EDGELLM_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    cmd = [sys.executable, "-m", "edgellm.cli.main"]
+    r = subprocess.run([*cmd, "run", mixed, "-p", "!#", "--max-tokens", "3"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "converting" in r.stderr and "auto" in r.stderr
+    r2 = subprocess.run([*cmd, "inspect", mixed], capture_output=True, text=True, env=env)
+    assert r2.returncode == 0, r2.stderr
+    assert "converting" not in r2.stderr  # the cached import is reused
+    assert "Q4_1" in r2.stdout and "exact" in r2.stdout
+
+
+# -- the real chat model ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smol(tmp_path_factory):
+    if not SMOL.is_file():
+        pytest.skip("SmolLM2 GGUF is not present in ../shared")
+    d = tmp_path_factory.mktemp("smol")
+    return {q: _convert(SMOL, d / f"{q}.ellm", quant=q) for q in ("auto", "f32")}
+
+
+def test_smollm2_answers_paris_greedy(smol):
+    with edgellm.load(smol["auto"]) as m:
+        reply = m.chat([{"role": "user", "content": "What is the capital of France?"}], max_tokens=24, temperature=0)
+    assert "Paris" in reply
+
+
+def test_smollm2_auto_import_keeps_the_embedding_exactly_and_agrees_with_f32(smol):
+    with EllmFile(smol["auto"]) as f:
+        src = f.header["source"]
+        assert src["types"]["model.embed_tokens.weight"] == "Q8_0"
+        assert "model.embed_tokens.weight" in src["exact"]
+        assert f.tensors["model.embed_tokens.weight"].layout.stype == "q8"
+        assert json.dumps(f.config)  # a plain config
+        assert f.config["tie_word_embeddings"] is True and f.config["num_key_value_heads"] == 3
+    with edgellm.load(smol["f32"]) as m:
+        ids = m.tokenizer.encode("The quick brown fox jumps over the lazy dog. Once upon a time, there was")
+    ref, got = _logits(smol["f32"], ids), _logits(smol["auto"], ids)
+    p, q = _softmax(ref), _softmax(got)
+    kl = (p * (np.log(p + 1e-30) - np.log(q + 1e-30))).sum(1)
+    assert kl.mean() < 0.01  # q8 of Q4_1 values plus int8 activations: far below q4's error
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.9
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_smollm2_f32_import_equals_transformers_gguf_loader(smol):
+    """Logits of fixed ids against transformers' own GGUF loader (tools/make_gguf_logits_reference.py)."""
+    ref_dir = Path(__file__).parent / "data" / "reference" / "smollm2-gguf"
+    ids = json.loads((ref_dir / "input_ids.json").read_text())["ids"]
+    ref = np.load(ref_dir / "logits.npz")
+    got = _logits(smol["f32"], ids)
+    stride = int(ref["stride"])
+    assert np.abs(got[:, ::stride] - ref["strided"]).max() < 5e-4
+    assert np.abs(np.take_along_axis(got, ref["top_ids"], axis=1) - ref["top_values"]).max() < 5e-4
+    assert np.array_equal(got.argmax(1), ref["top_ids"][:, 0])
