@@ -199,3 +199,36 @@ def test_demo_end_to_end_tiny(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "d.svg").read_text().lstrip().startswith("<?xml")
     assert main(args) == 0  # the second run reuses the cached model
     assert "building" not in capsys.readouterr().err
+
+
+def test_demo_real_model_answers_under_half_its_size(tmp_path, monkeypatch, capsys, shared_dir):
+    """The real-model demo on ../shared's SmolLM2 GGUF (EDGELLM_DEMO_GGUF: the tests never download)."""
+    gguf = shared_dir / "models" / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not gguf.is_file():
+        pytest.skip("SmolLM2 GGUF is not present in ../shared")
+    monkeypatch.setenv("EDGELLM_CACHE", str(tmp_path))
+    monkeypatch.setenv("EDGELLM_DEMO_GGUF", str(gguf))
+    args = ["demo", "--budgets", "60%", "--prompt-tokens", "4", "--gen-tokens", "3", "--plot", str(tmp_path / "d.svg")]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert "converting" in out.err and "auto" in out.err  # the GGUF imported once
+    assert "Paris" in out.out and "a real chat model" in out.out and "budget=60%" in out.out
+
+
+def test_demo_falls_back_to_the_synthetic_model_when_the_real_one_cannot_be_had(tmp_path, monkeypatch, capsys):
+    from edgellm.bench import demo
+
+    monkeypatch.setenv("EDGELLM_CACHE", str(tmp_path))
+    monkeypatch.setenv("EDGELLM_DEMO_GGUF", str(tmp_path / "absent.gguf"))
+    asked = []
+    build = demo.demo_model
+
+    def tiny_instead(preset, rebuild=False, log=print):
+        asked.append(preset)
+        return build("tiny", rebuild, log)  # the demo shape takes minutes to build on 2 cores
+
+    monkeypatch.setattr(demo, "demo_model", tiny_instead)
+    assert main(["demo", "--budgets", "2MB", "--prompt-tokens", "4", "--gen-tokens", "3", "--plot", ""]) == 0
+    out = capsys.readouterr()
+    assert asked == ["demo"]
+    assert "could not be fetched" in out.err and "weights are random" in out.out

@@ -14,8 +14,10 @@ from pathlib import Path
 
 from ..paths import cache_dir
 
+RANDOM = "the model's weights are random, so any text it writes is noise; the numbers are real."
+REAL = "a real chat model (SmolLM2-135M-Instruct, imported from its GGUF), streamed as it would be on the device."
 EXPLAIN = """\
-What this shows: the model's weights are random, so any text it writes is noise; the numbers are real.
+What this shows: {weights}
 Each row runs the model in a fresh process under a RAM budget (a share of the model file). Layers that do not
 fit are streamed from the file through {device}'s emulated flash every token, while the CPU computes:
   decode tok/s   tokens per second after the first token (mean ± sd over repeats)
