@@ -261,17 +261,9 @@ def _plan(
             break
         ctx = max(MIN_AUTO_CONTEXT, ctx // 2)
     p.context, p.default_context, p.device = ctx, default, device
-    stype = _main_stype(f)
+    stype = next(iter(f.weight_types()), "q4")  # the type holding most weight bytes
     p.predicted = predict(p, p.device, stype, sum(e.stored_bytes for e in f.entries))
     return p
-
-
-def _main_stype(f: EllmFile) -> str:
-    """The storage type holding most of the weight bytes (a GGUF import under auto mixes them)."""
-    by: dict[str, int] = {}
-    for e in f.entries:
-        by[e.layout.stype] = by.get(e.layout.stype, 0) + e.raw_bytes
-    return max(by, key=by.__getitem__) if by else "q4"
 
 
 def load(

@@ -119,7 +119,7 @@ def _one(a: dict, repeat: int) -> dict:
                 }
             )
         with EllmFile(a["model"]) as f:
-            stype = (f.header.get("quant") or {}).get("type", "q4")
+            stype = next(iter(f.weight_types()), "q4")  # the type holding most weight bytes
             weights = sum(e.stored_bytes for e in f.entries)
         dev = load_device(a["device"]) if a.get("device") else None
         plan = model.plan
@@ -165,8 +165,9 @@ def main(a: dict) -> dict:
 
     kernels.set_threads(a.get("threads"))
     with EllmFile(a["model"]) as f:
-        stype = (f.header.get("quant") or {}).get("type", "q4")
-    _warm_kernels(stype)
+        stypes = list(f.weight_types()) or ["q4"]
+    for stype in stypes:  # a GGUF import may mix types: each one's kernels
+        _warm_kernels(stype)
     _reset_peak()
     baseline = _rss()
     runs, dropped = [], None

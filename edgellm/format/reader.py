@@ -191,6 +191,14 @@ class EllmFile:
     def config(self) -> dict:
         return self.header["config"]
 
+    def weight_types(self) -> dict[str, int]:
+        """Raw bytes of the 2-D weights by storage type, largest first (one type, unless a GGUF import mixes)."""
+        by: dict[str, int] = {}
+        for e in self.entries:
+            if len(e.shape) == 2:
+                by[e.layout.stype] = by.get(e.layout.stype, 0) + e.raw_bytes
+        return dict(sorted(by.items(), key=lambda kv: -kv[1]))
+
     @property
     def tokenizer(self) -> dict | None:
         return self.header.get("tokenizer")
