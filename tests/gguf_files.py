@@ -43,15 +43,23 @@ def byte_tokens(vocab: int) -> list[str]:
     return ["<unk>", "<s>", "</s>"] + chars[: vocab - 3]
 
 
-def write_gguf(hf: Path, out: Path, type_of: Callable[[str, np.ndarray], str], arch: str = "llama") -> Path:
-    """`type_of(hf_name, array)` -> a GGML type name (F32, F16, Q8_0, Q4_0, Q4_1, ...) per tensor."""
+def write_gguf(
+    hf: Path, out: Path, type_of: Callable[[str, np.ndarray], str], arch: str = "llama", strings: dict | None = None
+) -> Path:
+    """`type_of(hf_name, array)` -> a GGML type name (F32, F16, Q8_0, Q4_0, Q4_1, ...) per tensor. `strings`:
+    {key: text} written as strings in place of the numbers those `{arch}.*` keys should hold (hostile files)."""
     import gguf
 
     weights, cfg = load_weights(hf)
     w = gguf.GGUFWriter(str(out), arch)
-    w.add_block_count(cfg["num_hidden_layers"])
+    strings = strings or {}
+    for key, text in strings.items():
+        w.add_string(f"{arch}.{key}", text)
+    if "block_count" not in strings:
+        w.add_block_count(cfg["num_hidden_layers"])
     w.add_context_length(cfg["max_position_embeddings"])
-    w.add_embedding_length(cfg["hidden_size"])
+    if "embedding_length" not in strings:
+        w.add_embedding_length(cfg["hidden_size"])
     w.add_feed_forward_length(cfg["intermediate_size"])
     w.add_head_count(cfg["num_attention_heads"])
     w.add_head_count_kv(cfg["num_key_value_heads"])

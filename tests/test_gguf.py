@@ -141,6 +141,29 @@ def test_hostile_gguf_files_are_refused_in_one_error(mixed, hf, tmp_path):
         _convert(other, tmp_path / "o.ellm")
     with pytest.raises(ConvertError, match="auto"):
         _convert(hf, tmp_path / "o.ellm", quant="auto")  # auto is for GGUF sources
+    for key in ("block_count", "embedding_length"):
+        worded = write_gguf(hf, tmp_path / f"{key}.gguf", lambda n, a: "F32", strings={key: "two"})
+        with pytest.raises(ConvertError, match=f"llama.{key}' = 'two' is not a valid int"):
+            _convert(worded, tmp_path / "o.ellm")
+
+
+def test_flipped_bytes_in_a_gguf_give_an_edgellm_error_or_a_model(mixed, tmp_path):
+    """Random corruption of the header, metadata and tensor table: only EdgeLLMError escapes, never another."""
+    import random
+
+    from edgellm.errors import EdgeLLMError
+
+    data, rng = mixed.read_bytes(), random.Random(7)
+    for trial in range(60):
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            b[rng.randrange(0, 4000)] = rng.randrange(256)
+        p = tmp_path / "f.gguf"
+        p.write_bytes(bytes(b))
+        try:
+            _convert(p, tmp_path / f"o{trial}.ellm")
+        except EdgeLLMError:
+            assert not (tmp_path / f"o{trial}.ellm").exists()
 
 
 def test_every_model_command_takes_a_gguf(mixed, tmp_path):

@@ -147,18 +147,25 @@ def open_gguf(path: Path) -> GGUFSource:
     return GGUFSource(path, config, tensors, tok_json, tok_cfg, gen, small)
 
 
-def _need(meta: dict, key: str):
-    if key not in meta:
+def _num(meta: dict, key: str, kind=int, default=None):
+    """A numeric metadata value, checked: a missing required key or a value of the wrong kind is one error."""
+    v = meta.get(key, default)
+    if v is None:
         raise ConvertError(f"GGUF metadata lacks {key!r}")
-    return meta[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and int(v) != v) or v < 0:
+        raise ConvertError(f"GGUF metadata {key!r} = {str(v)[:40]!r} is not a valid {kind.__name__}")
+    return kind(v)
 
 
 def _config(meta: dict, arch: str, reader) -> dict:
     """A Hugging Face config.json object from the `{arch}.*` keys."""
     k = lambda name: f"{arch}.{name}"  # noqa: E731
-    heads = int(_need(meta, k("attention.head_count")))
-    hidden = int(_need(meta, k("embedding_length")))
-    vocab = meta.get(k("vocab_size")) or len(_need(meta, "tokenizer.ggml.tokens"))
+    heads = _num(meta, k("attention.head_count"))
+    hidden = _num(meta, k("embedding_length"))
+    tokens = meta.get("tokenizer.ggml.tokens")
+    vocab = _num(meta, k("vocab_size"), default=len(tokens) if isinstance(tokens, list) else None)
+    if heads < 1 or hidden < heads:
+        raise ConvertError(f"GGUF metadata: {heads} attention heads for a hidden size of {hidden}")
     names = {t.name for t in reader.tensors}
     cfg = {
         "model_type": ARCHS[arch],
@@ -166,21 +173,21 @@ def _config(meta: dict, arch: str, reader) -> dict:
             {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}[arch]
         ],
         "hidden_size": hidden,
-        "intermediate_size": int(_need(meta, k("feed_forward_length"))),
-        "num_hidden_layers": int(_need(meta, k("block_count"))),
+        "intermediate_size": _num(meta, k("feed_forward_length")),
+        "num_hidden_layers": _num(meta, k("block_count")),
         "num_attention_heads": heads,
-        "num_key_value_heads": int(meta.get(k("attention.head_count_kv"), heads)),
-        "head_dim": int(meta.get(k("attention.key_length"), hidden // heads)),
-        "max_position_embeddings": int(meta.get(k("context_length"), 2048)),
-        "rms_norm_eps": float(meta.get(k("attention.layer_norm_rms_epsilon"), 1e-5)),
-        "rope_theta": float(meta.get(k("rope.freq_base"), 10000.0)),
-        "vocab_size": int(vocab),
+        "num_key_value_heads": _num(meta, k("attention.head_count_kv"), default=heads),
+        "head_dim": _num(meta, k("attention.key_length"), default=hidden // heads),
+        "max_position_embeddings": _num(meta, k("context_length"), default=2048),
+        "rms_norm_eps": _num(meta, k("attention.layer_norm_rms_epsilon"), float, 1e-5),
+        "rope_theta": _num(meta, k("rope.freq_base"), float, 10000.0),
+        "vocab_size": vocab,
         "tie_word_embeddings": "output.weight" not in names,
         "torch_dtype": "float32",
     }
     scaling = meta.get(k("rope.scaling.type"))
     if scaling == "linear":
-        cfg["rope_scaling"] = {"rope_type": "linear", "factor": float(_need(meta, k("rope.scaling.factor")))}
+        cfg["rope_scaling"] = {"rope_type": "linear", "factor": _num(meta, k("rope.scaling.factor"), float)}
     elif scaling not in (None, "none"):
         raise UnsupportedModelError(f"GGUF rope scaling {scaling!r} is not supported (none, linear)")
     if "rope_freqs.weight" in names:
@@ -188,7 +195,7 @@ def _config(meta: dict, arch: str, reader) -> dict:
             "GGUF holds rope_freqs.weight (Llama 3.1-style rope scaling stored as factors), not supported yet"
         )
     if arch == "mistral" and k("attention.sliding_window") in meta:
-        cfg["sliding_window"] = int(meta[k("attention.sliding_window")])
+        cfg["sliding_window"] = _num(meta, k("attention.sliding_window"))
     return cfg
 
 
