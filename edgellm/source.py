@@ -78,10 +78,10 @@ def _cached_conversion(path: Path, quant: str, log) -> Path:
 
 def _check_quant(quant: str) -> None:
     from .errors import InvalidArgumentError
-    from .quant import STORAGE_TYPES
+    from .quant import QUANT_CHOICES
 
-    if quant not in ("auto", *STORAGE_TYPES):
-        raise InvalidArgumentError(f"quant (--quant) must be one of auto, {', '.join(STORAGE_TYPES)}, got {quant!r}")
+    if quant not in QUANT_CHOICES:
+        raise InvalidArgumentError(f"quant (--quant) must be one of {', '.join(QUANT_CHOICES)}, got {quant!r}")
 
 
 class _Lock:

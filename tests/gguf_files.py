@@ -52,20 +52,22 @@ def write_gguf(
 
     weights, cfg = load_weights(hf)
     w = gguf.GGUFWriter(str(out), arch)
-    strings = strings or {}
-    for key, text in strings.items():
-        w.add_string(f"{arch}.{key}", text)
-    if "block_count" not in strings:
-        w.add_block_count(cfg["num_hidden_layers"])
-    w.add_context_length(cfg["max_position_embeddings"])
-    if "embedding_length" not in strings:
-        w.add_embedding_length(cfg["hidden_size"])
-    w.add_feed_forward_length(cfg["intermediate_size"])
-    w.add_head_count(cfg["num_attention_heads"])
-    w.add_head_count_kv(cfg["num_key_value_heads"])
-    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    w.add_rope_freq_base(cfg["rope_theta"])
-    w.add_vocab_size(cfg["vocab_size"])
+    numbers = {  # {arch}.key -> (the writer's method, value)
+        "block_count": (w.add_block_count, cfg["num_hidden_layers"]),
+        "context_length": (w.add_context_length, cfg["max_position_embeddings"]),
+        "embedding_length": (w.add_embedding_length, cfg["hidden_size"]),
+        "feed_forward_length": (w.add_feed_forward_length, cfg["intermediate_size"]),
+        "attention.head_count": (w.add_head_count, cfg["num_attention_heads"]),
+        "attention.head_count_kv": (w.add_head_count_kv, cfg["num_key_value_heads"]),
+        "attention.layer_norm_rms_epsilon": (w.add_layer_norm_rms_eps, cfg["rms_norm_eps"]),
+        "rope.freq_base": (w.add_rope_freq_base, cfg["rope_theta"]),
+        "vocab_size": (w.add_vocab_size, cfg["vocab_size"]),
+    }
+    for key, (add, value) in numbers.items():
+        if strings and key in strings:
+            w.add_string(f"{arch}.{key}", strings[key])
+        else:
+            add(value)
     tokens = byte_tokens(cfg["vocab_size"])
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")

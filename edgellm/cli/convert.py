@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..converter.converter import CODEC_CHOICES, QUANT_CHOICES
+from ..converter.converter import CODEC_CHOICES
 from ..generate.params import check_int
-from ..quant import GROUP_SIZES
+from ..quant import GROUP_SIZES, QUANT_CHOICES
 from .options import add_device_argument
 
 

@@ -12,13 +12,15 @@ from ..generate.params import SamplingParams, clean_text
 from ..runtime.budget import BUDGET_HELP
 from ..source import DEFAULT_QUANT, GGUF_QUANT
 
-MODEL_HELP = ".ellm file, or a Hugging Face model directory (converted once into the cache directory, then reused)"
+MODEL_HELP = (
+    ".ellm file, or a Hugging Face model directory or .gguf file (converted once into the cache directory, then reused)"
+)
 
 
-def _storage_types() -> tuple[str, ...]:
-    from ..quant import STORAGE_TYPES
+def _quant_choices() -> tuple[str, ...]:
+    from ..quant import QUANT_CHOICES
 
-    return ("auto", *STORAGE_TYPES)
+    return QUANT_CHOICES
 
 
 def device_names() -> str:
@@ -38,7 +40,7 @@ def add_model_argument(p, model_help: str = MODEL_HELP) -> None:
     p.add_argument(
         "--quant",
         default=None,
-        choices=_storage_types(),
+        choices=_quant_choices(),
         help=f"storage type when MODEL is a Hugging Face directory or a GGUF file converted on first use "
         f"(default: {DEFAULT_QUANT} for a directory, {GGUF_QUANT} for GGUF: its own types where ours hold them "
         "exactly)",

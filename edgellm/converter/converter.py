@@ -16,7 +16,7 @@ from ..errors import ConvertError
 from ..format import codecs
 from ..format.spec import DEFAULT_CHUNK, EMBED_CHUNK, TensorEntry, layout_for
 from ..format.writer import Writer
-from ..quant import GROUP_SIZES, STORAGE_TYPES, quantize
+from ..quant import GROUP_SIZES, QUANT_CHOICES, STORAGE_TYPES, quantize
 from .archs import plan
 from .gguf import GGUFSource, auto_stype
 from .source import Tensor, open_source
@@ -34,9 +34,6 @@ class ConvertReport:
     source_bytes: int = 0
     seconds: float = 0.0
     codec_mix: dict = field(default_factory=dict)
-
-
-QUANT_CHOICES = ("auto", *STORAGE_TYPES)
 
 
 def _check_args(quant: str, group_size: int, codec: str, level: int) -> None:
@@ -168,18 +165,8 @@ def _source_meta(source, entries: list[TensorEntry], params: int) -> dict:
     if isinstance(source, GGUFSource):
         out["format"] = "gguf"
         out["types"] = {e.name: source.tensors[e.name].dtype for e in entries}
-        out["exact"] = [e.name for e in entries if _kept_exactly(source.tensors[e.name], e)]
+        out["exact"] = [e.name for e in entries if source.tensors[e.name].keeps_values(e.layout.stype, e.layout.group)]
     return out
-
-
-def _kept_exactly(st, entry: TensorEntry) -> bool:
-    lay = entry.layout
-    return st.exact(lay.stype, lay.group) or (lay.stype, st.dtype) in (
-        ("f32", "F32"),
-        ("f16", "F16"),
-        ("f32", "BF16"),
-        ("f32", "F16"),
-    )
 
 
 def _write_tensor(writer: Writer, entry: TensorEntry, st: Tensor, bar: _Progress) -> int:
@@ -188,7 +175,7 @@ def _write_tensor(writer: Writer, entry: TensorEntry, st: Tensor, bar: _Progress
     lay = entry.layout
     rows_per = max(1, BLOCK_BYTES // (4 * lay.cols))
     scales = []
-    repack = st.exact(lay.stype, lay.group)
+    repack = lay.quantized and st.keeps_values(lay.stype, lay.group)
     for start in range(0, st.rows, rows_per):
         stop = min(st.rows, start + rows_per)
         if repack:

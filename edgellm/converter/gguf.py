@@ -93,9 +93,10 @@ class GGUFTensor:
             return data.view(np.float32).reshape(stop - start, self.cols).copy()
         return np.asarray(quants.dequantize(data, self.qtype), np.float32).reshape(stop - start, self.cols)
 
-    def exact(self, stype: str, group: int) -> bool:
-        """Whether read_streams gives `stype` with no value changed (block types: group 32 only)."""
-        return stype in EXACT.get(self.dtype, ()) and stype in ("q8", "q4") and group == 32
+    def keeps_values(self, stype: str, group: int) -> bool:
+        """Whether `stype` holds this tensor with no value changed (block types: at group 32 only); for q8 / q4
+        read_streams then gives the source's own codes and scales."""
+        return stype in EXACT.get(self.dtype, ()) and (stype not in ("q8", "q4") or group == 32)
 
     def read_streams(self, start: int, stop: int, stype: str) -> list[np.ndarray]:
         """[codes, scales] of rows start..stop-1 in our q8 / q4 layout, repacked from Q8_0 / Q4_0 blocks:

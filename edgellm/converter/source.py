@@ -38,9 +38,10 @@ class Tensor(Protocol):
 
     def read_rows(self, start: int, stop: int) -> np.ndarray: ...  # f32[stop - start, cols]
 
-    def exact(self, stype: str, group: int) -> bool: ...  # read_streams gives `stype` with no value changed
+    def keeps_values(self, stype: str, group: int) -> bool: ...  # stored as `stype`, no value changes
 
-    def read_streams(self, start: int, stop: int, stype: str) -> list[np.ndarray]: ...  # [codes, scales]
+    # [codes, scales] of a quantized `stype` for which keeps_values() holds: the source's own, repacked
+    def read_streams(self, start: int, stop: int, stype: str) -> list[np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,11 @@ class SourceTensor:
         cols = self.shape[-1]
         return cols * _DTYPES[self.dtype][1]
 
-    def exact(self, stype: str, group: int) -> bool:
-        return False  # float checkpoints are always quantized (an f32/f16 target converts the values as is)
+    def keeps_values(self, stype: str, group: int) -> bool:
+        return stype == "f32" or (stype == "f16" and self.dtype == "F16")  # never a quantized type
 
     def read_streams(self, start: int, stop: int, stype: str) -> list[np.ndarray]:
-        raise NotImplementedError  # exact() is never true
+        raise NotImplementedError  # keeps_values() is never true for a quantized type
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         """f32[stop - start, cols] (a 1-D tensor is one row)."""

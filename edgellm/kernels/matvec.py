@@ -16,7 +16,7 @@ from ..quant import QTensor
 from . import blas
 from .parallel import CLAIMS_PER_MATRIX, TILES_PER_CLAIM, claim, is_large, threads
 from .parallel import counter as claim_counter
-from .pool import pool_threads, share
+from .pool import share
 from .simd import q4_dot16, q4_g32_rows4, q8_dot32, q8_g32_rows4
 
 with np.errstate(invalid="ignore"):  # widening f16 signalling NaNs raises the invalid flag on aarch64
@@ -345,7 +345,7 @@ def matmul(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
 
     The calling thread and the prefill pool's threads claim blocks of rows from one counter (see pool.py)."""
     pc, t = w.layout.padded_cols, x.shape[0]
-    n = pool_threads() if is_large(w.layout.rows * pc * 4) else 1
+    n = threads() if is_large(w.layout.rows * pc * 4) else 1
     block = max(1, min(-(-w.layout.rows // (4 * n)), ws.deq.size // (n * pc), ws.mm.size // (n * t)))
     deq = ws.deq.reshape(-1)[: n * block * pc].reshape(n, block, pc)  # (threads, block rows, padded cols)
     mm = ws.mm.reshape(-1)[: n * block * t].reshape(n, block, t)  # (threads, block rows, tokens)

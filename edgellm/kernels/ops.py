@@ -9,7 +9,7 @@ from numba import njit, prange
 
 from ..errors import UnsupportedModelError
 from .parallel import claim, is_large, threads
-from .pool import pool_threads, share
+from .pool import share
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -142,4 +142,4 @@ def attention(q, k_cache, v_cache, start_pos: int, out, ws) -> None:
                     return
                 _attention_heads(q, k_cache, v_cache, start_pos, out, ws.scores, h, h + 1)
 
-        share(heads, pool_threads())
+        share(heads, threads())

@@ -15,15 +15,8 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
-
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
-
-
-def pool_threads() -> int:
-    """How many threads share() uses: the calling thread's kernel thread count (see parallel.using_threads)."""
-    return numba.get_num_threads()
 
 
 def _executor(n: int) -> ThreadPoolExecutor:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 STORAGE_TYPES = ("f32", "f16", "q8", "q4")
+QUANT_CHOICES = ("auto", *STORAGE_TYPES)  # what --quant takes: a storage type, or auto (a GGUF's own types)
 QUANTIZED = ("q8", "q4")
 DEFAULT_GROUP = 32
 GROUP_SIZES = (32, 64, 128)
