@@ -49,6 +49,11 @@ def test_inspect_and_json(converted):
     ):
         assert key in s
     assert s["params"] == sum(t["shape"][0] * (t["shape"][1] if len(t["shape"]) == 2 else 1) for t in s["tensors"])
+    by_type: dict[str, int] = {}
+    for t in s["tensors"]:
+        if len(t["shape"]) == 2:
+            by_type[t["stype"]] = by_type.get(t["stype"], 0) + t["raw_bytes"]
+    assert s["weight_types"] == by_type and "types     " in r.stdout
 
 
 def test_verify_good_and_damaged(converted, tmp_path):

@@ -104,7 +104,7 @@ def test_auto_keeps_q8_0_q4_0_f16_f32_exactly_and_requantizes_q4_1_to_q8(mixed, 
 
 
 def test_quant_q4_requantizes_all_but_q4_0(mixed, tmp_path):
-    out = _convert(mixed, tmp_path / "q4.ellm", quant="q4")
+    out = _convert(mixed, tmp_path / "q4.ellm", quant="q4", pure=True)
     values = _gguf_values(mixed)
     with EllmFile(out) as f:
         src = f.header["source"]

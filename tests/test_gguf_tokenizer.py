@@ -284,3 +284,13 @@ def test_llama_spm_post_processor_adds_bos_and_eos(llama2_meta):
     assert HFTokenizer.from_str(text).encode("Hello world").ids == [1, 15043, 3186, 2]
     text, _, _ = tokenizer_from_gguf({**llama2_meta, "tokenizer.ggml.add_bos_token": False})
     assert HFTokenizer.from_str(text).encode("Hello world").ids == [15043, 3186]
+
+
+def test_merges_are_stored_in_the_compact_form(smollm2, shared_dir):
+    from edgellm.converter.gguf_tokenizer import _bpe
+
+    path = shared_dir / "models" / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    merges = json.loads(tokenizer_from_gguf(read_meta(path))[0])["model"]["merges"]
+    assert len(merges) == 48900 and merges[0] == "Ġ t"  # "a b": half the header bytes of ["a", "b"]
+    # a piece holding a space would make "a b" ambiguous: then the pair form stays
+    assert _bpe({"a": 0}, [["a b", "c"]], unk=None, byte_fallback=False)["merges"] == [["a b", "c"]]

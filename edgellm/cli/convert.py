@@ -22,6 +22,12 @@ def add_arguments(p) -> None:
         help="weight storage type (default: q4 for a directory; auto for GGUF: its own types where ours hold "
         "them exactly, else the smallest that loses less than the source did)",
     )
+    p.add_argument(
+        "--pure",
+        action="store_true",
+        help="q4: every matrix in q4 (default: the logits head and the value projections in q8, 16%% more "
+        "bytes, ~22%% lower KL on SmolLM2)",
+    )
     p.add_argument("--group-size", type=int, default=32, choices=GROUP_SIZES, help="quantization group")
     p.add_argument(
         "--codec",
@@ -48,6 +54,7 @@ def run(args) -> int:
         level=args.level,
         device=args.device,
         threads=args.threads,
+        pure=args.pure,
         on_commit=finish,
     )
     print(summary(r))

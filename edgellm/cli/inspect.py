@@ -48,6 +48,7 @@ def summarize(f) -> dict:
         "compression_ratio": raw / max(stored, 1),
         "bits_per_weight": 8 * file_bytes / max(params, 1),
         "codecs": codecs,
+        "weight_types": f.weight_types(),
         "layers": [layers[k] for k in sorted(layers)],
         "tensors": [
             {
@@ -91,7 +92,8 @@ def run(args) -> int:
         f"tied {bool(cfg.get('tie_word_embeddings', False))}"
     )
     print(
-        f"  weights   {s['params'] / 1e6:,.2f}M params, {q.get('type')} group {q.get('group_size')}, "
+        f"  weights   {s['params'] / 1e6:,.2f}M params, {q.get('type')}{' --pure' if q.get('pure') else ''} "
+        f"group {q.get('group_size')}, "
         f"{s['bits_per_weight']:.3f} bits/weight (file bytes / params)"
     )
     print(
@@ -101,6 +103,8 @@ def run(args) -> int:
     mix = ", ".join(
         f"{k}: {v['chunks']} chunks {v['raw_bytes'] / max(v['stored_bytes'], 1):.3f}x" for k, v in s["codecs"].items()
     )
+    types = ", ".join(f"{k} {v / 1e6:,.2f} MB" for k, v in s["weight_types"].items())
+    print(f"  types     {types} (raw bytes of the matrices; each tensor's below)")
     print(f"  codecs    {mix}")
     print(f"  template  {'yes' if s['has_chat_template'] else 'none'}")
     print(f"\n  {'part':<11} {'tensors':>7} {'raw MB':>10} {'stored MB':>10} {'ratio':>7}")

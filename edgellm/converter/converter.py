@@ -17,8 +17,9 @@ from ..format import codecs
 from ..format.spec import DEFAULT_CHUNK, EMBED_CHUNK, TensorEntry, layout_for
 from ..format.writer import Writer
 from ..quant import GROUP_SIZES, QUANT_CHOICES, STORAGE_TYPES, quantize
+from . import recipe
 from .archs import plan
-from .gguf import GGUFSource, auto_stype
+from .gguf import GGUFSource
 from .source import Tensor, open_source
 
 BLOCK_BYTES = 8 << 20  # f32 bytes of source rows quantized at once
@@ -82,6 +83,7 @@ def convert(
     device=None,
     chunk_size: int = DEFAULT_CHUNK,
     threads: int = 2,
+    pure: bool = False,
     progress: bool | None = None,
     on_commit=None,
 ) -> ConvertReport:
@@ -105,13 +107,14 @@ def convert(
     if not dst.parent.is_dir():
         raise ConvertError(f"{dst.parent}: output directory does not exist")
     planned = plan(source.config, set(source.tensors))
+    tied = not any(p.role == "head" for p in planned)  # no lm_head: the embedding table is the head
     entries = []
     for p in planned:
         st = source.tensors[p.name]
         if tuple(st.shape) != p.shape:
             raise ConvertError(f"tensor {p.name!r} has shape {list(st.shape)}, config implies {list(p.shape)}")
-        stype = (auto_stype(st.dtype) if quant == "auto" else quant) if p.matrix else "f32"
-        entries.append(TensorEntry(p.name, p.shape, layout_for(p.shape, stype, group_size), p.layer))
+        stype, group = recipe.storage(p, quant, group_size, tied=tied, pure=pure, source_dtype=st.dtype)
+        entries.append(TensorEntry(p.name, p.shape, layout_for(p.shape, stype, group), p.layer))
     dev = None
     if device is not None:
         from ..runtime.device import load_device
@@ -122,7 +125,7 @@ def convert(
         "format": "ellm",
         "converter": f"edgellm {__version__}",
         "config": source.config,
-        "quant": {"type": quant, "group_size": group_size},
+        "quant": {"type": quant, "group_size": group_size, "pure": pure},
         "codec": {"mode": codec, "level": level, "device": getattr(dev, "name", None)},
         "source": _source_meta(source, entries, params),
         "tokenizer": {
@@ -141,7 +144,8 @@ def convert(
         level=level,
         cost=codecs.CostModel.for_device(dev),
         chunk_size=chunk_size,
-        chunk_sizes={"model.embed_tokens.weight": min(chunk_size, EMBED_CHUNK)},
+        # small chunks let a token's row be fetched alone; a tied table is also the head, read whole per token
+        chunk_sizes={} if tied else {"model.embed_tokens.weight": min(chunk_size, EMBED_CHUNK)},
         threads=threads,
         on_commit=on_commit,
     )

@@ -16,6 +16,7 @@ class TensorSpec:
     shape: tuple[int, ...]
     role: str  # "embed", "layer" (a block's), "norm" (the final norm) or "head" (lm_head)
     layer: int  # the unit it travels in: -1 embedding, 0..L-1 blocks, L final norm and head
+    sensitive: bool = False  # its quantization error costs the most per byte: mixed recipes keep it wider
 
     @property
     def matrix(self) -> bool:

@@ -39,6 +39,10 @@ NAMES = TensorNames(
     lm_head="lm_head.weight",
     layer_prefix="model.layers.{}.",
 )
+# Measured on SmolLM2-135M (tools/compare_llamacpp_quant.py): q8 instead of q4 on the value projections cuts
+# the mean KL by ~0.10 nats for 1.2% more bytes, 5x the gain per byte of any other layer matrix (GQA makes
+# them small; llama.cpp's K-quant mixes widen attn_v for the same reason).
+SENSITIVE = frozenset({"self_attn.v_proj"})
 LAYER_PIECES = (
     ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
     ("self_attn.o_proj",),
@@ -149,7 +153,7 @@ def tensor_specs(args: ModelArgs) -> list[TensorSpec]:
     for i in range(n):
         for module in (m for piece in LAYER_PIECES for m in piece):
             name = NAMES.layer(i) + module
-            out.append(TensorSpec(name + ".weight", weight[module], "layer", i))
+            out.append(TensorSpec(name + ".weight", weight[module], "layer", i, module in SENSITIVE))
             if module in biased:
                 out.append(TensorSpec(name + ".bias", weight[module][:1], "layer", i))
     out.append(TensorSpec(NAMES.final_norm, (h,), "norm", n))
