@@ -44,10 +44,16 @@ def byte_tokens(vocab: int) -> list[str]:
 
 
 def write_gguf(
-    hf: Path, out: Path, type_of: Callable[[str, np.ndarray], str], arch: str = "llama", strings: dict | None = None
+    hf: Path,
+    out: Path,
+    type_of: Callable[[str, np.ndarray], str],
+    arch: str = "llama",
+    strings: dict | None = None,
+    rope_freqs: np.ndarray | None = None,
 ) -> Path:
     """`type_of(hf_name, array)` -> a GGML type name (F32, F16, Q8_0, Q4_0, Q4_1, ...) per tensor. `strings`:
-    {key: text} written as strings in place of the numbers those `{arch}.*` keys should hold (hostile files)."""
+    {key: text} written as strings in place of the numbers those `{arch}.*` keys should hold (hostile files).
+    `rope_freqs`: written as the `rope_freqs.weight` tensor (llama.cpp's Llama 3.x rope scaling)."""
     import gguf
 
     weights, cfg = load_weights(hf)
@@ -77,6 +83,8 @@ def write_gguf(
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     w.add_add_bos_token(False)
+    if rope_freqs is not None:
+        w.add_tensor("rope_freqs.weight", np.asarray(rope_freqs, np.float32))
     for name, a in weights.items():
         a = np.asarray(a, np.float32)
         if arch in ("llama", "mistral") and name.endswith(("q_proj.weight", "k_proj.weight")):

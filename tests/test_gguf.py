@@ -225,3 +225,62 @@ def test_smollm2_f32_import_equals_transformers_gguf_loader(smol):
     assert np.abs(got[:, ::stride] - ref["strided"]).max() < 5e-4
     assert np.abs(np.take_along_axis(got, ref["top_ids"], axis=1) - ref["top_values"]).max() < 5e-4
     assert np.array_equal(got.argmax(1), ref["top_ids"][:, 0])
+
+
+LLAMA31 = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
+
+
+def _llamacpp_rope_freqs(head_dim: int, theta: float, scaling: dict) -> np.ndarray:
+    """What llama.cpp's convert_hf_to_gguf.py writes for Llama 3.x: the divisor of each rotary frequency."""
+    freq = 1.0 / theta ** (np.arange(0, head_dim, 2) / head_dim)
+    lo_wav = scaling["original_max_position_embeddings"] / scaling["low_freq_factor"]
+    hi_wav = scaling["original_max_position_embeddings"] / scaling["high_freq_factor"]
+    out = []
+    for f in freq:
+        wavelen = 2 * np.pi / f
+        if wavelen < hi_wav:
+            out.append(1.0)
+        elif wavelen > lo_wav:
+            out.append(scaling["factor"])
+        else:
+            s = (scaling["original_max_position_embeddings"] / wavelen - scaling["low_freq_factor"]) / (
+                scaling["high_freq_factor"] - scaling["low_freq_factor"]
+            )
+            out.append(1 / ((1 - s) / scaling["factor"] + s))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("scaling", [LLAMA31, {**LLAMA31, "factor": 32.0}])  # Llama 3.1, Llama 3.2
+def test_rope_freqs_become_llama3_rope_scaling(scaling, tmp_path):
+    # head_dim 128 and theta 500000 as in Llama 3.x, so the factors span all three regions
+    hf = make_tiny_model(
+        tmp_path / "hf", hidden=256, heads=2, kv_heads=1, head_dim=128, rope_theta=500000.0, rope_scaling=scaling
+    )
+    freqs = _llamacpp_rope_freqs(128, 500000.0, scaling)
+    assert 1 < len({round(f, 3) for f in freqs}) and 1.0 in freqs and scaling["factor"] in freqs
+    g = write_gguf(hf, tmp_path / "m.gguf", lambda n, a: "F32", rope_freqs=freqs)
+    with EllmFile(_convert(g, tmp_path / "g.ellm", quant="f32")) as f:
+        assert f.config["rope_scaling"] == scaling
+    ids = list(range(1, 40))
+    want = _logits(_convert(hf, tmp_path / "hf.ellm", quant="f32"), ids)
+    np.testing.assert_allclose(_logits(tmp_path / "g.ellm", ids), want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_rope_freqs_that_are_not_llama3_are_refused(hf, tmp_path):
+    cfg = json.loads((hf / "config.json").read_text())
+    half = cfg["hidden_size"] // cfg["num_attention_heads"] // 2
+    for bad, err in (
+        (np.linspace(1.0, 3.0, half) ** 2, UnsupportedModelError),  # not one straight line in 1/wavelength
+        (np.ones(half + 1), ConvertError),  # wrong length
+        (np.r_[np.ones(half - 1), -1.0], ConvertError),  # a negative divisor
+    ):
+        g = write_gguf(hf, tmp_path / "bad.gguf", lambda n, a: "F32", rope_freqs=bad)
+        with pytest.raises(err, match="rope_freqs"):
+            _convert(g, tmp_path / "x.ellm", quant="f32")
+    assert not (tmp_path / "x.ellm").exists()

@@ -191,12 +191,62 @@ def _config(meta: dict, arch: str, reader) -> dict:
         cfg["rope_scaling"] = {"rope_type": "linear", "factor": _num(meta, k("rope.scaling.factor"), float)}
     elif scaling not in (None, "none"):
         raise UnsupportedModelError(f"GGUF rope scaling {scaling!r} is not supported (none, linear)")
-    if "rope_freqs.weight" in names:
-        raise UnsupportedModelError(
-            "GGUF holds rope_freqs.weight (Llama 3.1-style rope scaling stored as factors), not supported yet"
-        )
+    if ROPE_FREQS in names:
+        if "rope_scaling" in cfg:
+            raise UnsupportedModelError(f"GGUF holds both rope scaling {scaling!r} and {ROPE_FREQS}")
+        factors = _rope_factors(reader, cfg["head_dim"])
+        if (factors != 1).any():
+            cfg["rope_scaling"] = llama3_scaling(factors, cfg["head_dim"], cfg["rope_theta"])
     if arch == "mistral" and k("attention.sliding_window") in meta:
         cfg["sliding_window"] = _num(meta, k("attention.sliding_window"))
+    return cfg
+
+
+ROPE_FREQS = "rope_freqs.weight"  # llama.cpp's Llama 3.x rope scaling: frequency i divided by factor i
+LLAMA3_CONTEXT = 8192.0  # Llama 3.x's original_max_position_embeddings; see llama3_scaling
+
+
+def _rope_factors(reader, head_dim: int) -> np.ndarray:
+    t = next(t for t in reader.tensors if t.name == ROPE_FREQS)
+    if t.tensor_type.name != "F32" or [int(d) for d in t.shape] != [head_dim // 2]:
+        raise ConvertError(
+            f"GGUF {ROPE_FREQS}: expected F32 [{head_dim // 2}], found {t.tensor_type.name} {[int(d) for d in t.shape]}"
+        )
+    f = np.array(t.data, dtype=np.float64).reshape(-1)
+    if not np.isfinite(f).all() or f.min() <= 0:
+        raise ConvertError(f"GGUF {ROPE_FREQS} holds non-positive or non-finite factors")
+    return f
+
+
+def llama3_scaling(factors: np.ndarray, head_dim: int, theta: float) -> dict:
+    """The Hugging Face `rope_scaling` (rope_type llama3) whose frequencies are llama.cpp's rope_freqs factors.
+
+    llama3 scales frequency i by 1 (short wavelengths), 1/factor (long ones) or, between, by
+    (1 - s)/factor + s with s linear in 1/wavelength: fitting that line through the middle factors gives the
+    parameters. Only their ratio to the original context is determined (scaling all three changes nothing),
+    so the context is pinned at Llama 3.x's 8192. Refused unless the result reproduces every factor."""
+    from ..kernels.ops import inv_freq
+
+    freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    factor = float(factors.max())
+    mid = (factors > 1 + 1e-6) & (factors < factor * (1 - 1e-6))
+    unfit = UnsupportedModelError(f"GGUF {ROPE_FREQS} is not Llama 3-style rope scaling (factors {factors.tolist()})")
+    if factors.min() < 1 - 1e-6 or mid.sum() < 2:
+        raise unfit
+    smooth = (1 / factors[mid] - 1 / factor) / (1 - 1 / factor)
+    slope, icept = np.polyfit(freq[mid] / (2 * np.pi), smooth, 1)  # smooth = slope / wavelength + icept
+    if slope <= 0:
+        raise unfit
+    low = -icept * LLAMA3_CONTEXT / slope
+    cfg = {
+        "rope_type": "llama3",
+        "factor": factor,
+        "low_freq_factor": round(low, 6),
+        "high_freq_factor": round(low + LLAMA3_CONTEXT / slope, 6),
+        "original_max_position_embeddings": int(LLAMA3_CONTEXT),
+    }
+    if not np.allclose(freq / inv_freq(head_dim, theta, cfg), factors, rtol=1e-4):
+        raise unfit
     return cfg
 
 
@@ -220,6 +270,8 @@ def _tensors(path: Path, reader, cfg: dict, arch: str) -> dict[str, GGUFTensor]:
     size = path.stat().st_size
     out: dict[str, GGUFTensor] = {}
     for t in reader.tensors:
+        if t.name == ROPE_FREQS:
+            continue  # read into the config (rope_scaling)
         name = _hf_name(t.name)
         if name is None:
             raise UnsupportedModelError(f"{path.name}: GGUF tensor {t.name!r} is not one edgellm knows")
