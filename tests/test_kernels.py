@@ -124,6 +124,7 @@ def _rows4_caller(rows4):
                 xs,
                 xsum,
                 ng,
+                0,
             )
             out[r : r + 4] = a
 

@@ -1,7 +1,8 @@
 """Weight products: matvec (decode, one token) and matmul (prefill, many tokens).
 
-Decode quantizes the activation to int8 per group once, then takes integer dot products against the stored
-codes (4 rows per task share each activation load); f16 scales are looked up in a 65536-entry table.
+Decode quantizes the activation to int8 per 32 once, then takes integer dot products against the stored
+codes in SIMD (simd.py; 4 rows per task share each activation load) for q8 at any group and q4 at group 32;
+q4 at group 64/128, whose nibbles split at group/2, has its own per-group loop.
 Prefill dequantizes a block of rows to f32 and hands it to BLAS, so the unpacking is paid once per block for
 all tokens of the chunk. Each prefill thread (pool.py) runs its own dequantize -> BLAS pipeline over the
 blocks it claims, with BLAS on that thread alone (blas.py).
@@ -17,7 +18,7 @@ from . import blas
 from .parallel import CLAIMS_PER_MATRIX, TILES_PER_CLAIM, claim, is_large, threads
 from .parallel import counter as claim_counter
 from .pool import share
-from .simd import q4_dot16, q4_g32_rows4, q8_dot32, q8_g32_rows4
+from .simd import q4_dot16, q4_g32_rows4, q8_g32_rows4
 
 with np.errstate(invalid="ignore"):  # widening f16 signalling NaNs raises the invalid flag on aarch64
     F16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
@@ -44,10 +45,11 @@ class Workspace:
 
 
 @njit(nogil=True, cache=True)
-def quantize_activation(x, group, xq, xs, xsum):
-    """x[K] -> xq int8[groups*group] (zero-padded), xs[groups] scales, xsum[groups] code sums."""
+def quantize_activation(x, group, padded, xq, xs, xsum):
+    """x[K] -> xq int8[padded] (zero past K), xs[padded/group] scales, xsum[padded/group] code sums; `padded`
+    is the weights' padded column count, a multiple of group at least K."""
     k = x.shape[0]
-    for g in range(-(-k // group)):
+    for g in range(padded // group):
         lo, hi = g * group, min(g * group + group, k)
         amax = np.float32(0.0)
         for j in range(lo, hi):
@@ -102,42 +104,15 @@ def _q4_tiles(codes, scales, xq, xs, xsum, table, out, t0, t1):
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def _q8_tiles(codes, scales, xq, xs, table, out, t0, t1):
-    """Tiles t0..t1-1 of a q8 product: codes i8[N, P], scales u16[N, groups]; out[N]. Tiling as _q4_tiles."""
+def _g32_tiles(codes, scales, xq, xs, xsum, out, q4, shift, t0, t1):
+    """q4 and q8 products, tiles t0..t1-1 (rows 4t..4t+3): codes u8[N, P/2] | i8[N, P], scales u16[N, groups]
+    (f16 bits), xq/xs/xsum from quantize_activation at group 32; out[N]. Four rows per tile through
+    simd.q*_g32_rows4, whose loop over 32-weight blocks keeps a float accumulator vector per row; a weight
+    group of 32 << shift spans that many blocks (one kernel for every group size: the q8 head at group 64 ran
+    at half the speed through a per-group loop)."""
     n, ng = codes.shape[0], scales.shape[1]
     rb = codes.shape[1]
-    group = rb // ng
-    c = codes.reshape(-1)
-    for t in range(t0, t1):
-        r0 = 4 * t
-        r1, r2, r3 = min(r0 + 1, n - 1), min(r0 + 2, n - 1), min(r0 + 3, n - 1)
-        a0 = a1 = a2 = a3 = np.float32(0.0)
-        for g in range(ng):
-            i0 = i1 = i2 = i3 = 0
-            for k in range(0, group, 32):
-                o = g * group + k
-                i0 += q8_dot32(c, r0 * rb + o, xq, o)
-                i1 += q8_dot32(c, r1 * rb + o, xq, o)
-                i2 += q8_dot32(c, r2 * rb + o, xq, o)
-                i3 += q8_dot32(c, r3 * rb + o, xq, o)
-            f = xs[g]
-            a0 += table[scales[r0, g]] * f * np.float32(i0)
-            a1 += table[scales[r1, g]] * f * np.float32(i1)
-            a2 += table[scales[r2, g]] * f * np.float32(i2)
-            a3 += table[scales[r3, g]] * f * np.float32(i3)
-        out[r0] = a0
-        out[r1] = a1
-        out[r2] = a2
-        out[r3] = a3
-
-
-@njit(nogil=True, cache=True, fastmath=True)
-def _g32_tiles(codes, scales, xq, xs, xsum, out, q4, t0, t1):
-    """Group-32 fast path for q4 and q8, tiles t0..t1-1: four rows per tile through simd.q*_g32_rows4,
-    whose loop over groups keeps a float accumulator vector per row (the default group size: TinyLlama q4
-    9 vs 6 GB/s)."""
-    n, ng = codes.shape[0], scales.shape[1]
-    rb = codes.shape[1]
+    nb = rb // (16 if q4 else 32)  # 32-weight blocks per row
     c = codes.reshape(-1).view(np.uint8)
     s = scales.reshape(-1)
     for t in range(t0, t1):
@@ -145,11 +120,11 @@ def _g32_tiles(codes, scales, xq, xs, xsum, out, q4, t0, t1):
         r1, r2, r3 = min(r0 + 1, n - 1), min(r0 + 2, n - 1), min(r0 + 3, n - 1)  # a short tile repeats
         if q4:
             a0, a1, a2, a3 = q4_g32_rows4(
-                c, r0 * rb, r1 * rb, r2 * rb, r3 * rb, s, r0 * ng, r1 * ng, r2 * ng, r3 * ng, xq, xs, xsum, ng
+                c, r0 * rb, r1 * rb, r2 * rb, r3 * rb, s, r0 * ng, r1 * ng, r2 * ng, r3 * ng, xq, xs, xsum, nb, shift
             )
         else:
             a0, a1, a2, a3 = q8_g32_rows4(
-                c, r0 * rb, r1 * rb, r2 * rb, r3 * rb, s, r0 * ng, r1 * ng, r2 * ng, r3 * ng, xq, xs, xsum, ng
+                c, r0 * rb, r1 * rb, r2 * rb, r3 * rb, s, r0 * ng, r1 * ng, r2 * ng, r3 * ng, xq, xs, xsum, nb, shift
             )
         out[r0] = a0
         out[r1] = a1
@@ -180,7 +155,7 @@ def _f16_rows(w, x, table, out, t0, t1):
 # Shared drivers: one task per thread, each claiming TILES_PER_CLAIM tiles at a time (see parallel.py).
 # A driver per kernel because numba compiles a parallel region per call site.
 @njit(parallel=True, nogil=True, cache=True)
-def _g32_shared(codes, scales, xq, xs, xsum, out, q4, ctr, nt):
+def _g32_shared(codes, scales, xq, xs, xsum, out, q4, shift, ctr, nt):
     n_tiles = -(-codes.shape[0] // 4)
     step = max(TILES_PER_CLAIM, n_tiles // CLAIMS_PER_MATRIX)
     ctr[0] = 0
@@ -189,7 +164,7 @@ def _g32_shared(codes, scales, xq, xs, xsum, out, q4, ctr, nt):
             t0 = claim(ctr, step)
             if t0 >= n_tiles:
                 break
-            _g32_tiles(codes, scales, xq, xs, xsum, out, q4, t0, min(t0 + step, n_tiles))
+            _g32_tiles(codes, scales, xq, xs, xsum, out, q4, shift, t0, min(t0 + step, n_tiles))
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -203,19 +178,6 @@ def _q4_shared(codes, scales, xq, xs, xsum, table, out, ctr, nt):
             if t0 >= n_tiles:
                 break
             _q4_tiles(codes, scales, xq, xs, xsum, table, out, t0, min(t0 + step, n_tiles))
-
-
-@njit(parallel=True, nogil=True, cache=True)
-def _q8_shared(codes, scales, xq, xs, table, out, ctr, nt):
-    n_tiles = -(-codes.shape[0] // 4)
-    step = max(TILES_PER_CLAIM, n_tiles // CLAIMS_PER_MATRIX)
-    ctr[0] = 0
-    for _ in prange(nt):
-        while True:
-            t0 = claim(ctr, step)
-            if t0 >= n_tiles:
-                break
-            _q8_tiles(codes, scales, xq, xs, table, out, t0, min(t0 + step, n_tiles))
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -252,23 +214,22 @@ def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     shared = is_large(w.codes.nbytes)
     nt, tiles = threads(), -(-w.layout.rows // 4)
     if st == "q4" or st == "q8":
-        quantize_activation(x, w.layout.group, ws.xq, ws.xs, ws.xsum)
+        # activations per 32 at every weight group: one kernel, and a finer activation grid than the weights'
         assert w.scales is not None  # q8 and q4 tensors always carry scales
-        xq, sc = ws.xq[: w.layout.padded_cols], w.scales.view(np.uint16)
-        if w.layout.group == 32:
+        sc, pc = w.scales.view(np.uint16), w.layout.padded_cols
+        if st == "q4" and w.layout.group != 32:  # a group's nibbles split at group/2: its own loop
+            quantize_activation(x, w.layout.group, pc, ws.xq, ws.xs, ws.xsum)
             if shared:
-                _g32_shared(w.codes, sc, xq, ws.xs, ws.xsum, out, st == "q4", ws.claims, nt)
+                _q4_shared(w.codes, sc, ws.xq[:pc], ws.xs, ws.xsum, F16_TABLE, out, ws.claims, nt)
             else:
-                _g32_tiles(w.codes, sc, xq, ws.xs, ws.xsum, out, st == "q4", 0, tiles)
-        elif st == "q4":
-            if shared:
-                _q4_shared(w.codes, sc, xq, ws.xs, ws.xsum, F16_TABLE, out, ws.claims, nt)
-            else:
-                _q4_tiles(w.codes, sc, xq, ws.xs, ws.xsum, F16_TABLE, out, 0, tiles)
-        elif shared:
-            _q8_shared(w.codes, sc, xq, ws.xs, F16_TABLE, out, ws.claims, nt)
+                _q4_tiles(w.codes, sc, ws.xq[:pc], ws.xs, ws.xsum, F16_TABLE, out, 0, tiles)
+            return
+        quantize_activation(x, 32, pc, ws.xq, ws.xs, ws.xsum)
+        xq, shift = ws.xq[:pc], (w.layout.group // 32).bit_length() - 1  # a q8 group spans 1 << shift blocks
+        if shared:
+            _g32_shared(w.codes, sc, xq, ws.xs, ws.xsum, out, st == "q4", shift, ws.claims, nt)
         else:
-            _q8_tiles(w.codes, sc, xq, ws.xs, F16_TABLE, out, 0, tiles)
+            _g32_tiles(w.codes, sc, xq, ws.xs, ws.xsum, out, st == "q4", shift, 0, tiles)
     elif st == "f32":
         if shared:
             _f32_shared(w.codes, x, out, ws.claims, nt)

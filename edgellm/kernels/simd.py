@@ -63,21 +63,6 @@ def q4_dot16(typingctx, codes, coff, xq, xlo, xhi):
     return sig, codegen
 
 
-@intrinsic
-def q8_dot32(typingctx, codes, coff, xq, xoff):
-    """sum_j codes[coff+j] * xq[xoff+j], j < 32, both int8, as int32."""
-    sig = types.int32(codes, coff, xq, xoff)
-
-    def codegen(context, builder, signature, args):
-        ca, co, xa, xo = args
-        c = builder.sext(_load(context, builder, signature.args[0], ca, co, 32), _vec(32, 16))
-        x = builder.sext(_load(context, builder, signature.args[2], xa, xo, 32), _vec(32, 16))
-        # 127 * 127 = 16129 fits in i16; the sum is taken in i32
-        return _reduce_add(builder, builder.sext(builder.mul(c, x), _vec(32, 32)))
-
-    return sig, codegen
-
-
 def _ptr(context, builder, aryty, ary):
     return context.make_array(aryty)(context, builder, ary).data
 
@@ -160,16 +145,18 @@ def _pairs_i32(builder, p):
 def _rows4(block, code_stride: int, x_prep, offset8: bool):
     """An intrinsic computing four rows' dot products with a quantized activation, group 32.
 
-    Arguments: (codes, c0..c3, scales, s0..s3, xq, xs, xsum, ng) where codes/scales are flat (code bytes,
-    f16 scale bits), c0..c3 / s0..s3 the rows' first code byte / scale index, and xq int8[ng*32],
-    xs f32[ng], xsum i32[ng] come from quantize_activation. Returns a 4-tuple of float32. The loop over groups
+    Arguments: (codes, c0..c3, scales, s0..s3, xq, xs, xsum, ng, shift) where codes/scales are flat (code
+    bytes, f16 scale bits), c0..c3 / s0..s3 the rows' first code byte / scale index, ng the 32-weight blocks
+    per row, and xq int8[ng*32], xs f32[ng], xsum i32[ng] come from quantize_activation at group 32. Block g
+    takes weight scale s_r + (g >> shift): a weight group of 32 << shift spans that many blocks. Returns a
+    4-tuple of float32. The loop over groups
     is written here so each row keeps an 8-lane float accumulator in registers: a group's integer dot is
     scaled and added lane-wise, and the horizontal sum happens once per row instead of once per group
     (numba cannot hold a SIMD vector across loop iterations).
     """
 
-    def rows4(typingctx, codes, c0, c1, c2, c3, scales, s0, s1, s2, s3, xq, xs, xsum, ng):
-        sig = types.UniTuple(types.float32, 4)(codes, c0, c1, c2, c3, scales, s0, s1, s2, s3, xq, xs, xsum, ng)
+    def rows4(typingctx, codes, c0, c1, c2, c3, scales, s0, s1, s2, s3, xq, xs, xsum, ng, shift):
+        sig = types.UniTuple(types.float32, 4)(codes, c0, c1, c2, c3, scales, s0, s1, s2, s3, xq, xs, xsum, ng, shift)
         return sig, lambda context, builder, signature, args: _rows4_codegen(
             context, builder, signature, args, block, code_stride, x_prep, offset8
         )
@@ -211,7 +198,7 @@ def _rows4_codegen(context, builder, signature, args, block, code_stride, x_prep
     cp, sp = _ptr(context, builder, at[0], args[0]), _ptr(context, builder, at[5], args[5])
     xp, xsp = _ptr(context, builder, at[10], args[10]), _ptr(context, builder, at[11], args[11])
     xsump = _ptr(context, builder, at[12], args[12])
-    cofs, sofs, n = args[1:5], args[6:10], args[13]
+    cofs, sofs, n, shift = args[1:5], args[6:10], args[13], args[14]
     i64, i32, flt = ir.IntType(64), ir.IntType(32), ir.FloatType()
     v8f = ir.VectorType(flt, 8)
     fmuladd = builder.module.globals.get("llvm.fmuladd.v8f32") or ir.Function(
@@ -238,7 +225,7 @@ def _rows4_codegen(context, builder, signature, args, block, code_stride, x_prep
     for r in range(4):
         coff = builder.add(cofs[r], builder.mul(g, ir.Constant(i64, code_stride)))
         pf = builder.sitofp(block(builder, load, cp, coff, xl, xh), v8f)
-        bits = builder.load(builder.gep(sp, [builder.add(sofs[r], g)]))
+        bits = builder.load(builder.gep(sp, [builder.add(sofs[r], builder.ashr(g, shift))]))
         sw = builder.fpext(builder.bitcast(builder.trunc(bits, ir.IntType(16)), ir.HalfType()), flt)
         s = builder.fmul(sw, xscale)
         sv = builder.insert_element(ir.Constant(v8f, ir.Undefined), s, ir.Constant(i32, 0))
