@@ -30,17 +30,26 @@ import numpy as np
 DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared/models/smollm2-135m-instruct/LICENSE"
 
 
+def _copy_metadata(reader, writer) -> None:
+    """Every metadata key of `reader` into `writer`, except the two the writer adds itself (GGUF.*,
+    general.architecture) and general.file_type, which the caller sets for the new tensor types."""
+    import gguf
+
+    for name, f in reader.fields.items():
+        if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
+            continue
+        vtype = f.types[0]
+        sub = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(name, f.contents(), vtype, sub_type=sub)
+
+
 def f32_gguf(src: Path, out: Path) -> None:
     """Every tensor of `src` dequantized to F32, metadata copied: the float weights llama.cpp starts from."""
     import gguf
 
     r = gguf.GGUFReader(src)
     w = gguf.GGUFWriter(out, r.fields["general.architecture"].contents())
-    for name, f in r.fields.items():
-        if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
-            continue  # the writer adds the first two itself; the file type changes
-        vtype = f.types[0]
-        w.add_key_value(name, f.contents(), vtype, sub_type=f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None)
+    _copy_metadata(r, w)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     for t in r.tensors:
         a = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
@@ -80,11 +89,7 @@ def ellm_to_gguf(ellm: Path, template: Path, out: Path) -> None:
     src = open_gguf(template)
     r = gguf.GGUFReader(template)
     w = gguf.GGUFWriter(out, r.fields["general.architecture"].contents())
-    for name, f in r.fields.items():
-        if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
-            continue
-        vtype = f.types[0]
-        w.add_key_value(name, f.contents(), vtype, sub_type=f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None)
+    _copy_metadata(r, w)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
     with EllmFile(ellm) as ef:
         for t in r.tensors:

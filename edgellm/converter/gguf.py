@@ -208,10 +208,9 @@ LLAMA3_CONTEXT = 8192.0  # Llama 3.x's original_max_position_embeddings; see lla
 
 def _rope_factors(reader, head_dim: int) -> np.ndarray:
     t = next(t for t in reader.tensors if t.name == ROPE_FREQS)
-    if t.tensor_type.name != "F32" or [int(d) for d in t.shape] != [head_dim // 2]:
-        raise ConvertError(
-            f"GGUF {ROPE_FREQS}: expected F32 [{head_dim // 2}], found {t.tensor_type.name} {[int(d) for d in t.shape]}"
-        )
+    shape = [int(d) for d in t.shape]
+    if t.tensor_type.name != "F32" or shape != [head_dim // 2]:
+        raise ConvertError(f"GGUF {ROPE_FREQS}: expected F32 [{head_dim // 2}], found {t.tensor_type.name} {shape}")
     f = np.array(t.data, dtype=np.float64).reshape(-1)
     if not np.isfinite(f).all() or f.min() <= 0:
         raise ConvertError(f"GGUF {ROPE_FREQS} holds non-positive or non-finite factors")

@@ -3,7 +3,7 @@
     f32, f16, q8   every matrix in that type
     q4             every matrix in q4, except the logits head (lm_head, or the embedding table of a tied
                    model) and the tensors the model module marks `sensitive`: those in q8 at the widest group
-                   that divides their rows, as their error costs the most per byte
+                   that divides their columns, as their error costs the most per byte
                    (tools/compare_llamacpp_quant.py). Symmetric types only.
     q4 + pure      every matrix in q4 (llama.cpp's --pure)
     auto           a GGUF tensor's own type where ours holds it exactly, else the nearest wider one
@@ -33,8 +33,6 @@ def storage(
         return auto_stype(source_dtype), group
     if quant != "q4" or pure:
         return quant, group
-    if p.role == "head" or (p.role == "embed" and tied):
-        return _q8_wide(p.shape[1], group)
-    if p.sensitive:
+    if p.role == "head" or (p.role == "embed" and tied) or p.sensitive:
         return _q8_wide(p.shape[1], group)
     return "q4", group

@@ -214,7 +214,6 @@ def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     shared = is_large(w.codes.nbytes)
     nt, tiles = threads(), -(-w.layout.rows // 4)
     if st == "q4" or st == "q8":
-        # activations per 32 at every weight group: one kernel, and a finer activation grid than the weights'
         assert w.scales is not None  # q8 and q4 tensors always carry scales
         sc, pc = w.scales.view(np.uint16), w.layout.padded_cols
         if st == "q4" and w.layout.group != 32:  # a group's nibbles split at group/2: its own loop
@@ -224,6 +223,7 @@ def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
             else:
                 _q4_tiles(w.codes, sc, ws.xq[:pc], ws.xs, ws.xsum, F16_TABLE, out, 0, tiles)
             return
+        # activations per 32 whatever the weight group: one kernel, on a grid no coarser than the weights'
         quantize_activation(x, 32, pc, ws.xq, ws.xs, ws.xsum)
         xq, shift = ws.xq[:pc], (w.layout.group // 32).bit_length() - 1  # a q8 group spans 1 << shift blocks
         if shared:

@@ -40,7 +40,7 @@ NAMES = TensorNames(
     layer_prefix="model.layers.{}.",
 )
 # Measured on SmolLM2-135M (tools/compare_llamacpp_quant.py): q8 instead of q4 on the value projections cuts
-# the mean KL by ~0.10 nats for 1.2% more bytes, 5x the gain per byte of any other layer matrix (GQA makes
+# the mean KL by ~0.10 nats for 1.7% more bytes, 4x the gain per byte of any other layer matrix (GQA makes
 # them small; llama.cpp's K-quant mixes widen attn_v for the same reason).
 SENSITIVE = frozenset({"self_attn.v_proj"})
 LAYER_PIECES = (
