@@ -31,11 +31,19 @@ MESSAGE = "edgellm: interrupted"
 # exception as "Exception ignored" and drops it). A Ctrl-C there is delivered again RETRY seconds later, and
 # is still owed should the command end first (kernels compile for seconds on a cold cache).
 _NOT_THERE = ("/numba/", "/llvmlite/")
+# ...and threading's Condition.wait: cut between its lock release and its `try` (CPython's wait is not
+# interrupt-safe there), the `with condition:` around it then releases a lock it no longer holds and the
+# Ctrl-C surfaces as "RuntimeError: cannot release un-acquired lock" (seen in convert, waiting on a
+# compression future). Every wait in edgellm's main thread ends within I/O or compute time, so deferring is
+# cheap; after MAX_LOCK_DEFERRALS retries (~1 s) the interrupt is raised anyway, so a stuck wait still stops.
+_LOCK_FRAMES = ("wait", "wait_for", "_release_save", "_acquire_restore", "_is_owned", "__enter__", "__exit__")
+MAX_LOCK_DEFERRALS = 50
 RETRY = 0.02
 
 _pending = False  # a SIGINT arrived inside held()
 _finished = False  # run_program's command has done its work: later SIGINTs change nothing
 _owed = False  # a SIGINT put off (see _NOT_THERE) and not raised yet
+_lock_deferrals = 0  # consecutive put-offs inside threading (see _LOCK_FRAMES)
 
 
 def _hold(signum, frame) -> None:
@@ -44,15 +52,25 @@ def _hold(signum, frame) -> None:
 
 
 def _program_handler(signum, frame) -> None:
-    global _owed
+    global _owed, _lock_deferrals
     if _finished:
         return
-    if _inside(frame, _NOT_THERE):
+    in_lock = _in_threading_wait(frame) and _lock_deferrals < MAX_LOCK_DEFERRALS
+    if _inside(frame, _NOT_THERE) or in_lock:
+        _lock_deferrals += in_lock
         _owed = True
         _again_soon()
         return
-    _owed = False
+    _owed, _lock_deferrals = False, 0
     raise KeyboardInterrupt
+
+
+def _in_threading_wait(frame) -> bool:
+    return (
+        frame is not None
+        and frame.f_code.co_filename.replace("\\", "/").endswith("/threading.py")
+        and frame.f_code.co_name in _LOCK_FRAMES
+    )
 
 
 def _inside(frame, places) -> bool:
@@ -130,8 +148,9 @@ def finish() -> None:
 
 def run_program(main, argv: list[str]) -> int:
     """`main(argv)` as the whole process: a Ctrl-C anywhere ends in MESSAGE on stderr and INTERRUPTED."""
-    global _finished, _owed
+    global _finished, _owed, _lock_deferrals
     _finished = _owed = False
+    _lock_deferrals = 0
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # started with Ctrl-C ignored (nohup): stay so
         signal.signal(signal.SIGINT, _program_handler)
         sys.unraisablehook = _unraisable

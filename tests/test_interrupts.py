@@ -110,6 +110,41 @@ def tiny_src(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("intr") / "src", "tiny", dtype="float16")
 
 
+def test_ctrl_c_inside_a_condition_wait_is_put_off_then_raised(monkeypatch):
+    """CPython's Condition.wait is not interrupt-safe between releasing its lock and its `try`: the handler
+    puts a Ctrl-C off while the main thread is inside threading's wait, but never for more than ~1 s."""
+    import threading
+
+    from edgellm import interrupts
+
+    cv, started = threading.Condition(), threading.Event()
+
+    def waiter():
+        with cv:
+            started.set()
+            cv.wait(5)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    started.wait(5)
+    time.sleep(0.05)
+    frame = sys._current_frames()[t.ident]  # innermost: threading's wait
+    assert interrupts._in_threading_wait(frame) and not interrupts._in_threading_wait(sys._getframe())
+    monkeypatch.setattr(interrupts, "_again_soon", lambda: None)
+    monkeypatch.setattr(interrupts, "_lock_deferrals", 0)
+    monkeypatch.setattr(interrupts, "_finished", False)
+    for _ in range(interrupts.MAX_LOCK_DEFERRALS):
+        interrupts._program_handler(signal.SIGINT, frame)  # put off: no exception
+    assert interrupts._owed
+    with pytest.raises(KeyboardInterrupt):
+        interrupts._program_handler(signal.SIGINT, frame)
+    assert interrupts._lock_deferrals == 0
+    with cv:
+        cv.notify()
+    t.join(5)
+    monkeypatch.setattr(interrupts, "_owed", False)
+
+
 def test_ctrl_c_during_the_rename_leaves_the_complete_file(tiny_src, tmp_path, monkeypatch):
     """The signal lands while os.replace runs: the rename stands, on_commit runs, then KeyboardInterrupt."""
     real_replace, seen = os.replace, []
