@@ -206,13 +206,13 @@ def _inject_fault(m, monkeypatch, on_call: int, exc: type[BaseException]) -> lis
     """Make the on_call-th forward pass write garbage into the KV rows it covers, then raise."""
     real, calls = m.transformer.forward, []
 
-    def forward(tokens, start_pos, all_logits=None):
+    def forward(tokens, start_pos, all_logits=None, *, prompt=True):
         calls.append(start_pos)
         if len(calls) == on_call:
             m.state.key_cache[:, start_pos : start_pos + len(tokens)] = np.nan
             m.state.value_cache[:, start_pos : start_pos + len(tokens)] = np.nan
             raise exc("injected")
-        return real(tokens, start_pos, all_logits)
+        return real(tokens, start_pos, all_logits, prompt=prompt)
 
     monkeypatch.setattr(m.transformer, "forward", forward)
     return calls

@@ -3,6 +3,7 @@ Chunk per generated token, stops, end ids, stats) and Model.stream / generate de
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import edgellm
@@ -23,9 +24,22 @@ def _tokens(m, n: int) -> list[int]:
     return [t for t, _ in generate_tokens(m.session, PROMPT, max_tokens=n)]
 
 
+def test_a_reused_prefix_gives_what_a_fresh_prefill_gives(stories_ellm):
+    """The prompt token a cached prefix leaves to feed goes through the prefill kernels (f32 activations), as
+    in a fresh prefill, not the decode kernels (int8): the first reply token, and the rest, cannot drift."""
+    with edgellm.load(stories_ellm["q4"], threads=1) as m:
+        m.session.ids.clear()
+        fresh = m.session.prefill(PROMPT).copy()
+        want = _tokens(m, 24)
+        m.session.prefill(PROMPT + [9, 9])
+        again = m.session.prefill(PROMPT)  # the cache holds the prompt and more: its last token is fed again
+        assert m.session.reused == len(PROMPT) - 1
+        np.testing.assert_allclose(again, fresh, rtol=0, atol=1e-5 * np.abs(fresh).max())
+        assert _tokens(m, 24) == want
+
+
 def test_one_chunk_per_token_the_last_with_stats(model):
-    _tokens(model, 1)  # from here on each run reuses the cached prompt prefix, as the stream below does
-    want = _tokens(model, 24)  # (re-feeding the last prompt token alone takes the decode kernels, not prefill's)
+    want = _tokens(model, 24)
     chunks = list(
         stream_text(model.session, model.tokenizer, PROMPT, max_tokens=24, end_ids=[], weights=model.provider)
     )

@@ -17,9 +17,11 @@ def _ws(rows=8, cols=512, heads=8, ctx=64):
     return kernels.Workspace(max_rows=rows, max_cols=cols, n_heads=heads, context=ctx)
 
 
-@pytest.mark.parametrize("stype", ["q4", "q8", "f16", "f32"])
+TYPE_GROUPS = [(t, g) for t in ("q4", "q8", "f16", "f32") for g in (32, 128)] + [("q4a", 32)]
+
+
+@pytest.mark.parametrize(("stype", "group"), TYPE_GROUPS)
 @pytest.mark.parametrize("shape", [(37, 172), (64, 64), (5, 300), (130, 256)])
-@pytest.mark.parametrize("group", [32, 128])
 def test_matvec_and_matmul_vs_dequantized_reference(stype, shape, group):
     w = RNG.standard_normal(shape).astype(np.float32)
     t = QTensor.quantize(w, stype, group)
@@ -106,70 +108,60 @@ def _rows4_caller(rows4):
     from numba import njit
 
     @njit
-    def call(c, s, xq, xs, xsum, ng, rb, out):
+    def call(c, s, m, xq, xs, xsum, ng, rb, out):
         for t in range(out.shape[0] // 4):
             r = 4 * t
-            a = rows4(
-                c,
-                r * rb,
-                r * rb + rb,
-                r * rb + 2 * rb,
-                r * rb + 3 * rb,
-                s,
-                r * ng,
-                r * ng + ng,
-                r * ng + 2 * ng,
-                r * ng + 3 * ng,
-                xq,
-                xs,
-                xsum,
-                ng,
-                0,
-            )
-            out[r : r + 4] = a
+            c0, s0 = r * rb, r * ng
+            cs = (c0, c0 + rb, c0 + 2 * rb, c0 + 3 * rb)
+            ss = (s0, s0 + ng, s0 + 2 * ng, s0 + 3 * ng)
+            out[r : r + 4] = rows4(c, cs[0], cs[1], cs[2], cs[3], s, ss[0], ss[1], ss[2], ss[3], m, xq, xs, xsum, ng, 0)
 
     return call
 
 
-@pytest.mark.parametrize("stype", ["q4", "q8"])
+ROWS4 = {  # stype -> (portable block, AVX2 block, code bytes per 32 weights, offset mode)
+    "q4": ("_q4_block", "_q4_block_avx2", 16, "minus8"),
+    "q4a": ("_q4_block", "_q4_block_avx2", 16, "mins"),
+    "q8": ("_q8_block", "_q8_block_avx2", 32, "none"),
+}
+
+
+@pytest.mark.parametrize("stype", ["q4", "q4a", "q8"])
 def test_group32_blocks_portable_and_avx2_agree_with_integer_formula(stype):
     """Both lowerings of the group-32 decode block (portable IR, and AVX2 pmaddubsw when this host has it)
-    against sum_g scale_w * scale_x * sum_j w_j * xq_j computed exactly, with extreme codes included."""
+    against sum_g xs_g * (scale_w * sum_j w_j * xq_j + min_g * sum_j xq_j) computed exactly (min: q4a
+    only), with extreme codes included."""
     from edgellm.kernels import simd
 
+    portable, avx2, stride, offset = ROWS4[stype]
     n, ng = 8, 6
-    rb = ng * (16 if stype == "q4" else 32)
-    if stype == "q4":
+    rb = ng * stride
+    if stype in ("q4", "q4a"):
         codes = RNG.integers(0, 256, n * rb, dtype=np.uint8)
         codes[:16] = 0xFF
         b = codes.reshape(n, ng, 16)
-        w = np.concatenate([(b & 15).astype(np.int64) - 8, (b >> 4).astype(np.int64) - 8], axis=2)
+        w = np.concatenate([(b & 15).astype(np.int64), (b >> 4).astype(np.int64)], axis=2) - (8 if stype == "q4" else 0)
     else:
         codes = RNG.integers(-127, 128, n * rb).astype(np.int8).view(np.uint8)
         codes[:32] = np.int8(-127).view(np.uint8)
         w = codes.view(np.int8).reshape(n, ng, 32).astype(np.int64)
     xq = RNG.integers(-127, 128, ng * 32).astype(np.int8)
     xq[:32] = 127
-    xs = RNG.random(ng).astype(np.float32)
+    xs = (RNG.random(ng) + 0.5).astype(np.float32)
     xsum = xq.reshape(ng, 32).sum(1).astype(np.int32)
     sc = (RNG.random(n * ng) + 0.5).astype(np.float16)
+    mins = (RNG.random(n * ng) - 1.5).astype(np.float16)
     dots = (w * xq.reshape(ng, 32)[None]).sum(2)  # (n, ng) exact integers
-    want = (dots * sc.astype(np.float64).reshape(n, ng) * xs[None]).sum(1)
-    variants = {
-        "portable": simd._rows4(
-            simd._q4_block if stype == "q4" else simd._q8_block, 16 if stype == "q4" else 32, simd._x_i16, stype == "q4"
-        )
-    }
+    per_group = dots * sc.astype(np.float64).reshape(n, ng)
+    if stype == "q4a":
+        per_group += mins.astype(np.float64).reshape(n, ng) * xsum[None]
+    want = (per_group * xs[None]).sum(1)
+    variants = {"portable": simd._rows4(getattr(simd, portable), stride, simd._x_i16, offset)}
     if simd.has_avx2():
-        variants["avx2"] = simd._rows4(
-            simd._q4_block_avx2 if stype == "q4" else simd._q8_block_avx2,
-            16 if stype == "q4" else 32,
-            simd._x_i8,
-            stype == "q4",
-        )
+        variants["avx2"] = simd._rows4(getattr(simd, avx2), stride, simd._x_i8, offset)
     for name, rows4 in variants.items():
         out = np.zeros(n, np.float32)
-        _rows4_caller(rows4)(codes, sc.view(np.uint16), xq, xs, xsum, ng, rb, out)
+        _rows4_caller(rows4)(codes, sc.view(np.uint16), mins.view(np.uint16), xq, xs, xsum, ng, rb, out)
         np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-3 * np.abs(want).max(), err_msg=name)
 
 
@@ -183,8 +175,9 @@ def shared_kernels(monkeypatch):
     monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)
 
 
-@pytest.mark.parametrize("stype", ["q4", "q8", "f16", "f32"])
-@pytest.mark.parametrize("group", [32, 64])
+@pytest.mark.parametrize(
+    ("stype", "group"), [(t, g) for t in ("q4", "q8", "f16", "f32") for g in (32, 64)] + [("q4a", 32)]
+)
 def test_shared_tiles_give_the_same_bits_at_every_thread_count(stype, group, shared_kernels, monkeypatch):
     """The ThreadTuner changes the thread count between decode passes: results must not change with it."""
     from edgellm.kernels import parallel

@@ -239,3 +239,56 @@ def test_parse_size(text, want):
 def test_parse_size_rejects(bad):
     with pytest.raises(edgellm.EdgeLLMError):
         parse_size(bad)
+
+
+@pytest.fixture(scope="module")
+def tied_files(tmp_path_factory):
+    """A tied model whose table (4096 x 256) outweighs a layer piece: f32, and a GGUF import whose table is
+    Q4_1 (q4a: scales and mins stay resident while the codes stream)."""
+    from conftest import make_tiny_model
+    from gguf_files import write_gguf
+
+    d = tmp_path_factory.mktemp("tied")
+    shape = {"hidden": 256, "heads": 4, "kv_heads": 2, "head_dim": 64, "inter": 512, "layers": 3, "vocab": 4096}
+    src = make_tiny_model(d / "m", **shape, tied=True)
+    gguf = write_gguf(src, d / "m.gguf", lambda n, a: "F32" if a.ndim == 1 else ("Q4_1" if "embed" in n else "Q4_0"))
+    return {
+        "f32": edgellm.convert(src, d / "f32.ellm", quant="f32", progress=False).path,
+        "q4a": edgellm.convert(gguf, d / "q4a.ellm", progress=False).path,
+    }
+
+
+@pytest.mark.parametrize("which", ["f32", "q4a"])
+def test_a_head_larger_than_the_budget_streams_in_row_blocks(which, tied_files):
+    """Under a budget the pinned table cannot fit, the head streams block by block (its scales resident)
+    and the embedding rows come from the file: the same logits and text as the all-pinned run."""
+    from edgellm.runtime.plan import HEAD_RESIDENT
+
+    path = tied_files[which]
+    ref_logits, ref_text = _reference(path)
+    budget = _minimum(path)
+    with edgellm.load(path, context=CTX, ram_budget=budget) as m:
+        head = m.plan.n_layers
+        assert head in m.plan.streamed and not m.plan.embed_pinned
+        pinning_it = m.plan.total - m.plan.fixed.get(HEAD_RESIDENT, 0) + m.plan.costs[head].raw
+        assert m.plan.total <= budget < pinning_it  # no room for the table
+        assert len(m.provider.head_rows) >= 2 and m.plan.costs[head].piece <= m.plan.slot_bytes
+        if which == "q4a":
+            assert m.provider.head_mins is not None
+            assert m.plan.fixed[HEAD_RESIDENT] >= 2 * m.provider.head_scales.nbytes  # scales and mins
+        np.testing.assert_array_equal(m.logits(PROMPT), ref_logits)
+        assert m.generate("w3 w4 w5", max_tokens=24) == ref_text
+        rows = [r for r, _ in m.provider.head_rows]
+        assert rows == sorted(rows) and rows[0] == 0
+
+
+def test_a_head_that_does_not_fit_leaves_room_for_pinned_layers(tied_files):
+    """The planner does not give up pinning because the head is too big: it pins the layers that fit."""
+    path = tied_files["f32"]
+    lo = _minimum(path)
+    with edgellm.load(path, context=CTX) as m:
+        costs, head = m.plan.costs, m.plan.n_layers
+    budget = lo + costs[0].raw + 1  # room for one layer, far from the table's size
+    assert budget < lo + costs[head].raw
+    with edgellm.load(path, context=CTX, ram_budget=budget) as m:
+        assert head in m.plan.streamed and len(m.plan.pinned) == 1 and m.plan.total <= budget

@@ -61,21 +61,23 @@ def f32_gguf(src: Path, out: Path) -> None:
 
 
 def _blocks(qt) -> tuple[np.ndarray, object]:
-    """A q4 / q8 / f32 tensor as GGUF rows (u8[rows, row_bytes], type): Q4_0 / Q8_0 blocks of the very codes and
-    scales (a q8 group of 64 or 128 is 2 or 4 Q8_0 blocks sharing its scale)."""
+    """A q4 / q4a / q8 / f32 tensor as GGUF rows (u8[rows, row_bytes], type): Q4_0 / Q4_1 / Q8_0 blocks of the
+    very codes, scales and mins (a q8 group of 64 or 128 is 2 or 4 Q8_0 blocks sharing its scale)."""
     import gguf
 
     lay = qt.layout
     if lay.stype == "f32":
         return np.ascontiguousarray(qt.codes).view(np.uint8), gguf.GGMLQuantizationType.F32
-    if lay.padded_cols != lay.cols or lay.stype not in ("q4", "q8") or (lay.stype == "q4" and lay.group != 32):
+    if lay.padded_cols != lay.cols or lay.stype not in ("q4", "q4a", "q8") or (lay.stype != "q8" and lay.group != 32):
         sys.exit(f"compare_llamacpp_quant: no GGUF block type holds {lay.stype} group {lay.group} x {lay.cols} exactly")
-    per = lay.group // 32  # Q4_0 / Q8_0 blocks per group
-    d = np.repeat(qt.scales, per, axis=1).view(np.uint8).reshape(lay.rows, -1, 2)
-    step = 16 if lay.stype == "q4" else 32
+    per = lay.group // 32  # blocks per group
+    fields = [qt.scales] + ([qt.mins] if lay.has_mins else [])  # f16 d (and m) before each block's codes
+    head = [np.repeat(a, per, axis=1).view(np.uint8).reshape(lay.rows, -1, 2) for a in fields]
+    step = 32 if lay.stype == "q8" else 16
     codes = np.ascontiguousarray(qt.codes).view(np.uint8).reshape(lay.rows, -1, step)
-    kind = gguf.GGMLQuantizationType.Q4_0 if lay.stype == "q4" else gguf.GGMLQuantizationType.Q8_0
-    return np.concatenate([d, codes], axis=2).reshape(lay.rows, -1), kind
+    kinds = {"q4": "Q4_0", "q4a": "Q4_1", "q8": "Q8_0"}
+    kind = gguf.GGMLQuantizationType[kinds[lay.stype]]
+    return np.concatenate([*head, codes], axis=2).reshape(lay.rows, -1), kind
 
 
 def ellm_to_gguf(ellm: Path, template: Path, out: Path) -> None:
@@ -150,6 +152,11 @@ def main() -> int:
     ref_path = a.work / "ref-f32.ellm"
     edgellm.convert(base, ref_path, quant="f32")
     rows: list[tuple[str, Path, Path]] = []  # (label, file whose bytes count, file the evaluator loads)
+    own = a.work / "source_auto.ellm"
+    t0 = time.perf_counter()
+    edgellm.convert(a.model, own)  # --quant auto: the source's own types, kept exactly where ours hold them
+    print(f"source GGUF --quant auto: converted in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    rows.append((f"{a.model.name} --quant auto (its types kept exactly)", own, own))
     for label, kw in (("edgellm q4", {}), ("edgellm q4 --pure", {"pure": True}), ("edgellm q8", {"quant": "q8"})):
         out = a.work / (label.replace(" ", "_").replace("--", "") + ".ellm")
         t0 = time.perf_counter()
@@ -186,12 +193,14 @@ def main() -> int:
         kl, top1, ppl = r["kl_mean"], 100 * r["top1_agreement"], r["perplexity"]
         print(f"| {label} | {size / 1e6:.2f} | {kl:.4f} | {top1:.1f}% | {ppl:.3f} |")
     if lc_files:
-        ours = a.work / "edgellm_q4.gguf"
-        ellm_to_gguf(rows[0][1], base, ours)
-        own = llamacpp_kl(a.llamacpp, base, {"edgellm q4 (exported)": ours, **lc_files}, a.text, a.window, a.work)
+        ours, back = a.work / "edgellm_q4.gguf", a.work / "source_auto.gguf"
+        ellm_to_gguf(rows[1][1], base, ours)
+        ellm_to_gguf(own, base, back)  # the auto import, exported: the source's blocks again
+        files = {"edgellm q4 (exported)": ours, **lc_files, "source GGUF": a.model, "its auto import (exported)": back}
+        kld = llamacpp_kl(a.llamacpp, base, files, a.text, a.window, a.work)
         print(
             "\nllama-perplexity --kl-divergence (its protocol: second half of each window): "
-            + ", ".join(f"{k} {v:.4f}" for k, v in own.items())
+            + ", ".join(f"{k} {v:.4f}" for k, v in kld.items())
         )
     return 0
 

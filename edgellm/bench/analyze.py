@@ -27,8 +27,8 @@ JSON schema (`edgellm analyze SRC --json`; bytes, seconds, MB/s = 1e6 bytes/s):
      "skipped": [{"name", "shape", "dtype", "reason"}],   # not studied: "1-D", "dtype I64", "empty"...
      "limited": int,                                      # 2-D tensors left out by --max-tensors
      "quant": {stype: {"group": int,
-                       "tensors": [{"name", "shape", **PART, "streams": {"codes": STREAM, "scales": STREAM},
-                                    "file": FILE}],       # "file" for an .ellm source only
+                       "tensors": [{"name", "shape", **PART, "file": FILE,   # "file": .ellm only
+                                    "streams": {"codes": STREAM, "scales": STREAM, "mins": STREAM}}],  # mins: q4a
                        "total": {"tensors": int, **PART, "streams": {...}, "file": FILE}}},
      "devices": {name: {"read_mb_s", "cpu_scale",
                         "load": {stype: {variant: LOAD, "file": LOAD}}}},   # "file": .ellm only
@@ -61,7 +61,7 @@ from ..converter.source import _DTYPES, _MAX_ST_HEADER, SourceTensor
 from ..errors import EdgeLLMError
 from ..format import codecs
 from ..format.spec import DEFAULT_CHUNK, TensorEntry
-from ..quant import STORAGE_TYPES, Layout, quantize
+from ..quant import QUANT_TYPES, Layout, quantize
 from .streams import Part, StreamStudy, variants
 
 BLOCK_BYTES = 8 << 20  # f32 source bytes quantized at once: memory stays bounded on any model
@@ -164,8 +164,8 @@ def analyze(
         raise EdgeLLMError("--quant applies to safetensors sources; an .ellm file is studied as stored")
     quants = list(dict.fromkeys(quants or ("q4", "q8")))
     for q in quants:
-        if q not in STORAGE_TYPES:
-            raise EdgeLLMError(f"--quant {q!r}: choose among {', '.join(STORAGE_TYPES)}")
+        if q not in QUANT_TYPES:
+            raise EdgeLLMError(f"--quant {q!r}: choose among {', '.join(QUANT_TYPES)}")
     f = None
     if ellm:
         from ..format import EllmFile
@@ -189,7 +189,7 @@ def analyze(
         raise EdgeLLMError(f"{src}: no 2-D floating tensor to study")
 
     quant: dict[str, dict] = {}
-    totals: dict[str, dict] = {}  # stype -> {"tensors", "weights", "codes": Part, "scales": Part, "file"}
+    totals: dict[str, dict] = {}  # stype -> {"tensors", "weights", "codes"/"scales"/"mins": Part, "file"}
     try:
         with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
             for i, it in enumerate(items):
@@ -198,7 +198,8 @@ def analyze(
                 for stype, group, rec, parts in _study(it, f, quants, vs, pool, chunk):
                     quant.setdefault(stype, {"group": group, "tensors": []})["tensors"].append(rec)
                     tot = totals.setdefault(
-                        stype, {"tensors": 0, "weights": 0, "codes": Part(), "scales": Part(), "file": _file_mix([])}
+                        stype,
+                        {"tensors": 0, "weights": 0, **{k: Part() for k in STREAMS}, "file": _file_mix([])},
                     )
                     tot["tensors"] += 1
                     tot["weights"] += rec["weights"]
@@ -225,7 +226,7 @@ def analyze(
         "recommendation": {},
     }
     for stype, tot in totals.items():
-        streams = {k: tot[k] for k in ("codes", "scales") if tot[k].raw}
+        streams = {k: tot[k] for k in STREAMS if tot[k].raw}
         rec = {
             "tensors": tot["tensors"],
             **_combined(streams, tot["weights"], names),
@@ -239,12 +240,13 @@ def analyze(
         load: dict[str, dict[str, Any]] = {}
         rec = out["recommendation"].setdefault(dev.name, {})
         for stype, tot in totals.items():
-            pair = [tot["codes"], tot["scales"]]
+            parts = [tot[k] for k in STREAMS]  # an empty stream costs nothing
             load[stype] = {
-                v: _load(sum(p.stored.get(v, p.raw) for p in pair), _decode_s(pair, v, cm.cpu_scale), cm) for v in names
+                v: _load(sum(p.stored.get(v, p.raw) for p in parts), _decode_s(parts, v, cm.cpu_scale), cm)
+                for v in names
             }
             if ellm:
-                load[stype]["file"] = _file_load(tot["file"], pair, names, file_codec.get("level"), cm)
+                load[stype]["file"] = _file_load(tot["file"], parts, names, file_codec.get("level"), cm)
             # a variant whose every chunk fell back to raw is raw: never recommend it on timing noise
             total = quant[stype]["total"]
             shrinks = [v for v in names if v == "raw" or total["codecs"][v]["stored_bytes"] < total["raw_bytes"]]
@@ -261,8 +263,11 @@ def analyze(
     return out
 
 
+STREAMS = ("codes", "scales", "mins")  # every stream a stored tensor may have (quant.Layout.streams)
+
+
 def _symbol(stype: str, stream: str) -> str:
-    return "nibble" if stype == "q4" and stream == "codes" else "byte"
+    return "nibble" if stype in ("q4", "q4a") and stream == "codes" else "byte"
 
 
 def _stream_json(p: Part, weights: int, names, symbol: str) -> dict:
@@ -294,10 +299,8 @@ def _study(it: _Item, f, quants, vs, pool, chunk):
         lays = {e.layout.stype: e.layout}
         qt = f.read_tensor(e.name)
         step = _block_rows(e.layout, chunk)
-        feeds = (
-            (e.layout.stype, [qt.codes[r : r + step]] + ([] if qt.scales is None else [qt.scales[r : r + step]]))
-            for r in range(0, e.layout.rows, step)
-        )
+        stored = [a for a in (qt.codes, qt.scales, qt.mins) if a is not None]
+        feeds = ((e.layout.stype, [a[r : r + step] for a in stored]) for r in range(0, e.layout.rows, step))
     else:  # safetensors: quantize row blocks, each read once for every type
         st = it.source
         assert isinstance(st, SourceTensor)  # a safetensors file's items hold its tensors
@@ -311,17 +314,16 @@ def _study(it: _Item, f, quants, vs, pool, chunk):
                     yield q, quantize(block, q, lays[q].group)
 
         feeds = gen()
-    studies = {q: {"codes": StreamStudy(q == "q4", lay.group, vs, pool, chunk)} for q, lay in lays.items()}
-    scales: dict[str, list] = {q: [] for q in lays}
+    studies = {q: {"codes": StreamStudy(q in ("q4", "q4a"), lay.group, vs, pool, chunk)} for q, lay in lays.items()}
+    extra: dict[str, list[list]] = {q: [] for q in lays}  # per type: blocks of its scales (and mins) streams
     for q, streams in feeds:
         studies[q]["codes"].feed(streams[0])
-        if len(streams) > 1:
-            scales[q].append(streams[1])  # 1/16 of the f32 bytes: kept, then chunked once as the writer does
+        extra[q].append(streams[1:])  # 1/16 of the f32 bytes: kept, then chunked once as the writer does
     names = [v.name for v in vs]
     for q, lay in lays.items():
-        if scales[q]:
-            studies[q]["scales"] = StreamStudy(False, lay.group, vs, pool, chunk)
-            studies[q]["scales"].feed(np.concatenate(scales[q]))
+        for i, (name, _rb, _n) in enumerate(lay.streams()[1:]):
+            studies[q][name] = StreamStudy(False, lay.group, vs, pool, chunk)
+            studies[q][name].feed(np.concatenate([blocks[i] for blocks in extra[q]]))
         parts = {k: s.finish() for k, s in studies[q].items()}
         weights = lay.rows * lay.cols
         rec = {

@@ -16,6 +16,7 @@ import numpy as np
 import psutil
 
 from ..format import EllmFile
+from ..quant import QUANT_TYPES, QTensor
 
 
 def _rss() -> int:
@@ -58,10 +59,19 @@ def _warm_kernels(stype: str) -> None:
 
     with tempfile.TemporaryDirectory() as d:
         src = make_checkpoint(os.path.join(d, "src"), "tiny", dtype="float16")
-        out = edgellm.convert(src, os.path.join(d, "m.ellm"), quant=stype, progress=False).path
+        quant = stype if stype in QUANT_TYPES else "q4"  # q4a comes only from a GGUF: its kernels alone below
+        out = edgellm.convert(src, os.path.join(d, "m.ellm"), quant=quant, progress=False).path
         with edgellm.load(out, context=64) as m:
             m.logits([1, 5, 7, 9])
             m.generate([1, 5, 7], max_tokens=3)
+    if stype not in QUANT_TYPES:
+        from .. import kernels
+
+        w = QTensor.quantize(np.ones((8, 64), np.float32), stype)
+        buf = np.frombuffer(bytearray(w.to_bytes()), np.uint8)  # writable, as the runtime's buffers are
+        t, x, ws = QTensor.from_buffer(w.layout, buf), np.ones((2, 64), np.float32), kernels.Workspace(2, 64, 1, 1)
+        kernels.matvec(t, x[0], np.zeros(8, np.float32), ws)
+        kernels.matmul(t, x, np.zeros((2, 8), np.float32), ws)
 
 
 def _one(a: dict, repeat: int) -> dict:

@@ -16,7 +16,7 @@ from ..errors import ConvertError
 from ..format import codecs
 from ..format.spec import DEFAULT_CHUNK, EMBED_CHUNK, TensorEntry, layout_for
 from ..format.writer import Writer
-from ..quant import GROUP_SIZES, QUANT_CHOICES, STORAGE_TYPES, quantize
+from ..quant import GROUP_SIZES, QUANT_CHOICES, QUANT_TYPES, quantize
 from . import recipe
 from .archs import plan
 from .gguf import GGUFSource
@@ -99,7 +99,7 @@ def convert(
     if quant == "auto" and not gguf:
         raise ConvertError(
             "--quant auto keeps a GGUF file's own types; for a Hugging Face directory choose "
-            f"one of {', '.join(STORAGE_TYPES)}"
+            f"one of {', '.join(QUANT_TYPES)}"
         )
     dst = Path(dst)
     if dst.is_dir():
@@ -174,17 +174,17 @@ def _source_meta(source, entries: list[TensorEntry], params: int) -> dict:
 
 
 def _write_tensor(writer: Writer, entry: TensorEntry, st: Tensor, bar: _Progress) -> int:
-    """Quantize `st` block by block into the writer: codes as they come, scales once all rows are done.
-    A tensor the source holds exactly in the target type is repacked instead."""
+    """Quantize `st` block by block into the writer: codes as they come, scales (and mins) once all rows are
+    done. A tensor the source holds exactly in the target type is repacked instead."""
     lay = entry.layout
     rows_per = max(1, BLOCK_BYTES // (4 * lay.cols))
-    scales = []
+    later: list[list[np.ndarray]] = [[] for _ in lay.streams()[1:]]  # blocks of the scales (and mins) streams
     repack = lay.quantized and st.keeps_values(lay.stype, lay.group)
     for start in range(0, st.rows, rows_per):
         stop = min(st.rows, start + rows_per)
         if repack:
             streams = st.read_streams(start, stop, lay.stype)
-            if not np.isfinite(streams[1]).all():
+            if not all(np.isfinite(a).all() for a in streams[1:]):
                 raise ConvertError(f"tensor {entry.name!r} holds NaN or infinite scales")
         else:
             block = st.read_rows(start, stop)
@@ -192,9 +192,9 @@ def _write_tensor(writer: Writer, entry: TensorEntry, st: Tensor, bar: _Progress
                 raise ConvertError(f"tensor {entry.name!r} holds NaN or infinite values")
             streams = quantize(block, lay.stype, lay.group)
         writer.feed(entry.name, np.ascontiguousarray(streams[0]))
-        if len(streams) > 1:
-            scales.append(streams[1])
+        for blocks, a in zip(later, streams[1:], strict=True):
+            blocks.append(a)
         bar.add((stop - start) * st.row_bytes)
-    if scales:
-        writer.feed(entry.name, np.ascontiguousarray(np.concatenate(scales)))
+    for blocks in later:
+        writer.feed(entry.name, np.ascontiguousarray(np.concatenate(blocks)))
     return st.rows * st.row_bytes

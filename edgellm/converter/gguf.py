@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConvertError, UnsupportedModelError
+from ..quant import QUANTIZED
 
 ARCHS = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2"}  # GGUF general.architecture -> model_type
 PERMUTED = ("llama", "mistral")  # architectures whose q/k rows llama.cpp permutes (qwen2's it does not)
@@ -41,7 +42,14 @@ _TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "
 # What each GGUF type can be stored as without changing a value (group 32 for the block types), and what
 # `--quant auto` stores it as: exact where one of our types holds it, otherwise the smallest of our types that
 # loses less than the source already did (q8 for 4.5-6.6 bit types, q4 for those below 4 bits).
-EXACT = {"F32": ("f32",), "F16": ("f16", "f32"), "BF16": ("f32",), "Q8_0": ("q8", "f32"), "Q4_0": ("q4", "f32")}
+EXACT = {
+    "F32": ("f32",),
+    "F16": ("f16", "f32"),
+    "BF16": ("f32",),
+    "Q8_0": ("q8", "f32"),
+    "Q4_0": ("q4", "f32"),
+    "Q4_1": ("q4a", "f32"),
+}
 _LOW_BIT = ("Q2_K", "Q3_K", "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "TQ1_0", "TQ2_0")
 
 
@@ -96,17 +104,20 @@ class GGUFTensor:
     def keeps_values(self, stype: str, group: int) -> bool:
         """Whether `stype` holds this tensor with no value changed (block types: at group 32 only); for q8 / q4
         read_streams then gives the source's own codes and scales."""
-        return stype in EXACT.get(self.dtype, ()) and (stype not in ("q8", "q4") or group == 32)
+        return stype in EXACT.get(self.dtype, ()) and (stype not in QUANTIZED or group == 32)
 
     def read_streams(self, start: int, stop: int, stype: str) -> list[np.ndarray]:
-        """[codes, scales] of rows start..stop-1 in our q8 / q4 layout, repacked from Q8_0 / Q4_0 blocks:
-        the same f16 scale and the same codes (Q4_0 nibbles are already ordered as ours: byte j holds
-        elements j and j + 16)."""
+        """The streams of rows start..stop-1 in our q8 / q4 / q4a layout, repacked from Q8_0 / Q4_0 / Q4_1
+        blocks ({f16 d, codes}; Q4_1 {f16 d, f16 m, codes}): the same f16 scale (and min) and the same codes
+        (Q4_0 / Q4_1 nibbles are already ordered as ours: byte j holds elements j and j + 16)."""
         rows, groups = stop - start, self.cols // 32
         blocks = self._stored_rows(start, stop).reshape(rows, groups, -1)
-        scales = np.ascontiguousarray(blocks[:, :, :2]).view(np.float16).reshape(rows, groups)
-        codes = np.ascontiguousarray(blocks[:, :, 2:]).reshape(rows, -1)
-        return [codes.view(np.int8) if stype == "q8" else codes, scales]
+        head = 4 if stype == "q4a" else 2  # bytes of f16 fields before a block's codes
+        fields = np.ascontiguousarray(blocks[:, :, :head]).view(np.float16).reshape(rows, groups, head // 2)
+        codes = np.ascontiguousarray(blocks[:, :, head:]).reshape(rows, -1)
+        if stype == "q4a":
+            return [codes, np.ascontiguousarray(fields[..., 0]), np.ascontiguousarray(fields[..., 1])]
+        return [codes.view(np.int8) if stype == "q8" else codes, fields[..., 0]]
 
 
 @dataclass

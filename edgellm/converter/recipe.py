@@ -6,7 +6,7 @@
                    that divides their columns, as their error costs the most per byte
                    (tools/compare_llamacpp_quant.py). Symmetric types only.
     q4 + pure      every matrix in q4 (llama.cpp's --pure)
-    auto           a GGUF tensor's own type where ours holds it exactly, else the nearest wider one
+    auto           a GGUF tensor's own type where ours holds it exactly (Q4_1 as q4a), else the nearest wider one
 Norms and biases are always f32.
 """
 
@@ -30,7 +30,8 @@ def storage(
     if not p.matrix:
         return "f32", group
     if quant == "auto":
-        return auto_stype(source_dtype), group
+        stype = auto_stype(source_dtype)
+        return stype, 32 if stype == "q4a" else group  # q4a holds Q4_1 blocks: group 32 is its only group
     if quant != "q4" or pure:
         return quant, group
     if p.role == "head" or (p.role == "embed" and tied) or p.sensitive:

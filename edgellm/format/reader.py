@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
-from ..quant import GROUP_SIZES, QUANTIZED, STORAGE_TYPES, QTensor
+from ..quant import GROUPS_OF, QUANTIZED, STORAGE_TYPES, QTensor
 from . import codecs
 from .spec import (
     CODECS,
@@ -107,9 +107,8 @@ def parse_tensors(header: dict, data_start: int, size: int, name: str) -> list[T
         _need(stype in STORAGE_TYPES, f"{where}: unknown storage type {stype!r}")
         group = t.get("group")
         if stype in QUANTIZED:
-            _need(
-                type(group) is int and group in GROUP_SIZES, f"{where}: group size {group!r} not one of {GROUP_SIZES}"
-            )
+            allowed = GROUPS_OF[stype]
+            _need(type(group) is int and group in allowed, f"{where}: {stype} group {group!r} not one of {allowed}")
         else:
             _need(type(group) is int and group == 0, f"{where}: group {group!r} for {stype} must be 0")
         layout = layout_for(shape, stype, group)
@@ -150,7 +149,7 @@ def parse_tensors(header: dict, data_start: int, size: int, name: str) -> list[T
 
 
 def _row_bounds(layout) -> set[int]:
-    """Raw offsets where a chunk may end: any row end of the codes or scales stream."""
+    """Raw offsets where a chunk may end: any row end of a stream (codes, scales, mins)."""
     bounds: set[int] = set()
     base = 0
     for _n, row_bytes, nbytes in layout.streams():
@@ -244,14 +243,18 @@ class EllmFile:
         except FormatError as e:
             raise FormatError(f"{self.path}: tensor {entry.name!r}: {e}") from None
 
+    def read_chunk_into(self, entry: TensorEntry, chunk: StoredChunk, out) -> None:
+        """Read one chunk of `entry` and decode it into `out`, a writable buffer of exactly its raw length."""
+        stored = os.pread(self._f.fileno(), chunk.length, chunk.offset)
+        _need(len(stored) == chunk.length, f"{self.path}: tensor {entry.name!r}: truncated chunk at {chunk.offset}")
+        self.decode_chunk(entry, chunk, stored, out, chunk_only=True)
+
     def read_into(self, name: str, out) -> QTensor:
         """Read tensor `name` into `out` (a writable buffer of at least its raw size); return its view."""
         entry = self.tensors[name]
         mv = memoryview(out).cast("B")
         for c in entry.chunks:
-            stored = os.pread(self._f.fileno(), c.length, c.offset)
-            _need(len(stored) == c.length, f"{self.path}: tensor {name!r}: truncated chunk at {c.offset}")
-            self.decode_chunk(entry, c, stored, mv)
+            self.read_chunk_into(entry, c, mv[c.raw_offset : c.raw_offset + c.raw_length])
         return QTensor.from_buffer(entry.layout, mv[: entry.raw_bytes])
 
     def read_tensor(self, name: str) -> QTensor:

@@ -117,7 +117,7 @@ class Writer:
         return self
 
     def feed(self, name: str, data) -> None:
-        """Append raw bytes (codes stream, then scales stream) of tensor `name`, which must be current."""
+        """Append raw bytes (its streams in order: codes, scales, mins) of tensor `name`, which must be current."""
         if self._cur >= len(self._order) or self._order[self._cur] != name:
             raise ValueError(f"tensor {name!r} fed out of order")
         data = memoryview(data).cast("B")

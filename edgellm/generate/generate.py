@@ -92,7 +92,7 @@ class Session:
         n = self.threads.decode_threads()
         t0 = time.perf_counter()
         with using_threads(n):
-            logits = self.t.forward(np.array([token], dtype=np.int64), len(self.ids))
+            logits = self.t.forward(np.array([token], dtype=np.int64), len(self.ids), prompt=False)
         self.threads.record(n, time.perf_counter() - t0)
         self.ids.append(token)  # commit the pass
         return logits

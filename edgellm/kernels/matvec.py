@@ -1,8 +1,8 @@
 """Weight products: matvec (decode, one token) and matmul (prefill, many tokens).
 
 Decode quantizes the activation to int8 per 32 once, then takes integer dot products against the stored
-codes in SIMD (simd.py; 4 rows per task share each activation load) for q8 at any group and q4 at group 32;
-q4 at group 64/128, whose nibbles split at group/2, has its own per-group loop.
+codes in SIMD (simd.py; 4 rows per task share each activation load) for q8 at any group, q4 and q4a at group
+32; q4 at group 64/128, whose nibbles split at group/2, has its own per-group loop.
 Prefill dequantizes a block of rows to f32 and hands it to BLAS, so the unpacking is paid once per block for
 all tokens of the chunk. Each prefill thread (pool.py) runs its own dequantize -> BLAS pipeline over the
 blocks it claims, with BLAS on that thread alone (blas.py).
@@ -18,7 +18,7 @@ from . import blas
 from .parallel import CLAIMS_PER_MATRIX, TILES_PER_CLAIM, claim, is_large, threads
 from .parallel import counter as claim_counter
 from .pool import share
-from .simd import q4_dot16, q4_g32_rows4, q8_g32_rows4
+from .simd import q4_dot16, q4_g32_rows4, q4a_g32_rows4, q8_g32_rows4
 
 with np.errstate(invalid="ignore"):  # widening f16 signalling NaNs raises the invalid flag on aarch64
     F16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
@@ -103,29 +103,32 @@ def _q4_tiles(codes, scales, xq, xs, xsum, table, out, t0, t1):
         out[r3] = a3
 
 
+KIND = {"q8": 0, "q4": 1, "q4a": 2}  # the stored types of the group-32 SIMD kernel, as numba sees them
+
+
 @njit(nogil=True, cache=True, fastmath=True)
-def _g32_tiles(codes, scales, xq, xs, xsum, out, q4, shift, t0, t1):
-    """q4 and q8 products, tiles t0..t1-1 (rows 4t..4t+3): codes u8[N, P/2] | i8[N, P], scales u16[N, groups]
-    (f16 bits), xq/xs/xsum from quantize_activation at group 32; out[N]. Four rows per tile through
-    simd.q*_g32_rows4, whose loop over 32-weight blocks keeps a float accumulator vector per row; a weight
-    group of 32 << shift spans that many blocks (one kernel for every group size: the q8 head at group 64 ran
-    at half the speed through a per-group loop)."""
+def _g32_tiles(codes, scales, mins, xq, xs, xsum, out, kind, shift, t0, t1):
+    """q8, q4 and q4a products (kind: KIND), tiles t0..t1-1 (rows 4t..4t+3): codes i8[N, P] | u8[N, P/2],
+    scales and mins u16[N, groups] (f16 bits; mins read for q4a only), xq/xs/xsum from quantize_activation at
+    group 32; out[N]. Four rows per tile through simd.q*_g32_rows4, whose loop over 32-weight blocks keeps a
+    float accumulator vector per row; a weight group of 32 << shift spans that many blocks (one kernel for
+    every group size: the q8 head at group 64 ran at half the speed through a per-group loop)."""
     n, ng = codes.shape[0], scales.shape[1]
     rb = codes.shape[1]
-    nb = rb // (16 if q4 else 32)  # 32-weight blocks per row
+    nb = rb // (32 if kind == 0 else 16)  # 32-weight blocks per row
     c = codes.reshape(-1).view(np.uint8)
-    s = scales.reshape(-1)
+    s, m = scales.reshape(-1), mins.reshape(-1)
     for t in range(t0, t1):
         r0 = 4 * t
         r1, r2, r3 = min(r0 + 1, n - 1), min(r0 + 2, n - 1), min(r0 + 3, n - 1)  # a short tile repeats
-        if q4:
-            a0, a1, a2, a3 = q4_g32_rows4(
-                c, r0 * rb, r1 * rb, r2 * rb, r3 * rb, s, r0 * ng, r1 * ng, r2 * ng, r3 * ng, xq, xs, xsum, nb, shift
-            )
+        c0, c1, c2, c3 = r0 * rb, r1 * rb, r2 * rb, r3 * rb
+        s0, s1, s2, s3 = r0 * ng, r1 * ng, r2 * ng, r3 * ng
+        if kind == 1:
+            a0, a1, a2, a3 = q4_g32_rows4(c, c0, c1, c2, c3, s, s0, s1, s2, s3, m, xq, xs, xsum, nb, shift)
+        elif kind == 2:
+            a0, a1, a2, a3 = q4a_g32_rows4(c, c0, c1, c2, c3, s, s0, s1, s2, s3, m, xq, xs, xsum, nb, shift)
         else:
-            a0, a1, a2, a3 = q8_g32_rows4(
-                c, r0 * rb, r1 * rb, r2 * rb, r3 * rb, s, r0 * ng, r1 * ng, r2 * ng, r3 * ng, xq, xs, xsum, nb, shift
-            )
+            a0, a1, a2, a3 = q8_g32_rows4(c, c0, c1, c2, c3, s, s0, s1, s2, s3, m, xq, xs, xsum, nb, shift)
         out[r0] = a0
         out[r1] = a1
         out[r2] = a2
@@ -155,7 +158,7 @@ def _f16_rows(w, x, table, out, t0, t1):
 # Shared drivers: one task per thread, each claiming TILES_PER_CLAIM tiles at a time (see parallel.py).
 # A driver per kernel because numba compiles a parallel region per call site.
 @njit(parallel=True, nogil=True, cache=True)
-def _g32_shared(codes, scales, xq, xs, xsum, out, q4, shift, ctr, nt):
+def _g32_shared(codes, scales, mins, xq, xs, xsum, out, kind, shift, ctr, nt):
     n_tiles = -(-codes.shape[0] // 4)
     step = max(TILES_PER_CLAIM, n_tiles // CLAIMS_PER_MATRIX)
     ctr[0] = 0
@@ -164,7 +167,7 @@ def _g32_shared(codes, scales, xq, xs, xsum, out, q4, shift, ctr, nt):
             t0 = claim(ctr, step)
             if t0 >= n_tiles:
                 break
-            _g32_tiles(codes, scales, xq, xs, xsum, out, q4, shift, t0, min(t0 + step, n_tiles))
+            _g32_tiles(codes, scales, mins, xq, xs, xsum, out, kind, shift, t0, min(t0 + step, n_tiles))
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -213,9 +216,10 @@ def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     st = w.layout.stype
     shared = is_large(w.codes.nbytes)
     nt, tiles = threads(), -(-w.layout.rows // 4)
-    if st == "q4" or st == "q8":
-        assert w.scales is not None  # q8 and q4 tensors always carry scales
+    if w.layout.quantized:
+        assert w.scales is not None  # quantized tensors always carry scales
         sc, pc = w.scales.view(np.uint16), w.layout.padded_cols
+        mins = sc if w.mins is None else w.mins.view(np.uint16)  # read by the q4a kernel only
         if st == "q4" and w.layout.group != 32:  # a group's nibbles split at group/2: its own loop
             quantize_activation(x, w.layout.group, pc, ws.xq, ws.xs, ws.xsum)
             if shared:
@@ -227,9 +231,9 @@ def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
         quantize_activation(x, 32, pc, ws.xq, ws.xs, ws.xsum)
         xq, shift = ws.xq[:pc], (w.layout.group // 32).bit_length() - 1  # a q8 group spans 1 << shift blocks
         if shared:
-            _g32_shared(w.codes, sc, xq, ws.xs, ws.xsum, out, st == "q4", shift, ws.claims, nt)
+            _g32_shared(w.codes, sc, mins, xq, ws.xs, ws.xsum, out, KIND[st], shift, ws.claims, nt)
         else:
-            _g32_tiles(w.codes, sc, xq, ws.xs, ws.xsum, out, st == "q4", shift, 0, tiles)
+            _g32_tiles(w.codes, sc, mins, xq, ws.xs, ws.xsum, out, KIND[st], shift, 0, tiles)
     elif st == "f32":
         if shared:
             _f32_shared(w.codes, x, out, ws.claims, nt)
@@ -261,6 +265,23 @@ def _dequant_q4(codes, scales, table, r0, out):
 
 
 @njit(nogil=True, cache=True, fastmath=True)
+def _dequant_q4a(codes, scales, mins, table, r0, out):
+    """Rows r0.. of a q4a matrix (group 32) into out[rows, P] (f32): scale * nibble + min."""
+    ng = scales.shape[1]
+    for i in range(out.shape[0]):
+        crow, srow, mrow, orow = codes[r0 + i], scales[r0 + i], mins[r0 + i], out[i]
+        for g in range(ng):
+            sc, mn = table[srow[g]], table[mrow[g]]
+            cb = crow[16 * g : 16 * g + 16]
+            lo = orow[32 * g : 32 * g + 16]
+            hi = orow[32 * g + 16 : 32 * g + 32]
+            for j in range(16):
+                b = np.int32(cb[j])
+                lo[j] = sc * np.float32(b & 15) + mn
+                hi[j] = sc * np.float32(b >> 4) + mn
+
+
+@njit(nogil=True, cache=True, fastmath=True)
 def _dequant_q8(codes, scales, table, r0, out):
     ng = scales.shape[1]
     group = codes.shape[1] // ng
@@ -289,8 +310,11 @@ def _matmul_rows(w: QTensor, x: np.ndarray, out: np.ndarray, deq: np.ndarray, mm
         else:
             d = deq[:rows]
             if lay.stype == "q4":
-                assert w.scales is not None  # q8 and q4 tensors always carry scales
+                assert w.scales is not None  # quantized tensors always carry scales
                 _dequant_q4(w.codes, w.scales.view(np.uint16), F16_TABLE, r0, d)
+            elif lay.stype == "q4a":
+                assert w.scales is not None and w.mins is not None
+                _dequant_q4a(w.codes, w.scales.view(np.uint16), w.mins.view(np.uint16), F16_TABLE, r0, d)
             elif lay.stype == "q8":
                 assert w.scales is not None
                 _dequant_q8(w.codes, w.scales.view(np.uint16), F16_TABLE, r0, d)

@@ -142,23 +142,26 @@ def _pairs_i32(builder, p):
     return builder.add(pe, po)
 
 
-def _rows4(block, code_stride: int, x_prep, offset8: bool):
+def _rows4(block, code_stride: int, x_prep, offset: str):
     """An intrinsic computing four rows' dot products with a quantized activation, group 32.
 
-    Arguments: (codes, c0..c3, scales, s0..s3, xq, xs, xsum, ng, shift) where codes/scales are flat (code
-    bytes, f16 scale bits), c0..c3 / s0..s3 the rows' first code byte / scale index, ng the 32-weight blocks
-    per row, and xq int8[ng*32], xs f32[ng], xsum i32[ng] come from quantize_activation at group 32. Block g
-    takes weight scale s_r + (g >> shift): a weight group of 32 << shift spans that many blocks. Returns a
-    4-tuple of float32. The loop over groups
-    is written here so each row keeps an 8-lane float accumulator in registers: a group's integer dot is
-    scaled and added lane-wise, and the horizontal sum happens once per row instead of once per group
-    (numba cannot hold a SIMD vector across loop iterations).
+    Arguments: (codes, c0..c3, scales, s0..s3, mins, xq, xs, xsum, ng, shift) where codes/scales/mins are
+    flat (code bytes, f16 scale and min bits), c0..c3 / s0..s3 the rows' first code byte / scale (and min)
+    index, ng the 32-weight blocks per row, and xq int8[ng*32], xs f32[ng], xsum i32[ng] come from
+    quantize_activation at group 32. Block g takes weight scale s_r + (g >> shift): a weight group of
+    32 << shift spans that many blocks. `offset` says what a code stands for besides scale * code: "none"
+    (q8, signed codes), "minus8" (q4: nibble - 8), "mins" (q4a: + the group's min; `mins` is read only
+    then). Returns a 4-tuple of float32. The loop over groups is written here so each row keeps an 8-lane
+    float accumulator in registers: a group's integer dot is scaled and added lane-wise, and the horizontal
+    sum happens once per row instead of once per group (numba cannot hold a SIMD vector across loop
+    iterations).
     """
 
-    def rows4(typingctx, codes, c0, c1, c2, c3, scales, s0, s1, s2, s3, xq, xs, xsum, ng, shift):
-        sig = types.UniTuple(types.float32, 4)(codes, c0, c1, c2, c3, scales, s0, s1, s2, s3, xq, xs, xsum, ng, shift)
+    def rows4(typingctx, codes, c0, c1, c2, c3, scales, s0, s1, s2, s3, mins, xq, xs, xsum, ng, shift):
+        args = (codes, c0, c1, c2, c3, scales, s0, s1, s2, s3, mins, xq, xs, xsum, ng, shift)
+        sig = types.UniTuple(types.float32, 4)(*args)
         return sig, lambda context, builder, signature, args: _rows4_codegen(
-            context, builder, signature, args, block, code_stride, x_prep, offset8
+            context, builder, signature, args, block, code_stride, x_prep, offset
         )
 
     return intrinsic(rows4)
@@ -193,12 +196,19 @@ def _prefetch_ahead(builder, cp, c0, g, ng, code_stride):
         )
 
 
-def _rows4_codegen(context, builder, signature, args, block, code_stride, x_prep, offset8):
+def _half(builder, ptr, index):
+    """The f16 at ptr[index] (u16 bits) as float32."""
+    bits = builder.load(builder.gep(ptr, [index]))
+    return builder.fpext(builder.bitcast(builder.trunc(bits, ir.IntType(16)), ir.HalfType()), ir.FloatType())
+
+
+def _rows4_codegen(context, builder, signature, args, block, code_stride, x_prep, offset):
     at = signature.args
     cp, sp = _ptr(context, builder, at[0], args[0]), _ptr(context, builder, at[5], args[5])
-    xp, xsp = _ptr(context, builder, at[10], args[10]), _ptr(context, builder, at[11], args[11])
-    xsump = _ptr(context, builder, at[12], args[12])
-    cofs, sofs, n, shift = args[1:5], args[6:10], args[13], args[14]
+    mp = _ptr(context, builder, at[10], args[10])
+    xp, xsp = _ptr(context, builder, at[11], args[11]), _ptr(context, builder, at[12], args[12])
+    xsump = _ptr(context, builder, at[13], args[13])
+    cofs, sofs, n, shift = args[1:5], args[6:10], args[14], args[15]
     i64, i32, flt = ir.IntType(64), ir.IntType(32), ir.FloatType()
     v8f = ir.VectorType(flt, 8)
     fmuladd = builder.module.globals.get("llvm.fmuladd.v8f32") or ir.Function(
@@ -225,13 +235,14 @@ def _rows4_codegen(context, builder, signature, args, block, code_stride, x_prep
     for r in range(4):
         coff = builder.add(cofs[r], builder.mul(g, ir.Constant(i64, code_stride)))
         pf = builder.sitofp(block(builder, load, cp, coff, xl, xh), v8f)
-        bits = builder.load(builder.gep(sp, [builder.add(sofs[r], builder.ashr(g, shift))]))
-        sw = builder.fpext(builder.bitcast(builder.trunc(bits, ir.IntType(16)), ir.HalfType()), flt)
-        s = builder.fmul(sw, xscale)
+        si = builder.add(sofs[r], builder.ashr(g, shift))
+        s = builder.fmul(_half(builder, sp, si), xscale)
         sv = builder.insert_element(ir.Constant(v8f, ir.Undefined), s, ir.Constant(i32, 0))
         sv = builder.shuffle_vector(sv, sv, ir.Constant(ir.VectorType(i32, 8), [0] * 8))
         new_accs.append(builder.call(fmuladd, [pf, sv, accs[r]]))
-        new_corrs.append(builder.fadd(corrs[r], builder.fmul(s, xsumf)))
+        # the offset term, sum_g c_g * xs_g * sum(xq_g): c = the weight scale (minus8) or the group's min
+        c = builder.fmul(_half(builder, mp, si), xscale) if offset == "mins" else s
+        new_corrs.append(builder.fadd(corrs[r], builder.fmul(c, xsumf)))
     g_next = builder.add(g, ir.Constant(i64, 1))
     body_end = builder.block
     builder.cbranch(builder.icmp_signed("<", g_next, n), loop, done)
@@ -257,14 +268,21 @@ def _rows4_codegen(context, builder, signature, args, block, code_stride, x_prep
         total = builder.extract_element(acc, ir.Constant(i32, 0))
         for k in range(1, 8):
             total = builder.fadd(total, builder.extract_element(acc, ir.Constant(i32, k)))
-        # q4 nibbles v stand for v - 8: subtract 8 * sum_g s_g * sum(x_g); q8 codes are signed already
-        res.append(builder.fsub(total, builder.fmul(ir.Constant(flt, 8.0), corr)) if offset8 else total)
+        # q4 nibbles v stand for v - 8: subtract 8 * sum_g s_g * sum(x_g); q4a adds sum_g m_g * sum(x_g);
+        # q8 codes are signed already
+        if offset == "minus8":
+            total = builder.fsub(total, builder.fmul(ir.Constant(flt, 8.0), corr))
+        elif offset == "mins":
+            total = builder.fadd(total, corr)
+        res.append(total)
     return context.make_tuple(builder, signature.return_type, res)
 
 
 if has_avx2():
-    q4_g32_rows4 = _rows4(_q4_block_avx2, 16, _x_i8, offset8=True)
-    q8_g32_rows4 = _rows4(_q8_block_avx2, 32, _x_i8, offset8=False)
+    q4_g32_rows4 = _rows4(_q4_block_avx2, 16, _x_i8, "minus8")
+    q4a_g32_rows4 = _rows4(_q4_block_avx2, 16, _x_i8, "mins")
+    q8_g32_rows4 = _rows4(_q8_block_avx2, 32, _x_i8, "none")
 else:
-    q4_g32_rows4 = _rows4(_q4_block, 16, _x_i16, offset8=True)
-    q8_g32_rows4 = _rows4(_q8_block, 32, _x_i16, offset8=False)
+    q4_g32_rows4 = _rows4(_q4_block, 16, _x_i16, "minus8")
+    q4a_g32_rows4 = _rows4(_q4_block, 16, _x_i16, "mins")
+    q8_g32_rows4 = _rows4(_q8_block, 32, _x_i16, "none")

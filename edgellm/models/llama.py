@@ -218,12 +218,14 @@ class RunState:
         return 4 * (chunk * per_tok + a.vocab_size + kv + rope) + ws
 
 
-def _project(w, bias, x, out, scratch) -> None:
-    """out[T, N] = x[T, K] @ W.T (+ bias): one token takes the decode kernel, many the prefill one."""
-    if x.shape[0] == 1:
-        kernels.matvec(w, x[0], out[0], scratch)
-    else:
+def _project(w, bias, x, out, scratch, prompt: bool) -> None:
+    """out[T, N] = x[T, K] @ W.T (+ bias): prompt positions take the prefill kernel (f32 activations), a
+    generated token the decode kernel (int8 activations). By role, not by T: a prompt whose last chunk is one
+    token, or whose cached prefix leaves one to feed, gets the same numbers as one prefilled whole."""
+    if prompt:
         kernels.matmul(w, x, out, scratch)
+    else:
+        kernels.matvec(w, x[0], out[0], scratch)
     if bias is not None:
         out += bias.codes[0]
 
@@ -234,10 +236,13 @@ class Transformer:
     def __init__(self, args: ModelArgs, provider: WeightProvider, state: RunState):
         self.args, self.provider, self.state = args, provider, state
 
-    def forward(self, tokens: np.ndarray, start_pos: int, all_logits: np.ndarray | None = None) -> np.ndarray:
+    def forward(
+        self, tokens: np.ndarray, start_pos: int, all_logits: np.ndarray | None = None, *, prompt: bool = True
+    ) -> np.ndarray:
         """Push tokens[T] (T <= state.chunk) through every layer at positions start_pos.. .
 
         Returns the last position's logits (state.logits); with `all_logits` (T, vocab) fills every row.
+        `prompt`: prompt positions (the prefill kernels), else one generated token (the decode kernels, T = 1).
         """
         a, s = self.args, self.state
         n = len(tokens)
@@ -248,9 +253,9 @@ class Transformer:
         for i in range(a.num_hidden_layers):
             w = self.provider.layer(i)  # asked in LAYER_PIECES order
             kernels.rmsnorm(x, w["input_layernorm.weight"].codes[0], a.rms_norm_eps, xb, s.scratch)
-            _project(w["self_attn.q_proj.weight"], w.get("self_attn.q_proj.bias"), xb, q, s.scratch)
-            _project(w["self_attn.k_proj.weight"], w.get("self_attn.k_proj.bias"), xb, k, s.scratch)
-            _project(w["self_attn.v_proj.weight"], w.get("self_attn.v_proj.bias"), xb, v, s.scratch)
+            _project(w["self_attn.q_proj.weight"], w.get("self_attn.q_proj.bias"), xb, q, s.scratch, prompt)
+            _project(w["self_attn.k_proj.weight"], w.get("self_attn.k_proj.bias"), xb, k, s.scratch, prompt)
+            _project(w["self_attn.v_proj.weight"], w.get("self_attn.v_proj.bias"), xb, v, s.scratch, prompt)
             q3 = q.reshape(n, a.num_attention_heads, a.head_dim)
             k3 = k.reshape(n, a.num_key_value_heads, a.head_dim)
             kernels.apply_rope(q3, positions, s.cos, s.sin)  # rotate queries and keys
@@ -265,22 +270,25 @@ class Transformer:
                 att.reshape(n, a.num_attention_heads, a.head_dim),
                 s.scratch,
             )
-            _project(w["self_attn.o_proj.weight"], w.get("self_attn.o_proj.bias"), att, xb, s.scratch)
+            _project(w["self_attn.o_proj.weight"], w.get("self_attn.o_proj.bias"), att, xb, s.scratch, prompt)
             x += xb  # residual
             kernels.rmsnorm(x, w["post_attention_layernorm.weight"].codes[0], a.rms_norm_eps, xb, s.scratch)
-            _project(w["mlp.gate_proj.weight"], w.get("mlp.gate_proj.bias"), xb, hb, s.scratch)
-            _project(w["mlp.up_proj.weight"], w.get("mlp.up_proj.bias"), xb, hb2, s.scratch)
+            _project(w["mlp.gate_proj.weight"], w.get("mlp.gate_proj.bias"), xb, hb, s.scratch, prompt)
+            _project(w["mlp.up_proj.weight"], w.get("mlp.up_proj.bias"), xb, hb2, s.scratch, prompt)
             kernels.silu_mul(hb, hb2, hb)  # silu(gate) * up
-            _project(w["mlp.down_proj.weight"], w.get("mlp.down_proj.bias"), hb, xb, s.scratch)
+            _project(w["mlp.down_proj.weight"], w.get("mlp.down_proj.bias"), hb, xb, s.scratch, prompt)
             x += xb  # residual
             self.provider.release(i)
-        norm, head = self.provider.head()
+        norm, blocks = self.provider.head()
         if all_logits is not None:
             kernels.rmsnorm(x, norm.codes[0], a.rms_norm_eps, xb, s.scratch)
-            _project(head, None, xb, all_logits, s.scratch)
-            s.logits[:] = all_logits[-1]
-        else:
+            logits, rows = all_logits, xb
+        else:  # the last position only; a prompt's through the prefill kernel, as with all_logits
             kernels.rmsnorm(x[-1:], norm.codes[0], a.rms_norm_eps, xb[:1], s.scratch)
-            kernels.matvec(head, xb[0], s.logits, s.scratch)
+            logits, rows = s.logits[None], xb[:1]
+        for r0, block in blocks:  # the head's row blocks (a streamed head's as they arrive)
+            _project(block, None, rows, logits[:, r0 : r0 + block.layout.rows], s.scratch, prompt)
+        if all_logits is not None:
+            s.logits[:] = all_logits[-1]
         self.provider.release(a.num_hidden_layers)
         return s.logits

@@ -8,6 +8,9 @@ decompressed layer buffer, so loading never repacks (see formats/SPEC.md, "Stora
     q8        codes int8 [rows, padded_cols]      + scales f16 [rows, groups]   w = scale * code
     q4        codes uint8 [rows, padded_cols / 2] + scales f16 [rows, groups]   w = scale * (nibble - 8)
               byte j of a group holds element j in its low nibble and element j + group/2 in its high one.
+    q4a       as q4, plus mins f16 [rows, groups]                             w = scale * nibble + min
+              asymmetric, group 32 only: GGUF Q4_1 blocks kept exactly (never a --quant choice: q4 stays
+              the symmetric type).
 
 `padded_cols` rounds cols up to a whole group; the padding codes stand for 0.0. q4 takes its scale from the
 signed absolute maximum divided by -8 (llama.cpp Q4_0 style): that uses all 16 levels and measured 13% lower
@@ -20,16 +23,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STORAGE_TYPES = ("f32", "f16", "q8", "q4")
-QUANT_CHOICES = ("auto", *STORAGE_TYPES)  # what --quant takes: a storage type, or auto (a GGUF's own types)
-QUANTIZED = ("q8", "q4")
+STORAGE_TYPES = ("f32", "f16", "q8", "q4", "q4a")
+QUANT_TYPES = ("f32", "f16", "q8", "q4")  # what a converter may be asked for
+QUANT_CHOICES = ("auto", *QUANT_TYPES)  # what --quant takes: a storage type, or auto (a GGUF's own types)
+QUANTIZED = ("q8", "q4", "q4a")
 DEFAULT_GROUP = 32
 GROUP_SIZES = (32, 64, 128)
+GROUPS_OF = {"q8": GROUP_SIZES, "q4": GROUP_SIZES, "q4a": (32,)}  # the groups each quantized type allows
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Byte layout of one stored tensor: streams `codes` (always) and `scales` (quantized types)."""
+    """Byte layout of one stored tensor: streams `codes` (always), `scales` (quantized types), `mins` (q4a)."""
 
     stype: str
     rows: int
@@ -41,6 +46,14 @@ class Layout:
         return self.stype in QUANTIZED
 
     @property
+    def has_mins(self) -> bool:
+        return self.stype == "q4a"
+
+    @property
+    def code_dtype(self) -> np.dtype:
+        return np.dtype({"f32": "f4", "f16": "f2", "q8": "i1", "q4": "u1", "q4a": "u1"}[self.stype])
+
+    @property
     def groups(self) -> int:
         return -(-self.cols // self.group) if self.quantized else 0
 
@@ -50,9 +63,8 @@ class Layout:
 
     @property
     def code_row_bytes(self) -> int:
-        return {"f32": 4 * self.cols, "f16": 2 * self.cols, "q8": self.padded_cols, "q4": self.padded_cols // 2}[
-            self.stype
-        ]
+        pc = self.padded_cols
+        return {"f32": 4 * self.cols, "f16": 2 * self.cols, "q8": pc, "q4": pc // 2, "q4a": pc // 2}[self.stype]
 
     @property
     def scale_row_bytes(self) -> int:
@@ -67,14 +79,20 @@ class Layout:
         return self.rows * self.scale_row_bytes
 
     @property
+    def mins_nbytes(self) -> int:
+        return self.scales_nbytes if self.has_mins else 0
+
+    @property
     def nbytes(self) -> int:
-        return self.codes_nbytes + self.scales_nbytes
+        return self.codes_nbytes + self.scales_nbytes + self.mins_nbytes
 
     def streams(self) -> list[tuple[str, int, int]]:
         """(name, row_bytes, nbytes) of each stream, in file order."""
         out = [("codes", self.code_row_bytes, self.codes_nbytes)]
         if self.quantized:
             out.append(("scales", self.scale_row_bytes, self.scales_nbytes))
+        if self.has_mins:
+            out.append(("mins", self.scale_row_bytes, self.mins_nbytes))
         return out
 
 
@@ -89,8 +107,15 @@ def _grouped(w: np.ndarray, group: int) -> np.ndarray:
     return w.reshape(rows, groups, group)
 
 
+def _pack_nibbles(u: np.ndarray, rows: int) -> np.ndarray:
+    """u8[rows, groups, group] of values 0..15 -> u8[rows, padded/2]: byte j holds elements j and j + group/2."""
+    half = u.shape[2] // 2
+    return (u[..., :half] | (u[..., half:] << 4)).reshape(rows, -1)
+
+
 def quantize(w: np.ndarray, stype: str, group: int = DEFAULT_GROUP) -> list[np.ndarray]:
-    """Encode f32[rows, cols] (1-D is one row) as its byte streams: [codes] or [codes, scales]."""
+    """Encode f32[rows, cols] (1-D is one row) as its byte streams: [codes], [codes, scales] or, for q4a,
+    [codes, scales, mins]."""
     w = np.asarray(w, dtype=np.float32)
     if w.ndim == 1:
         w = w[None, :]
@@ -98,6 +123,8 @@ def quantize(w: np.ndarray, stype: str, group: int = DEFAULT_GROUP) -> list[np.n
         return [np.ascontiguousarray(w)]
     if stype == "f16":
         return [w.astype(np.float16)]
+    if group not in GROUPS_OF.get(stype, (group,)):
+        raise ValueError(f"{stype} takes group {' or '.join(map(str, GROUPS_OF[stype]))}, not {group}")
     g = _grouped(w, group)
     if stype == "q8":
         scale = (np.abs(g).max(axis=2) / 127.0).astype(np.float16)
@@ -109,10 +136,15 @@ def quantize(w: np.ndarray, stype: str, group: int = DEFAULT_GROUP) -> list[np.n
         scale = (np.take_along_axis(g, idx, axis=2)[..., 0] / -8.0).astype(np.float16)
         s = scale.astype(np.float32)[..., None]
         q = np.clip(np.rint(np.divide(g, s, out=np.zeros_like(g), where=s != 0)), -8, 7)
-        u = (q + 8).astype(np.uint8)
-        half = group // 2
-        packed = u[..., :half] | (u[..., half:] << 4)
-        return [packed.reshape(w.shape[0], -1), scale]
+        return [_pack_nibbles((q + 8).astype(np.uint8), w.shape[0]), scale]
+    if stype == "q4a":  # llama.cpp Q4_1's rounding: min and (max - min) / 15 per group
+        lo = g.min(axis=2)
+        scale = ((g.max(axis=2) - lo) / 15.0).astype(np.float16)
+        mins = lo.astype(np.float16)
+        s = scale.astype(np.float32)[..., None]
+        d = g - mins.astype(np.float32)[..., None]
+        q = np.clip(np.rint(np.divide(d, s, out=np.zeros_like(g), where=s != 0)), 0, 15)
+        return [_pack_nibbles(q.astype(np.uint8), w.shape[0]), scale, mins]
     raise ValueError(f"unknown storage type {stype!r}")
 
 
@@ -122,7 +154,8 @@ class QTensor:
 
     layout: Layout
     codes: np.ndarray  # f32/f16 [rows, cols] | int8 [rows, pcols] | uint8 [rows, pcols/2]
-    scales: np.ndarray | None = None  # f16 [rows, groups] for q8/q4
+    scales: np.ndarray | None = None  # f16 [rows, groups] for q8/q4/q4a
+    mins: np.ndarray | None = None  # f16 [rows, groups] for q4a
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -130,14 +163,16 @@ class QTensor:
 
     @classmethod
     def from_buffer(cls, layout: Layout, buf) -> QTensor:
-        """View `buf` (layout.nbytes bytes: codes then scales) as a QTensor without copying."""
+        """View `buf` (layout.nbytes bytes: codes, scales, mins) as a QTensor without copying."""
         mv = np.frombuffer(buf, dtype=np.uint8, count=layout.nbytes)
-        code_dtype = {"f32": np.float32, "f16": np.float16, "q8": np.int8, "q4": np.uint8}[layout.stype]
-        codes = mv[: layout.codes_nbytes].view(code_dtype).reshape(layout.rows, -1)
-        scales = None
+        codes = mv[: layout.codes_nbytes].view(layout.code_dtype).reshape(layout.rows, -1)
+        scales = mins = None
+        s0, m0 = layout.codes_nbytes, layout.codes_nbytes + layout.scales_nbytes
         if layout.quantized:
-            scales = mv[layout.codes_nbytes : layout.nbytes].view(np.float16).reshape(layout.rows, -1)
-        return cls(layout, codes, scales)
+            scales = mv[s0:m0].view(np.float16).reshape(layout.rows, -1)
+        if layout.has_mins:
+            mins = mv[m0 : layout.nbytes].view(np.float16).reshape(layout.rows, -1)
+        return cls(layout, codes, scales, mins)
 
     @classmethod
     def quantize(cls, w: np.ndarray, stype: str, group: int = DEFAULT_GROUP) -> QTensor:
@@ -157,19 +192,24 @@ class QTensor:
             q = codes.astype(np.float32).reshape(n, lay.groups, lay.group)
         else:
             b = codes.reshape(n, lay.groups, lay.group // 2)
-            q = np.concatenate([b & 15, b >> 4], axis=2).astype(np.float32) - 8.0
-        assert self.scales is not None  # q8 and q4 tensors always carry scales
+            q = np.concatenate([b & 15, b >> 4], axis=2).astype(np.float32) - (0.0 if lay.has_mins else 8.0)
+        assert self.scales is not None  # quantized tensors always carry scales
         w = q * self.scales[sl].astype(np.float32)[..., None]
+        if self.mins is not None:
+            w += self.mins[sl].astype(np.float32)[..., None]
         return w.reshape(n, lay.padded_cols)[:, : lay.cols]
 
     def to_bytes(self) -> bytes:
         """The raw (uncompressed) bytes as stored: codes then scales."""
         out = np.ascontiguousarray(self.codes).tobytes()
-        if self.scales is not None:
-            out += np.ascontiguousarray(self.scales).tobytes()
+        for extra in (self.scales, self.mins):
+            if extra is not None:
+                out += np.ascontiguousarray(extra).tobytes()
         return out
 
 
 def error_bound(stype: str) -> float:
-    """Documented worst-case |w - dequant(w)| relative to the group's absmax (f16 scale rounding included)."""
-    return {"f32": 0.0, "f16": 2.0**-11, "q8": 0.5 / 127 + 2.0**-10, "q4": 1.0 / 8 + 2.0**-9}[stype]
+    """Documented worst-case |w - dequant(w)| relative to the group's absmax (f16 scale rounding included);
+    q4a: half a step of (max - min) / 15 <= 2 absmax / 15, plus the f16 rounding of min and of 15 scales."""
+    bounds = {"f32": 0.0, "f16": 2.0**-11, "q8": 0.5 / 127 + 2.0**-10, "q4": 1.0 / 8 + 2.0**-9, "q4a": 1 / 15 + 2.0**-6}
+    return bounds[stype]

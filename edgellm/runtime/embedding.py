@@ -23,10 +23,12 @@ def fetch_row(f: EllmFile, row: int, stats: IOStats) -> np.ndarray:
     lay = e.layout
     if not 0 <= row < lay.rows:
         raise EdgeLLMError(f"token id {row} is outside the vocabulary")
-    buf = np.empty(lay.code_row_bytes + lay.scale_row_bytes, np.uint8)  # (codes + scales of one row,)
-    parts = [(row * lay.code_row_bytes, lay.code_row_bytes, 0)]  # (raw offset, bytes, offset in buf)
-    if lay.quantized:
-        parts.append((lay.codes_nbytes + row * lay.scale_row_bytes, lay.scale_row_bytes, lay.code_row_bytes))
+    parts = []  # (raw offset, bytes, offset in buf): the row's share of each stream (codes, scales, mins)
+    base = dst = 0
+    for _name, row_bytes, nbytes in lay.streams():
+        parts.append((base + row * row_bytes, row_bytes, dst))
+        base, dst = base + nbytes, dst + row_bytes
+    buf = np.empty(dst, np.uint8)  # (one row of every stream,)
     for raw_off, n, dst in parts:
         c = next(c for c in e.chunks if c.raw_offset <= raw_off < c.raw_offset + c.raw_length)
         inner = raw_off - c.raw_offset

@@ -9,13 +9,14 @@ counted (costs.py).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
 from ..errors import EdgeLLMError
 from ..format import EllmFile
-from ..quant import QTensor
-from .costs import packed_offsets
+from ..quant import Layout, QTensor
+from .costs import head_blocks, head_resident, packed_offsets, piece_chunks
 from .device import Throttle
 from .embedding import fetch_row
 from .iostats import IOStats
@@ -42,23 +43,30 @@ class Pager:
             self.pinned[u] = {n: f.read_into(n, buf[o : o + f.tensors[n].raw_bytes]) for n, o in offsets.items()}
             self.stats.bytes_read += sum(f.tensors[n].stored_bytes for n in offsets)
         self._embed_table = self.pinned.get(self.n_layers, {}).get(self.names.embed)
-        # streamed units: (unit, piece) keys in use order, each piece's tensors at their offsets in a slot
-        pieces = {u: unit_pieces(f, u, self.n_layers) for u in plan.streamed}
-        sequence = [(u, k) for u in plan.streamed for k in range(len(pieces[u]))]
-        self.layout = {(u, k): packed_offsets(f, names)[0] for u in plan.streamed for k, names in enumerate(pieces[u])}
+        # streamed layers: (unit, piece) keys in use order, each piece's tensors at their offsets in a slot
+        layers = [u for u in plan.streamed if u < self.n_layers]
+        pieces = {u: unit_pieces(f, u, self.n_layers) for u in layers}
+        sequence = [(u, k) for u in layers for k in range(len(pieces[u]))]
+        self.layout = {(u, k): packed_offsets(f, names)[0] for u in layers for k, names in enumerate(pieces[u])}
+        placements = {(u, k): piece_chunks(f, names) for u in layers for k, names in enumerate(pieces[u])}
         # streamed layer -> {name without the layer prefix: piece}, what StreamedLayer looks names up in
         self.piece_of = {
-            u: {n[len(self.names.layer(u)) :]: k for k, names in enumerate(pieces[u]) for n in names}
-            for u in plan.streamed
-            if u < self.n_layers
+            u: {n[len(self.names.layer(u)) :]: k for k, ns in enumerate(pieces[u]) for n in ns} for u in layers
         }
+        # the head's row blocks, (first row, rows): pinned or streamed, the logits are computed block by block
+        # on the same blocks, so a budget never changes a bit of them (BLAS rounds by the shapes it is given)
+        self.head_blocks = head_blocks(f, plan.costs[self.n_layers].piece)
+        rb = f.tensors[head_names(f)[1]].layout.code_row_bytes
+        self.head_rows = [(b[0].raw_offset // rb, sum(c.raw_length for c in b) // rb) for b in self.head_blocks]
+        if self.n_layers in plan.streamed:
+            sequence += self._stream_head(placements)
         self.prefetch: Prefetcher | None = None
         if plan.streamed:
             slots = [np.empty(plan.slot_bytes, np.uint8) for _ in range(plan.slots)]  # plan.slots x (slot_bytes,)
             self.prefetch = Prefetcher(
                 f,
                 sequence,
-                self.layout,
+                placements,
                 slots,
                 plan.staging_bytes,
                 self.stats,
@@ -97,15 +105,55 @@ class Pager:
         if self.prefetch is not None:
             self.prefetch.give_back(i)
 
-    def head(self) -> tuple[QTensor, QTensor]:
+    def head(self) -> tuple[QTensor, Iterable[tuple[int, QTensor]]]:
         u = self.n_layers
+        norm, head = head_names(self.f)  # lm_head, or for a tied model the embedding (units.unit_names)
         if u in self.pinned:
             w = self._pinned_unit(u, "")
-        else:
-            self._acquire(u)
-            w = self.take(u, 0, "")
-        norm, head = head_names(self.f)  # lm_head, or for a tied model the embedding (units.unit_names)
-        return w[norm], w[head]
+            t = w[head]
+            return w[norm], (
+                (r0, _block(t.layout, t.codes[r0 : r0 + n], t.scales, t.mins, r0)) for r0, n in self.head_rows
+            )
+        self._acquire(u)
+        return self.head_norm, self._head_blocks()
+
+    def _head_blocks(self) -> Iterator[tuple[int, QTensor]]:
+        """A streamed head's row blocks: codes from the slot, scales (and mins) from the resident copy."""
+        assert self.prefetch is not None, "a plan with streamed units has a prefetcher"
+        lay = self.head_layout
+        for k, (r0, n) in enumerate(self.head_rows):
+            codes = self.prefetch.take((self.n_layers, k))[: n * lay.code_row_bytes].view(lay.code_dtype)
+            yield r0, _block(lay, codes.reshape(n, -1), self.head_scales, self.head_mins, r0)
+
+    def _stream_head(self, placements: dict) -> list[tuple[int, int]]:
+        """Read what a streamed head keeps resident (costs.head_resident) and lay out its row blocks
+        (costs.head_blocks); returns their sequence keys."""
+        f, u = self.f, self.n_layers
+        norm, head = (f.tensors[n] for n in head_names(f))
+        offsets, size = head_resident(f)
+        assert size == self.plan.costs[u].resident, "the plan counts what the pager allocates"
+        buf = np.empty(size, np.uint8)  # (resident bytes,): the norm, then the head's scales (and mins)
+        self.pinned_bufs.append(buf)
+        self.head_norm = f.read_into(norm.name, buf[offsets["norm"] : offsets["norm"] + norm.raw_bytes])
+        lay = self.head_layout = head.layout
+        starts, pos = {}, 0
+        for name, _rb, nbytes in lay.streams():
+            starts[name], pos = pos, pos + nbytes
+        for c in head.chunks:
+            name = next(n for n, st in reversed(starts.items()) if c.raw_offset >= st)
+            if name != "codes":
+                dst = offsets[name] + c.raw_offset - starts[name]
+                f.read_chunk_into(head, c, buf[dst : dst + c.raw_length].data)
+                self.stats.bytes_read += c.length
+        view = {  # (rows, groups) f16 views of the resident scales and mins
+            n: buf[offsets[n] : offsets[n] + lay.scales_nbytes].view(np.float16).reshape(lay.rows, -1)
+            for n in starts
+            if n != "codes"
+        }
+        self.head_scales, self.head_mins = view.get("scales"), view.get("mins")
+        for k, chunks in enumerate(self.head_blocks):
+            placements[(u, k)] = [(head, c, c.raw_offset - chunks[0].raw_offset) for c in chunks]
+        return [(u, k) for k in range(len(self.head_blocks))]
 
     @property
     def bytes_read(self) -> int:
@@ -138,6 +186,18 @@ class Pager:
         self._acquire(u)
         w = self.pinned[u]
         return {n[len(prefix) :]: t for n, t in w.items()} if prefix else w
+
+
+def _block(lay: Layout, codes: np.ndarray, scales, mins, r0: int) -> QTensor:
+    """A head's rows r0.. as a QTensor: `codes` holds just those rows, scales and mins (if any) all of them."""
+    n = codes.shape[0]
+    sel = slice(r0, r0 + n)
+    return QTensor(
+        Layout(lay.stype, n, lay.cols, lay.group),
+        codes,
+        None if scales is None else scales[sel],
+        None if mins is None else mins[sel],
+    )
 
 
 class StreamedLayer:

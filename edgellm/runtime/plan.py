@@ -3,7 +3,8 @@
 Layers are read cyclically, once per token, so an LRU cache is the worst policy (every access misses once
 the model exceeds it). Instead a fixed set is pinned and the rest stream through `slots` buffers:
     pinned      the output head and final norm first (every token needs them), then whole layers
-    streamed    the other layers, each read from flash once per forward pass into a free slot
+    streamed    the other layers, each read from flash once per forward pass into a free slot; a head that
+                does not fit streams too, in row blocks no larger than a layer's piece (costs.head_blocks)
     embedding   rows fetched on demand from row-chunked storage unless the table is pinned (tied head)
 """
 
@@ -20,6 +21,7 @@ from .costs import LayerCost, fixed_costs, staging_bytes, unit_costs
 from .device import DeviceProfile
 
 DEFAULT_FRACTION = 0.5  # of available memory, when no budget is given
+HEAD_RESIDENT = "streamed head's norm and scales"  # the breakdown line of what a streamed head keeps
 DEFAULT_SLOTS = 2
 _UNITS = {
     "": 1,
@@ -131,23 +133,26 @@ def plan_units(
     tied: bool = False,
     staging: int = 0,
 ) -> Plan:
-    """Pin the head first, then as many layers as fit beside `slots` stream slots; spread the pinned
-    layers evenly so the prefetcher always has a streamed layer to read while a pinned one computes.
+    """Pin the head, then as many layers as fit beside `slots` stream slots; spread the pinned layers evenly
+    so the prefetcher always has a streamed layer to read while a pinned one computes. When the head does not
+    fit, it streams and the layers that fit are pinned instead. Of the plans that fit, the one streaming the
+    fewest bytes per token (ties: the one pinning the head, whose table then also serves embedding rows).
     When nothing fits the budget: the cheapest plan, with fits=False."""
     if slots < 1:
         raise EdgeLLMError("slots must be >= 1")
     head = n_layers
     blocks = list(range(n_layers))
-    order = [head] + _spread(blocks)
+    order = _spread(blocks)
     plans = []
-    for k in range(len(order) + 1):
-        pinned = sorted(order[:k])
-        streamed = [i for i in blocks + [head] if i not in pinned]
-        plans.append(_plan_for(costs, budget, fixed, pinned, streamed, slots, tied, staging))
+    for first in ([head], []):
+        for k in range(len(order) + 1):
+            pinned = sorted(first + order[:k])
+            streamed = [i for i in blocks + [head] if i not in pinned]
+            plans.append(_plan_for(costs, budget, fixed, pinned, streamed, slots, tied, staging))
     # pinning everything needs no slots, so the cheapest plan need not be the all-streamed one
     cheapest = min(plans, key=lambda p: p.total)
     fitting = [p for p in plans if p.total <= budget]
-    best = fitting[-1] if fitting else cheapest  # the most pinned: fewest bytes streamed per token
+    best = min(fitting, key=lambda p: (p.streamed_bytes_per_pass, head not in p.pinned)) if fitting else cheapest
     best.fits, best.minimum_budget = bool(fitting), cheapest.total
     return best
 
@@ -162,10 +167,13 @@ def too_small_message(budget: int, minimum: int) -> str:
 def _plan_for(costs, budget, fixed, pinned, streamed, slots, tied, staging) -> Plan:
     slot = max((costs[i].piece or costs[i].raw for i in streamed), default=0)
     n_slots = min(slots, len(streamed)) if streamed else 0
-    embed_pinned = tied and max(costs) in pinned  # a tied head is the embedding table itself
+    head = max(costs)
+    embed_pinned = tied and head in pinned  # a tied head is the embedding table itself
     f = dict(fixed)
     if embed_pinned:
         f.pop("embedding rows", None)
+    if head in streamed and costs[head].resident:
+        f[HEAD_RESIDENT] = costs[head].resident
     return Plan(budget, pinned, streamed, n_slots, slot, staging if streamed else 0, embed_pinned, costs, f)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 # Decode speed of this host's kernels inside a whole model, GB/s of stored weight bytes on 2 threads
 # (tools/bench_kernels.py on the TinyLlama-shaped file: q4 15.3, q8 21.0); a device's cpu_scale scales it.
-HOST_KERNEL_GB_S = {"q4": 15.0, "q8": 20.0, "f16": 8.0, "f32": 12.0}
+HOST_KERNEL_GB_S = {"q4": 15.0, "q4a": 15.0, "q8": 20.0, "f16": 8.0, "f32": 12.0}
 HOST_DISK_MB_S = 750.0  # this machine's cold sequential reads (FACTS.md), for the `host` profile
 # Fixed compute on this host, scaled by a device's cpu_scale. Measured with Transformer.forward on synthetic
 # 64-wide q4 models of 2 and 12 layers (1 and 2 threads): 47-54 us per layer, ~15 us besides; the generation

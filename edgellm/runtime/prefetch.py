@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..format import EllmFile
-from .costs import PAGE, RING, piece_chunks, read_batches, read_size
+from .costs import PAGE, RING, Placement, read_batches, read_size
 from .device import Throttle
 from .iostats import IOStats
 
@@ -40,7 +40,7 @@ class Prefetcher:
         self,
         f: EllmFile,
         sequence: list[Key],
-        layout: dict[Key, dict[str, int]],
+        placements: dict[Key, list[Placement]],
         slots: list[np.ndarray],
         staging_bytes: int,
         stats: IOStats,
@@ -49,9 +49,10 @@ class Prefetcher:
         direct_io: bool = False,
         decode_threads: int = 1,
     ):
-        """`layout[key]`: each tensor of the piece -> its offset in a slot; `staging_bytes` (costs.py): the
-        ring, RING page-aligned buffers of one read each."""
-        self.f, self.sequence, self.layout, self.slots = f, sequence, layout, slots
+        """`placements[key]`: the chunks of the piece in file order, each with the offset of its decoded
+        bytes in a slot (costs.piece_chunks, costs.head_blocks); `staging_bytes` (costs.py): the ring, RING
+        page-aligned buffers of one read each."""
+        self.f, self.sequence, self.placements, self.slots = f, sequence, placements, slots
         self.stats, self.throttle = stats, throttle
         self.fd = self._open_direct() if direct_io else f.fileno()
         self.direct = direct_io and self.fd != f.fileno()
@@ -184,8 +185,7 @@ class Prefetcher:
         next piece's reads start while this one's last batches decode, and the last decode publishes the piece."""
         out = self.slots[slot].data  # a memoryview of the slot
         u = key[0]
-        offsets = self.layout[key]
-        batches = read_batches(piece_chunks(self.f, list(offsets)), self.read_bytes)
+        batches = read_batches(self.placements[key], self.read_bytes)
         state = {"left": sum(len(b) for b in batches), "decompress_s": 0.0, "err": None}
         lock = threading.Lock()
         rec = self.stats.unit(u)
@@ -194,7 +194,7 @@ class Prefetcher:
             t = time.perf_counter()
             err = None
             try:
-                self.f.decode_chunk(e, c, stored, dst)
+                self.f.decode_chunk(e, c, stored, dst, chunk_only=True)
             except BaseException as ex:
                 err = ex
             end = time.perf_counter()
@@ -221,9 +221,8 @@ class Prefetcher:
                     j.exception()
                 self._ring[r].clear()
                 buf, base = self._read_batch(batch, r, u, t_read)
-                for e, c in batch:
-                    off = offsets[e.name]
-                    args = (e, c, buf[c.offset - base : c.offset - base + c.length], out[off : off + e.raw_bytes])
+                for e, c, dst in batch:
+                    args = (e, c, buf[c.offset - base : c.offset - base + c.length], out[dst : dst + c.raw_length])
                     if self._pool is not None:
                         self._ring[r].append(self._pool.submit(decode, *args))
                     else:

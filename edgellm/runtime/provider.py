@@ -6,6 +6,7 @@ fits in RAM and one that streams; it must not care which. The pager (pager.py) i
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -35,8 +36,10 @@ class WeightProvider(Protocol):
     def release(self, i: int) -> None:
         """The forward pass is done with unit i (a layer, or n_layers for the head)."""
 
-    def head(self) -> tuple[QTensor, QTensor]:
-        """(final norm, lm_head): unit n_layers, valid until release(n_layers)."""
+    def head(self) -> tuple[QTensor, Iterable[tuple[int, QTensor]]]:
+        """(final norm, the logits matrix as (first row, QTensor of rows) blocks covering it in order): unit
+        n_layers. A pinned head is one block; a streamed one comes a block at a time, each valid until the next
+        is asked for, the last until release(n_layers). The norm is valid until release(n_layers)."""
 
     def close(self) -> None:
         """Stop background work and free the buffers; the provider is unusable after."""
