@@ -274,6 +274,14 @@ def test_unsupported_tokenizers_raise_one_line(meta, named, listed):
     assert named in message and listed in message and "\n" not in message
 
 
+def test_a_tokenizer_that_does_not_build_is_refused_at_conversion():
+    """A merge naming a piece outside the vocabulary: one line now, not a file that fails at every load."""
+    meta = {**tiny_byte_level(), "tokenizer.ggml.merges": ["1 2", "x y"]}
+    with pytest.raises(ConvertError, match="tokenizer does not build") as e:
+        tokenizer_from_gguf(meta)
+    assert "\n" not in str(e.value)
+
+
 def test_llama_spm_post_processor_adds_bos_and_eos(llama2_meta):
     from tokenizers import Tokenizer as HFTokenizer
 

@@ -104,6 +104,21 @@ def test_attention_gqa_causal(start):
             np.testing.assert_allclose(out[i, j], (p / p.sum()) @ v, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("t", [1, 5])
+def test_attention_over_an_f16_cache_is_attention_over_its_f32_values(t):
+    """The f16 cache is widened exactly as it is read: the same bits as an f32 cache holding its values, for
+    one decoded token and for a prefill chunk, on one thread and on the shared drivers (long context)."""
+    h, kv, hd = 6, 2, 64
+    for ctx, start in ((32, 7), (1024, 900)):  # 1024: large enough for the shared drivers
+        q = RNG.standard_normal((t, h, hd)).astype(np.float32)
+        kc = RNG.standard_normal((ctx, kv, hd)).astype(np.float16)
+        vc = RNG.standard_normal((ctx, kv, hd)).astype(np.float16)
+        got, want = np.zeros_like(q), np.zeros_like(q)
+        kernels.attention(q, kc, vc, start, got, _ws(heads=h, ctx=ctx))
+        kernels.attention(q, kc.astype(np.float32), vc.astype(np.float32), start, want, _ws(heads=h, ctx=ctx))
+        np.testing.assert_array_equal(got, want)
+
+
 def _rows4_caller(rows4):
     from numba import njit
 
@@ -119,16 +134,17 @@ def _rows4_caller(rows4):
     return call
 
 
-ROWS4 = {  # stype -> (portable block, AVX2 block, code bytes per 32 weights, offset mode)
-    "q4": ("_q4_block", "_q4_block_avx2", 16, "minus8"),
-    "q4a": ("_q4_block", "_q4_block_avx2", 16, "mins"),
-    "q8": ("_q8_block", "_q8_block_avx2", 32, "none"),
+ROWS4 = {  # stype -> (portable block, x86 block name stem, code bytes per 32 weights, offset mode)
+    "q4": ("_q4_block", "_q4_block", 16, "minus8"),
+    "q4a": ("_q4_block", "_q4_block", 16, "mins"),
+    "q8": ("_q8_block", "_q8_block", 32, "none"),
 }
 
 
 @pytest.mark.parametrize("stype", ["q4", "q4a", "q8"])
 def test_group32_blocks_portable_and_avx2_agree_with_integer_formula(stype):
-    """Both lowerings of the group-32 decode block (portable IR, and AVX2 pmaddubsw when this host has it)
+    """Every lowering of the group-32 decode block (portable IR; AVX2 pmaddubsw and AVX-512 VNNI vpdpbusd where
+    this host has them)
     against sum_g xs_g * (scale_w * sum_j w_j * xq_j + min_g * sum_j xq_j) computed exactly (min: q4a
     only), with extreme codes included."""
     from edgellm.kernels import simd
@@ -158,7 +174,9 @@ def test_group32_blocks_portable_and_avx2_agree_with_integer_formula(stype):
     want = (per_group * xs[None]).sum(1)
     variants = {"portable": simd._rows4(getattr(simd, portable), stride, simd._x_i16, offset)}
     if simd.has_avx2():
-        variants["avx2"] = simd._rows4(getattr(simd, avx2), stride, simd._x_i8, offset)
+        variants["avx2"] = simd._rows4(getattr(simd, avx2 + "_avx2"), stride, simd._x_i8, offset)
+    if simd.has_vnni():
+        variants["vnni"] = simd._rows4(getattr(simd, avx2 + "_vnni"), stride, simd._x_i8, offset)
     for name, rows4 in variants.items():
         out = np.zeros(n, np.float32)
         _rows4_caller(rows4)(codes, sc.view(np.uint16), mins.view(np.uint16), xq, xs, xsum, ng, rb, out)

@@ -94,7 +94,7 @@ def test_minimum_is_what_load_accepts(q4, capsys):
 
 def test_plan_matches_load(q4, capsys):
     """Same context rule (the default halves to fit) and the same plan as edgellm.load."""
-    budget = 2_000_000  # the default context (512) does not fit, 256 does
+    budget = 1_800_000  # the default context (512) does not fit (1.88 MB), 256 does (1.70 MB)
     rc, out, _ = plan_cli(capsys, q4, "--ram-budget", budget, "--json")
     p = json.loads(out)
     with pytest.warns(UserWarning, match="context reduced"):
@@ -150,3 +150,28 @@ def test_read_requests_match_the_prefetcher(q4, capsys):
         want = P.read_requests(m.plan)
     # a pass's reads may start during the one before (the prefetcher reads ahead): allow one pass either way
     assert (passes - 1) * want <= reads <= (passes + 1) * want
+
+
+def test_the_kv_cache_is_f16_for_quantized_weights_and_counted_at_its_size(stories_ellm):
+    """Half the KV bytes under a budget for q4/q8/f16 files; f32 files keep an f32 cache (transformers parity).
+    The plan counts what RunState allocates, and the f16 cache's logits stay within its rounding of f32's."""
+    import numpy as np
+
+    from edgellm.models import llama
+
+    ids = [1, 403, 407, 261, 378, 9, 33]
+    for q, want in (("f32", "f32"), ("f16", "f16"), ("q8", "f16"), ("q4", "f16")):
+        with edgellm.load(stories_ellm[q], context=64) as m:
+            a = m.config
+            assert m.plan.kv_dtype == want and m.state.key_cache.dtype == llama.KV_DTYPES[want]
+            kv = 2 * a.num_hidden_layers * 64 * a.kv_dim
+            f32 = llama.RunState.nbytes_for(a, 64, m.state.chunk, "f32")
+            assert f32 - llama.RunState.nbytes_for(a, 64, m.state.chunk, "f16") == 2 * kv
+            assert m.state.key_cache.nbytes + m.state.value_cache.nbytes == kv * (4 if want == "f32" else 2)
+            if q == "q8":
+                got = m.logits(ids)
+                m.state.key_cache = m.state.key_cache.astype(np.float32)  # the same run with an f32 cache
+                m.state.value_cache = m.state.value_cache.astype(np.float32)
+                m.session.ids.clear()
+                ref = m.logits(ids)
+                assert 0 < np.abs(got - ref).max() < 1e-2 * np.abs(ref).max()

@@ -70,7 +70,20 @@ def tokenizer_from_gguf(meta: dict) -> tuple[str, dict, dict]:
 
     cfg, gen = _configs(meta, tokens, model)
     tok["post_processor"] = _post_processor(cfg, gen)
-    return json.dumps(tok, ensure_ascii=False), cfg, gen
+    text = json.dumps(tok, ensure_ascii=False)
+    _check_loads(text)
+    return text, cfg, gen
+
+
+def _check_loads(text: str) -> None:
+    """Refuse now, not at the first load, a tokenizer `tokenizers` cannot build (a merge naming a piece
+    outside the vocabulary, say)."""
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_str(text)
+    except Exception as e:  # tokenizers raises its own Exception subclass for every malformed part
+        raise ConvertError(f"the GGUF file's tokenizer does not build: {e}") from None
 
 
 def _byte_level_bpe(meta: dict, tokens: list[str], types: list[int]) -> dict:

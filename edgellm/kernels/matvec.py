@@ -215,7 +215,8 @@ def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     count: a pass may change its count (ThreadTuner) without changing its result."""
     st = w.layout.stype
     shared = is_large(w.codes.nbytes)
-    nt, tiles = threads(), -(-w.layout.rows // 4)
+    nt = threads() if shared else 1  # numba's count costs ~3 us to ask for: only where it is used
+    tiles = -(-w.layout.rows // 4)
     if w.layout.quantized:
         assert w.scales is not None  # quantized tensors always carry scales
         sc, pc = w.scales.view(np.uint16), w.layout.padded_cols

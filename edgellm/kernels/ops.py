@@ -1,15 +1,30 @@
-"""Element-wise and attention kernels, Hugging Face semantics (f32 throughout)."""
+"""Element-wise and attention kernels, Hugging Face semantics (f32 arithmetic throughout; the KV cache may be
+stored as f16, widened to f32 as it is read)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from ..errors import UnsupportedModelError
 from .parallel import claim, is_large, threads
 from .pool import share
+from .simd import half
+
+
+def as_f32(v):
+    """A KV cache element as float32: itself for f32, widened from its bits for an f16 cache (u16 view)."""
+    raise NotImplementedError("numba only")
+
+
+@overload(as_f32, inline="always")
+def _as_f32(v):
+    if v == types.uint16:
+        return lambda v: half(v)
+    return lambda v: v
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -95,7 +110,7 @@ def _attention_heads(q, kc, vc, start, out, scores, h0, h1):
             for p in range(n):
                 acc = np.float32(0.0)
                 for i in range(hd):
-                    acc += q[t, h, i] * kc[p, kv, i]
+                    acc += q[t, h, i] * as_f32(kc[p, kv, i])
                 acc *= scale
                 sc[p] = acc
                 mx = max(mx, acc)
@@ -109,7 +124,7 @@ def _attention_heads(q, kc, vc, start, out, scores, h0, h1):
             for p in range(n):
                 wgt = sc[p] / tot
                 for i in range(hd):
-                    out[t, h, i] += wgt * vc[p, kv, i]
+                    out[t, h, i] += wgt * as_f32(vc[p, kv, i])
 
 
 @njit(parallel=True, nogil=True, cache=True, fastmath=True)
@@ -129,6 +144,8 @@ def attention(q, k_cache, v_cache, start_pos: int, out, ws) -> None:
     A long context shares heads between threads: decode's one token on OpenMP, prefill's many on the prefill
     pool (pool.py says why)."""
     t_n, n_heads, hd = q.shape
+    if k_cache.dtype == np.float16:  # kernels read an f16 cache through its bits (numba has no float16)
+        k_cache, v_cache = k_cache.view(np.uint16), v_cache.view(np.uint16)
     kv_bytes = t_n * n_heads * (start_pos + t_n) * hd * 8  # K and V rows read, summed over queries
     if not is_large(kv_bytes):
         _attention_heads(q, k_cache, v_cache, start_pos, out, ws.scores, 0, n_heads)

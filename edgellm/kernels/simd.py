@@ -6,7 +6,8 @@ widened to i16, products summed in i16, widened to i32 only to reduce — and LL
 integer SIMD on x86 (AVX2) and aarch64 (NEON) alike. On an AVX2 host the group-32 decode kernels call
 two target intrinsics instead (pmaddubsw + pmaddwd: unsigned-by-signed byte products summed in pairs, the
 way llama.cpp does it), because LLVM does not recognise that pattern from portable IR once the nibbles are
-unpacked (5.1 -> 7.1 GB/s on a 5632x2048 q4 matrix); every other host keeps the portable blocks.
+unpacked (5.1 -> 7.1 GB/s on a 5632x2048 q4 matrix); with AVX-512 VNNI one vpdpbusd does both; every other
+host keeps the portable blocks. The choice is made once, at import, from the host's features.
 """
 
 from __future__ import annotations
@@ -63,6 +64,19 @@ def q4_dot16(typingctx, codes, coff, xq, xlo, xhi):
     return sig, codegen
 
 
+@intrinsic
+def half(typingctx, bits):
+    """The IEEE binary16 whose bits are `bits` (a u16) as float32: numba has no float16 type, but LLVM
+    vectorizes this conversion in a loop (vcvtph2ps with F16C, fcvtl on aarch64)."""
+    sig = types.float32(bits)
+
+    def codegen(context, builder, signature, args):
+        b = args[0] if args[0].type.width == 16 else builder.trunc(args[0], ir.IntType(16))
+        return builder.fpext(builder.bitcast(b, ir.HalfType()), ir.FloatType())
+
+    return sig, codegen
+
+
 def _ptr(context, builder, aryty, ary):
     return context.make_array(aryty)(context, builder, ary).data
 
@@ -108,29 +122,69 @@ def _bytes_dot_avx2(builder, u, s):
     return _x86(builder, "llvm.x86.avx2.pmadd.wd", _vec(8, 32), p16, _splat(16, 16, 1))
 
 
-def _q4_block_avx2(builder, load, cp, coff, x, _):
-    """As _q4_block: low nibbles then high nibbles form 32 unsigned bytes in the activation's order."""
+def _bytes_dot_vnni(builder, u, s):
+    """As _bytes_dot_avx2 in one instruction: vpdpbusd sums groups of four u8 x s8 products into i32 lanes
+    (AVX-512 VNNI with VL, on 256-bit registers)."""
+    i32x8 = _vec(8, 32)
+    zero = ir.Constant(i32x8, [0] * 8)
+    return _x86(
+        builder, "llvm.x86.avx512.vpdpbusd.256", i32x8, zero, builder.bitcast(u, i32x8), builder.bitcast(s, i32x8)
+    )
+
+
+def _q4_bytes(builder, load, cp, coff):
+    """16 q4 code bytes -> 32 unsigned bytes: low nibbles then high nibbles, in the activation's order."""
     c = load(cp, coff, 16)
     both = builder.shuffle_vector(
         c, builder.lshr(c, _splat(16, 8, 4)), ir.Constant(ir.VectorType(ir.IntType(32), 32), list(range(32)))
     )
-    return _bytes_dot_avx2(builder, builder.and_(both, _splat(32, 8, 15)), x)
+    return builder.and_(both, _splat(32, 8, 15))
 
 
-def _q8_block_avx2(builder, load, cp, coff, x, _):
-    """As _q8_block: pmaddubsw wants an unsigned operand, so |w| times x carrying w's sign (psign)."""
+def _q8_signed(builder, load, cp, coff, x):
+    """32 q8 codes as (|w|, x carrying w's sign): the u8 x s8 instructions want an unsigned operand."""
     w = load(cp, coff, 32)
     neg = builder.icmp_signed("<", w, _splat(32, 8, 0))
     absw = builder.select(neg, builder.sub(_splat(32, 8, 0), w), w)
-    return _bytes_dot_avx2(builder, absw, _x86(builder, "llvm.x86.avx2.psign.b", _vec(32, 8), x, w))
+    return absw, _x86(builder, "llvm.x86.avx2.psign.b", _vec(32, 8), x, w)
 
 
-def has_avx2() -> bool:
-    """True when numba compiles for this host and the host has AVX2 (not a generic or cross target)."""
+def _q4_block_avx2(builder, load, cp, coff, x, _):
+    """As _q4_block, through pmaddubsw + pmaddwd."""
+    return _bytes_dot_avx2(builder, _q4_bytes(builder, load, cp, coff), x)
+
+
+def _q8_block_avx2(builder, load, cp, coff, x, _):
+    """As _q8_block, through psign + pmaddubsw + pmaddwd."""
+    return _bytes_dot_avx2(builder, *_q8_signed(builder, load, cp, coff, x))
+
+
+def _q4_block_vnni(builder, load, cp, coff, x, _):
+    """As _q4_block, through vpdpbusd."""
+    return _bytes_dot_vnni(builder, _q4_bytes(builder, load, cp, coff), x)
+
+
+def _q8_block_vnni(builder, load, cp, coff, x, _):
+    """As _q8_block, through psign + vpdpbusd."""
+    return _bytes_dot_vnni(builder, *_q8_signed(builder, load, cp, coff, x))
+
+
+def _host_has(*features: str) -> bool:
+    """True when numba compiles for this host and the host has every feature (not a generic or cross target)."""
     # numba.config sets its settings as module globals at import, out of the type checker's sight
     if config.CPU_NAME not in (None, "host") or config.CPU_FEATURES:  # type: ignore[attr-defined]
         return False
-    return bool(llvm_binding.get_host_cpu_features().get("avx2", False))
+    found = llvm_binding.get_host_cpu_features()
+    return all(found.get(f, False) for f in features)
+
+
+def has_avx2() -> bool:
+    return _host_has("avx2")
+
+
+def has_vnni() -> bool:
+    """AVX-512 VNNI with 256-bit forms (VL): Ice Lake and later Intel server cores, Zen 4 and later."""
+    return _host_has("avx2", "avx512vnni", "avx512vl")
 
 
 def _pairs_i32(builder, p):
@@ -278,7 +332,11 @@ def _rows4_codegen(context, builder, signature, args, block, code_stride, x_prep
     return context.make_tuple(builder, signature.return_type, res)
 
 
-if has_avx2():
+if has_vnni():
+    q4_g32_rows4 = _rows4(_q4_block_vnni, 16, _x_i8, "minus8")
+    q4a_g32_rows4 = _rows4(_q4_block_vnni, 16, _x_i8, "mins")
+    q8_g32_rows4 = _rows4(_q8_block_vnni, 32, _x_i8, "none")
+elif has_avx2():
     q4_g32_rows4 = _rows4(_q4_block_avx2, 16, _x_i8, "minus8")
     q4a_g32_rows4 = _rows4(_q4_block_avx2, 16, _x_i8, "mins")
     q8_g32_rows4 = _rows4(_q8_block_avx2, 32, _x_i8, "none")

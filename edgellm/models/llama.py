@@ -162,6 +162,9 @@ def tensor_specs(args: ModelArgs) -> list[TensorSpec]:
     return out
 
 
+KV_DTYPES = {"f32": np.float32, "f16": np.float16}
+
+
 @dataclass
 class RunState:
     """Every buffer the forward pass writes, allocated once (llama2.c's RunState)."""
@@ -169,6 +172,7 @@ class RunState:
     args: ModelArgs
     context: int  # KV cache length
     chunk: int  # most tokens pushed through a layer at once (prefill chunk)
+    kv_dtype: str = "f32"  # "f16" halves the KV cache (attention still computes in f32)
     x: np.ndarray = field(init=False)  # (chunk, hidden) residual stream
     xb: np.ndarray = field(init=False)  # (chunk, hidden) normed input / projection output
     q: np.ndarray = field(init=False)  # (chunk, n_heads * head_dim)
@@ -178,8 +182,8 @@ class RunState:
     hb: np.ndarray = field(init=False)  # (chunk, intermediate) gate, then silu(gate) * up
     hb2: np.ndarray = field(init=False)  # (chunk, intermediate) up
     logits: np.ndarray = field(init=False)  # (vocab,) logits of the last position
-    key_cache: np.ndarray = field(init=False)  # (n_layers, context, n_kv_heads, head_dim)
-    value_cache: np.ndarray = field(init=False)  # (n_layers, context, n_kv_heads, head_dim)
+    key_cache: np.ndarray = field(init=False)  # (n_layers, context, n_kv_heads, head_dim) f32 or f16
+    value_cache: np.ndarray = field(init=False)  # (n_layers, context, n_kv_heads, head_dim) f32 or f16
     cos: np.ndarray = field(init=False)  # (context, head_dim // 2) rotary tables
     sin: np.ndarray = field(init=False)
     scratch: kernels.Workspace = field(init=False)  # kernels' own workspace (quantized activations, scores)
@@ -195,7 +199,8 @@ class RunState:
         self.hb2 = np.zeros((t, a.intermediate_size), f32)
         self.logits = np.zeros(a.vocab_size, f32)
         kv = (a.num_hidden_layers, c, a.num_key_value_heads, a.head_dim)
-        self.key_cache, self.value_cache = np.zeros(kv, f32), np.zeros(kv, f32)
+        kv_type = KV_DTYPES[self.kv_dtype]
+        self.key_cache, self.value_cache = np.zeros(kv, kv_type), np.zeros(kv, kv_type)
         self.cos, self.sin = kernels.rope_tables(a.head_dim, c, a.rope_theta, a.rope_scaling)
         self.scratch = kernels.Workspace(
             max_rows=t,
@@ -205,17 +210,17 @@ class RunState:
         )
 
     @staticmethod
-    def nbytes_for(args: ModelArgs, context: int, chunk: int) -> int:
-        """Bytes `RunState(args, context, chunk)` allocates, for the memory planner."""
+    def nbytes_for(args: ModelArgs, context: int, chunk: int, kv_dtype: str = "f32") -> int:
+        """Bytes `RunState(args, context, chunk, kv_dtype)` allocates, for the memory planner."""
         _import_kernels()
         a = args
         per_tok = 2 * a.hidden_size + 2 * a.q_dim + 2 * a.kv_dim + 2 * a.intermediate_size
-        kv = 2 * a.num_hidden_layers * context * a.kv_dim
+        kv = 2 * a.num_hidden_layers * context * a.kv_dim * np.dtype(KV_DTYPES[kv_dtype]).itemsize
         rope = context * a.head_dim
         ws = kernels.Workspace.nbytes_for(
             chunk, max(a.hidden_size, a.intermediate_size, a.q_dim), a.num_attention_heads, context
         )
-        return 4 * (chunk * per_tok + a.vocab_size + kv + rope) + ws
+        return 4 * (chunk * per_tok + a.vocab_size + rope) + kv + ws
 
 
 def _project(w, bias, x, out, scratch, prompt: bool) -> None:

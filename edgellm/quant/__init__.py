@@ -20,6 +20,7 @@ RMS error than absmax/7 on stories260K at the same size (tools/quant_error.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -34,55 +35,56 @@ GROUPS_OF = {"q8": GROUP_SIZES, "q4": GROUP_SIZES, "q4a": (32,)}  # the groups e
 
 @dataclass(frozen=True)
 class Layout:
-    """Byte layout of one stored tensor: streams `codes` (always), `scales` (quantized types), `mins` (q4a)."""
+    """Byte layout of one stored tensor: streams `codes` (always), `scales` (quantized types), `mins` (q4a).
+    Its sizes are computed once (cached_property): the decode loop asks for them hundreds of times a token."""
 
     stype: str
     rows: int
     cols: int
     group: int = DEFAULT_GROUP
 
-    @property
+    @cached_property
     def quantized(self) -> bool:
         return self.stype in QUANTIZED
 
-    @property
+    @cached_property
     def has_mins(self) -> bool:
         return self.stype == "q4a"
 
-    @property
+    @cached_property
     def code_dtype(self) -> np.dtype:
         return np.dtype({"f32": "f4", "f16": "f2", "q8": "i1", "q4": "u1", "q4a": "u1"}[self.stype])
 
-    @property
+    @cached_property
     def groups(self) -> int:
         return -(-self.cols // self.group) if self.quantized else 0
 
-    @property
+    @cached_property
     def padded_cols(self) -> int:
         return self.groups * self.group if self.quantized else self.cols
 
-    @property
+    @cached_property
     def code_row_bytes(self) -> int:
         pc = self.padded_cols
         return {"f32": 4 * self.cols, "f16": 2 * self.cols, "q8": pc, "q4": pc // 2, "q4a": pc // 2}[self.stype]
 
-    @property
+    @cached_property
     def scale_row_bytes(self) -> int:
         return 2 * self.groups
 
-    @property
+    @cached_property
     def codes_nbytes(self) -> int:
         return self.rows * self.code_row_bytes
 
-    @property
+    @cached_property
     def scales_nbytes(self) -> int:
         return self.rows * self.scale_row_bytes
 
-    @property
+    @cached_property
     def mins_nbytes(self) -> int:
         return self.scales_nbytes if self.has_mins else 0
 
-    @property
+    @cached_property
     def nbytes(self) -> int:
         return self.codes_nbytes + self.scales_nbytes + self.mins_nbytes
 

@@ -7,8 +7,9 @@ pager allocates them (a byte counted in the plan is a byte allocated; nothing is
     staging ring    RING read buffers of one read each, page-rounded          (staging_bytes)
     fixed           run state, tokenizer, decoder scratch, embedding rows            (fixed_costs)
 
-A streamed head travels as blocks of rows of its codes stream, each no larger than the largest layer piece, so
-it needs no bigger slot; its scales stay resident (1/16 of q8's codes) and every block is scaled from them.
+A streamed head travels as blocks of rows of its codes stream, each no larger than the largest layer piece or an
+eighth of the head, whichever is larger; its scales stay resident (1/16 of q8's codes) and every block is scaled
+from them.
 Without this the head was always pinned, and on SmolLM2 its 30 MB tied table alone exceeded half the file.
 """
 
@@ -25,6 +26,8 @@ READ_SIZE = 2 << 20  # bytes per read request: large enough for full bandwidth, 
 PAGE = 4096  # O_DIRECT alignment of file offsets, lengths and buffer addresses
 RING = 3  # staging buffers: one being read while the other two decode
 TENSOR_ALIGN = 64  # each tensor's offset inside a unit buffer or slot
+HEAD_BLOCKS = 8  # the head's row blocks, at most (or as many as a layer piece needs): each is a kernel call
+# per token, pinned or streamed (108 blocks of SmolLM2's 442 KB pieces cost 2.7 ms of 11.5 per token)
 TOKENIZER_FACTOR = 6  # RSS of a loaded `tokenizers` object per byte of tokenizer.json (measured)
 
 
@@ -73,7 +76,8 @@ def unit_costs(f: EllmFile, n_layers: int) -> dict[int, LayerCost]:
         piece = max(packed_offsets(f, p)[1] for p in pieces)
         reads = sum(len(read_batches(piece_chunks(f, p), limit)) for p in pieces)
         costs[u] = LayerCost(u, packed_offsets(f, names)[1], max(e - s for s, e, _ in spans), piece, reads)
-    blocks = head_blocks(f, max((c.piece for c in costs.values()), default=0))
+    codes = f.tensors[head_names(f)[1]].layout.codes_nbytes
+    blocks = head_blocks(f, max(max((c.piece for c in costs.values()), default=0), -(-codes // HEAD_BLOCKS)))
     costs[n_layers] = LayerCost(
         n_layers,
         packed_offsets(f, unit_names(f, n_layers, n_layers))[1],

@@ -4,7 +4,7 @@ Layers are read cyclically, once per token, so an LRU cache is the worst policy 
 the model exceeds it). Instead a fixed set is pinned and the rest stream through `slots` buffers:
     pinned      the output head and final norm first (every token needs them), then whole layers
     streamed    the other layers, each read from flash once per forward pass into a free slot; a head that
-                does not fit streams too, in row blocks no larger than a layer's piece (costs.head_blocks)
+                does not fit streams too, in row blocks (costs.head_blocks)
     embedding   rows fetched on demand from row-chunked storage unless the table is pinned (tied head)
 """
 
@@ -83,6 +83,7 @@ class Plan:
     default_context: int | None = None  # the default context before it was halved to fit; None: asked for
     device: DeviceProfile | None = None  # what the prediction is for (and the flash load() emulates)
     predicted: dict = field(default_factory=dict)  # tok/s bounds on that device (predict.py)
+    kv_dtype: str = "f32"  # what the KV cache stores: f16 for quantized weights (kv_dtype_for)
 
     @property
     def pinned_bytes(self) -> int:
@@ -107,6 +108,12 @@ class Plan:
             "staging": self.staging_bytes,
             **self.fixed,
         }
+
+
+def kv_dtype_for(f: EllmFile) -> str:
+    """f16 for a file with any quantized or f16 matrix: its weights already carry more error than an f16
+    cache adds, for half the bytes; f32 for an all-f32 file, whose logits match transformers' to ~1e-5."""
+    return "f32" if set(f.weight_types()) <= {"f32"} else "f16"
 
 
 def plan_file(

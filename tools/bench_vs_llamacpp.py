@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Same-run ratios against llama.cpp: decode, prefill-128 and prefill-512 of our .ellm and its GGUF twin.
+
+    python tools/bench_vs_llamacpp.py --llama-bench BIN/llama-bench OURS.ellm=THEIRS.gguf [...]
+        [--threads 2] [--repeat 3] [--gen-tokens 64] [--prompts 128,512] [--json out.json]
+
+Each pair is measured alternately (ours, theirs, ours, theirs ...) so a VM's drift hits both sides alike; the
+figures are medians. Ours: tools/bench_kernels.py's in-RAM measurement (random prompt ids, greedy decode);
+theirs: `llama-bench -t THREADS -p P -n N -r 1 -o json`. Also the decode bound the memory allows: stored
+weight bytes per token over the memory read bandwidth measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_kernels  # noqa: E402
+
+
+def llama_bench(exe: str, gguf: str, threads: int, prompts: list[int], gen: int) -> dict[str, float]:
+    """{"decode": tok/s, "prefill-P": tok/s ...} from one llama-bench run."""
+    cmd = [exe, "-m", gguf, "-t", str(threads), "-p", ",".join(map(str, prompts)), "-n", str(gen), "-r", "1"]
+    p = subprocess.run([*cmd, "-o", "json"], capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"bench_vs_llamacpp: llama-bench failed:\n{p.stderr[-2000:]}")
+    out = {}
+    for r in json.loads(p.stdout):
+        key = "decode" if r["n_gen"] else f"prefill-{r['n_prompt']}"
+        out[key] = float(r["avg_ts"])
+    return out
+
+
+def ours(path: str, threads: int, prompts: list[int], gen: int) -> dict[str, float]:
+    out = {}
+    for i, n in enumerate(prompts):
+        r = bench_kernels.bench(path, n, gen if i == 0 else 2, threads, 1)
+        out[f"prefill-{n}"] = r["prefill_tps"]
+        if i == 0:
+            out["decode"], out["weight_bytes"] = r["decode_tps"], r["weight_bytes_per_token"]
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("pairs", nargs="+", help="OURS.ellm=THEIRS.gguf")
+    ap.add_argument("--llama-bench", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--gen-tokens", type=int, default=64)
+    ap.add_argument("--prompts", default="128,512")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    prompts = [int(x) for x in a.prompts.split(",")]
+    keys = ["decode"] + [f"prefill-{n}" for n in prompts]
+    mem = bench_kernels.memory_read_gb_s()
+    rows = []
+    for pair in a.pairs:
+        mine, theirs = pair.split("=", 1)
+        runs: dict[str, list[dict]] = {"ours": [], "llama.cpp": []}
+        for _ in range(a.repeat):
+            runs["ours"].append(ours(mine, a.threads, prompts, a.gen_tokens))
+            runs["llama.cpp"].append(llama_bench(a.llama_bench, theirs, a.threads, prompts, a.gen_tokens))
+        med = {side: {k: statistics.median(r[k] for r in rs) for k in keys} for side, rs in runs.items()}
+        bound = mem * 1e9 / runs["ours"][0]["weight_bytes"]
+        rows.append({"ours": mine, "theirs": theirs, "median": med, "runs": runs, "decode_bound_tps": bound})
+    print(f"memory read bandwidth: {mem:.1f} GB/s; {a.threads} threads; medians of {a.repeat} alternated runs\n")
+    print("| model | " + " | ".join(f"{k} ours / llama.cpp (ratio)" for k in keys) + " | decode % of memory bound |")
+    print("|---|" + "---|" * (len(keys) + 1))
+    for r in rows:
+        m = r["median"]
+        ours_, theirs_ = m["ours"], m["llama.cpp"]
+        cells = [f"{ours_[k]:.1f} / {theirs_[k]:.1f} ({ours_[k] / theirs_[k]:.2f}×)" for k in keys]
+        share = 100 * m["ours"]["decode"] / r["decode_bound_tps"]
+        print(f"| {Path(r['ours']).name} | " + " | ".join(cells) + f" | {share:.0f}% of {r['decode_bound_tps']:.0f} |")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"memory_gb_s": mem, "threads": a.threads, "rows": rows}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
