@@ -134,22 +134,17 @@ def _rows4_caller(rows4):
     return call
 
 
-ROWS4 = {  # stype -> (portable block, x86 block name stem, code bytes per 32 weights, offset mode)
-    "q4": ("_q4_block", "_q4_block", 16, "minus8"),
-    "q4a": ("_q4_block", "_q4_block", 16, "mins"),
-    "q8": ("_q8_block", "_q8_block", 32, "none"),
-}
-
-
 @pytest.mark.parametrize("stype", ["q4", "q4a", "q8"])
 def test_group32_blocks_portable_and_avx2_agree_with_integer_formula(stype):
-    """Every lowering of the group-32 decode block (portable IR; AVX2 pmaddubsw and AVX-512 VNNI vpdpbusd where
-    this host has them)
+    """Every lowering of the group-32 decode block (portable IR; the partial-reduction shape that is sdot on
+    aarch64; AVX2 pmaddubsw and AVX-512 VNNI vpdpbusd where this host has them)
     against sum_g xs_g * (scale_w * sum_j w_j * xq_j + min_g * sum_j xq_j) computed exactly (min: q4a
     only), with extreme codes included."""
+    from llvmlite.binding import llvm_version_info
+
     from edgellm.kernels import simd
 
-    portable, avx2, stride, offset = ROWS4[stype]
+    stride = 32 if stype == "q8" else 16
     n, ng = 8, 6
     rb = ng * stride
     if stype in ("q4", "q4a"):
@@ -172,11 +167,9 @@ def test_group32_blocks_portable_and_avx2_agree_with_integer_formula(stype):
     if stype == "q4a":
         per_group += mins.astype(np.float64).reshape(n, ng) * xsum[None]
     want = (per_group * xs[None]).sum(1)
-    variants = {"portable": simd._rows4(getattr(simd, portable), stride, simd._x_i16, offset)}
-    if simd.has_avx2():
-        variants["avx2"] = simd._rows4(getattr(simd, avx2 + "_avx2"), stride, simd._x_i8, offset)
-    if simd.has_vnni():
-        variants["vnni"] = simd._rows4(getattr(simd, avx2 + "_vnni"), stride, simd._x_i8, offset)
+    variants = {name: simd._rows4(*simd.LOWERINGS[name][stype]) for name in simd.available_lowerings()}
+    if "dot" not in variants and llvm_version_info >= (22,):  # the aarch64 sdot shape, plain SIMD elsewhere
+        variants["dot"] = simd._rows4(*simd.LOWERINGS["dot"][stype])
     for name, rows4 in variants.items():
         out = np.zeros(n, np.float32)
         _rows4_caller(rows4)(codes, sc.view(np.uint16), mins.view(np.uint16), xq, xs, xsum, ng, rb, out)

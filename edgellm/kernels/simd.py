@@ -108,7 +108,48 @@ def _q8_block(builder, load, cp, coff, xl, xh):
     return builder.add(_pairs_i32(builder, builder.mul(lo, xl)), _pairs_i32(builder, builder.mul(hi, xh)))
 
 
-def _x86(builder, name: str, ret, *args):
+def _dot16(builder, a, b):
+    """<16 x i8> . <16 x i8> (both signed) -> <4 x i32>: each lane the sum of four products. Written as a
+    partial reduction of i8 widened straight to i32, the one shape LLVM lowers to sdot on an aarch64 core with
+    the dot-product extension (Cortex-A76 and later: the Pi 5, most phones); elsewhere to plain NEON / SSE."""
+    wide = _vec(16, 32)
+    m = builder.mul(builder.sext(a, wide), builder.sext(b, wide))
+    zero = ir.Constant(_vec(4, 32), [0] * 4)
+    return _call(builder, "llvm.vector.partial.reduce.add.v4i32.v16i32", _vec(4, 32), zero, m)
+
+
+def _concat8(builder, lo, hi):
+    """Two <4 x i32> -> <8 x i32>: the blocks' contract is 8 partial sums."""
+    return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(ir.IntType(32), 8), list(range(8))))
+
+
+def _q4_block_dot(builder, load, cp, coff, x, _):
+    """sum (nibble - 8) * x of 32 q4 weights, through _dot16. The nibbles are made signed in the bytes (a
+    4-bit n XOR 8, sign-extended, is n - 8): unsigned 0..15 let LLVM prove them non-negative and it then
+    lowers to smull/smlal, never sdot."""
+    c = builder.xor(load(cp, coff, 16), _splat(16, 8, 0x88))
+    four = _splat(16, 8, 4)
+    lo = builder.ashr(builder.shl(c, four), four)
+    hi = builder.ashr(c, four)
+    xl = _x_half(builder, x, 0)
+    xh = _x_half(builder, x, 16)
+    return _concat8(builder, _dot16(builder, lo, xl), _dot16(builder, hi, xh))
+
+
+def _q8_block_dot(builder, load, cp, coff, x, _):
+    """As _q8_block, through _dot16."""
+    lo = load(cp, coff, 16)
+    hi = load(cp, builder.add(coff, ir.Constant(coff.type, 16)), 16)
+    return _concat8(builder, _dot16(builder, lo, _x_half(builder, x, 0)), _dot16(builder, hi, _x_half(builder, x, 16)))
+
+
+def _x_half(builder, x, start: int):
+    """Bytes start..start+15 of a <32 x i8> activation block."""
+    idx = ir.Constant(ir.VectorType(ir.IntType(32), 16), list(range(start, start + 16)))
+    return builder.shuffle_vector(x, x, idx)
+
+
+def _call(builder, name: str, ret, *args):
     fn = builder.module.globals.get(name) or ir.Function(
         builder.module, ir.FunctionType(ret, [a.type for a in args]), name=name
     )
@@ -118,8 +159,8 @@ def _x86(builder, name: str, ret, *args):
 def _bytes_dot_avx2(builder, u, s):
     """<32 x u8> . <32 x s8> -> <8 x i32>: pmaddubsw sums byte products in i16 pairs (|pair| <= 2 * 128 * 127,
     no saturation), pmaddwd by ones sums those pairs into i32."""
-    p16 = _x86(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(16, 16), u, s)
-    return _x86(builder, "llvm.x86.avx2.pmadd.wd", _vec(8, 32), p16, _splat(16, 16, 1))
+    p16 = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(16, 16), u, s)
+    return _call(builder, "llvm.x86.avx2.pmadd.wd", _vec(8, 32), p16, _splat(16, 16, 1))
 
 
 def _bytes_dot_vnni(builder, u, s):
@@ -127,7 +168,7 @@ def _bytes_dot_vnni(builder, u, s):
     (AVX-512 VNNI with VL, on 256-bit registers)."""
     i32x8 = _vec(8, 32)
     zero = ir.Constant(i32x8, [0] * 8)
-    return _x86(
+    return _call(
         builder, "llvm.x86.avx512.vpdpbusd.256", i32x8, zero, builder.bitcast(u, i32x8), builder.bitcast(s, i32x8)
     )
 
@@ -146,7 +187,7 @@ def _q8_signed(builder, load, cp, coff, x):
     w = load(cp, coff, 32)
     neg = builder.icmp_signed("<", w, _splat(32, 8, 0))
     absw = builder.select(neg, builder.sub(_splat(32, 8, 0), w), w)
-    return absw, _x86(builder, "llvm.x86.avx2.psign.b", _vec(32, 8), x, w)
+    return absw, _call(builder, "llvm.x86.avx2.psign.b", _vec(32, 8), x, w)
 
 
 def _q4_block_avx2(builder, load, cp, coff, x, _):
@@ -182,6 +223,25 @@ def has_avx2() -> bool:
     return _host_has("avx2")
 
 
+def has_arm_dot() -> bool:
+    """An aarch64 host with the dot-product extension: /proc/cpuinfo's `asimddp` (llvmlite names the CPU
+    `generic` under qemu, so its features are not asked), or EDGELLM_ARM_DOT=1 / 0 to force either way. Needs
+    LLVM's partial-reduction intrinsic (LLVM 22, numba 0.68)."""
+    import os
+    import platform
+
+    forced = os.environ.get("EDGELLM_ARM_DOT")
+    if forced in ("0", "1"):
+        return forced == "1" and llvm_binding.llvm_version_info >= (22,)
+    if platform.machine().lower() not in ("aarch64", "arm64") or llvm_binding.llvm_version_info < (22,):
+        return False
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return any(line.startswith("Features") and "asimddp" in line.split() for line in fh)
+    except OSError:
+        return False
+
+
 def has_vnni() -> bool:
     """AVX-512 VNNI with 256-bit forms (VL): Ice Lake and later Intel server cores, Zen 4 and later."""
     return _host_has("avx2", "avx512vnni", "avx512vl")
@@ -203,12 +263,13 @@ def _rows4(block, code_stride: int, x_prep, offset: str):
     flat (code bytes, f16 scale and min bits), c0..c3 / s0..s3 the rows' first code byte / scale (and min)
     index, ng the 32-weight blocks per row, and xq int8[ng*32], xs f32[ng], xsum i32[ng] come from
     quantize_activation at group 32. Block g takes weight scale s_r + (g >> shift): a weight group of
-    32 << shift spans that many blocks. `offset` says what a code stands for besides scale * code: "none"
-    (q8, signed codes), "minus8" (q4: nibble - 8), "mins" (q4a: + the group's min; `mins` is read only
-    then). Returns a 4-tuple of float32. The loop over groups is written here so each row keeps an 8-lane
-    float accumulator in registers: a group's integer dot is scaled and added lane-wise, and the horizontal
-    sum happens once per row instead of once per group (numba cannot hold a SIMD vector across loop
-    iterations).
+    32 << shift spans that many blocks. `offset` says what a block's integer dot leaves out: "none" (q8's
+    signed codes, or a q4 block that gives sum (n - 8) x itself), "minus8" (q4: nibble n stands for n - 8),
+    "mins" (q4a: + the group's min; `mins` is read only for these two), "mins8" (q4a through a block that gives
+    sum (n - 8) x: + min + 8 * scale). Returns a 4-tuple of float32. The loop over groups is written here so
+    each row keeps an 8-lane float accumulator in registers: a group's integer dot is scaled and added
+    lane-wise, and the horizontal sum happens once per row instead of once per group (numba cannot hold a SIMD
+    vector across loop iterations).
     """
 
     def rows4(typingctx, codes, c0, c1, c2, c3, scales, s0, s1, s2, s3, mins, xq, xs, xsum, ng, shift):
@@ -294,8 +355,15 @@ def _rows4_codegen(context, builder, signature, args, block, code_stride, x_prep
         sv = builder.insert_element(ir.Constant(v8f, ir.Undefined), s, ir.Constant(i32, 0))
         sv = builder.shuffle_vector(sv, sv, ir.Constant(ir.VectorType(i32, 8), [0] * 8))
         new_accs.append(builder.call(fmuladd, [pf, sv, accs[r]]))
-        # the offset term, sum_g c_g * xs_g * sum(xq_g): c = the weight scale (minus8) or the group's min
-        c = builder.fmul(_half(builder, mp, si), xscale) if offset == "mins" else s
+        # the offset term, sum_g c_g * xs_g * sum(xq_g): c = the weight scale (minus8), the group's min (mins),
+        # or min + 8 * scale (mins8: the block gave sum (n - 8) x)
+        if offset == "mins":
+            c = builder.fmul(_half(builder, mp, si), xscale)
+        elif offset == "mins8":
+            m8 = builder.fadd(_half(builder, mp, si), builder.fmul(ir.Constant(flt, 8.0), _half(builder, sp, si)))
+            c = builder.fmul(m8, xscale)
+        else:
+            c = s
         new_corrs.append(builder.fadd(corrs[r], builder.fmul(c, xsumf)))
     g_next = builder.add(g, ir.Constant(i64, 1))
     body_end = builder.block
@@ -326,21 +394,42 @@ def _rows4_codegen(context, builder, signature, args, block, code_stride, x_prep
         # q8 codes are signed already
         if offset == "minus8":
             total = builder.fsub(total, builder.fmul(ir.Constant(flt, 8.0), corr))
-        elif offset == "mins":
+        elif offset in ("mins", "mins8"):
             total = builder.fadd(total, corr)
         res.append(total)
     return context.make_tuple(builder, signature.return_type, res)
 
 
-if has_vnni():
-    q4_g32_rows4 = _rows4(_q4_block_vnni, 16, _x_i8, "minus8")
-    q4a_g32_rows4 = _rows4(_q4_block_vnni, 16, _x_i8, "mins")
-    q8_g32_rows4 = _rows4(_q8_block_vnni, 32, _x_i8, "none")
-elif has_avx2():
-    q4_g32_rows4 = _rows4(_q4_block_avx2, 16, _x_i8, "minus8")
-    q4a_g32_rows4 = _rows4(_q4_block_avx2, 16, _x_i8, "mins")
-    q8_g32_rows4 = _rows4(_q8_block_avx2, 32, _x_i8, "none")
-else:
-    q4_g32_rows4 = _rows4(_q4_block, 16, _x_i16, "minus8")
-    q4a_g32_rows4 = _rows4(_q4_block, 16, _x_i16, "mins")
-    q8_g32_rows4 = _rows4(_q8_block, 32, _x_i16, "none")
+# lowering -> stype -> (block, code bytes per 32 weights, activation form, offset mode); one is chosen at import
+LOWERINGS = {
+    "vnni": {
+        "q4": (_q4_block_vnni, 16, _x_i8, "minus8"),
+        "q4a": (_q4_block_vnni, 16, _x_i8, "mins"),
+        "q8": (_q8_block_vnni, 32, _x_i8, "none"),
+    },
+    "avx2": {
+        "q4": (_q4_block_avx2, 16, _x_i8, "minus8"),
+        "q4a": (_q4_block_avx2, 16, _x_i8, "mins"),
+        "q8": (_q8_block_avx2, 32, _x_i8, "none"),
+    },
+    "dot": {  # its q4 block yields sum (n - 8) x itself: the signed codes keep LLVM's sdot pattern
+        "q4": (_q4_block_dot, 16, _x_i8, "none"),
+        "q4a": (_q4_block_dot, 16, _x_i8, "mins8"),
+        "q8": (_q8_block_dot, 32, _x_i8, "none"),
+    },
+    "portable": {
+        "q4": (_q4_block, 16, _x_i16, "minus8"),
+        "q4a": (_q4_block, 16, _x_i16, "mins"),
+        "q8": (_q8_block, 32, _x_i16, "none"),
+    },
+}
+
+
+def available_lowerings() -> list[str]:
+    """The lowerings this host can run, best first (the first is the one the kernels use)."""
+    out = [n for n, ok in (("vnni", has_vnni()), ("avx2", has_avx2()), ("dot", has_arm_dot())) if ok]
+    return out + ["portable"]
+
+
+LOWERING = available_lowerings()[0]
+q4_g32_rows4, q4a_g32_rows4, q8_g32_rows4 = (_rows4(*LOWERINGS[LOWERING][t]) for t in ("q4", "q4a", "q8"))
