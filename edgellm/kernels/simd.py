@@ -400,28 +400,22 @@ def _rows4_codegen(context, builder, signature, args, block, code_stride, x_prep
     return context.make_tuple(builder, signature.return_type, res)
 
 
-# lowering -> stype -> (block, code bytes per 32 weights, activation form, offset mode); one is chosen at import
+def _lowering(q4_block, q8_block, x_prep, q4_offset: str = "minus8", q4a_offset: str = "mins") -> dict:
+    """stype -> (block, code bytes per 32 weights, activation form, offset mode) of one lowering."""
+    return {
+        "q4": (q4_block, 16, x_prep, q4_offset),
+        "q4a": (q4_block, 16, x_prep, q4a_offset),
+        "q8": (q8_block, 32, x_prep, "none"),
+    }
+
+
+# every lowering of the group-32 blocks; one is chosen at import (available_lowerings)
 LOWERINGS = {
-    "vnni": {
-        "q4": (_q4_block_vnni, 16, _x_i8, "minus8"),
-        "q4a": (_q4_block_vnni, 16, _x_i8, "mins"),
-        "q8": (_q8_block_vnni, 32, _x_i8, "none"),
-    },
-    "avx2": {
-        "q4": (_q4_block_avx2, 16, _x_i8, "minus8"),
-        "q4a": (_q4_block_avx2, 16, _x_i8, "mins"),
-        "q8": (_q8_block_avx2, 32, _x_i8, "none"),
-    },
-    "dot": {  # its q4 block yields sum (n - 8) x itself: the signed codes keep LLVM's sdot pattern
-        "q4": (_q4_block_dot, 16, _x_i8, "none"),
-        "q4a": (_q4_block_dot, 16, _x_i8, "mins8"),
-        "q8": (_q8_block_dot, 32, _x_i8, "none"),
-    },
-    "portable": {
-        "q4": (_q4_block, 16, _x_i16, "minus8"),
-        "q4a": (_q4_block, 16, _x_i16, "mins"),
-        "q8": (_q8_block, 32, _x_i16, "none"),
-    },
+    "vnni": _lowering(_q4_block_vnni, _q8_block_vnni, _x_i8),
+    "avx2": _lowering(_q4_block_avx2, _q8_block_avx2, _x_i8),
+    # its q4 block yields sum (n - 8) x itself: the signed codes keep LLVM's sdot pattern
+    "dot": _lowering(_q4_block_dot, _q8_block_dot, _x_i8, q4_offset="none", q4a_offset="mins8"),
+    "portable": _lowering(_q4_block, _q8_block, _x_i16),
 }
 
 
