@@ -20,14 +20,18 @@ def _ws(rows=8, cols=512, heads=8, ctx=64):
 TYPE_GROUPS = [(t, g) for t in ("q4", "q8", "f16", "f32") for g in (32, 128)] + [("q4a", 32)]
 
 
+def _in_lanes(stype, group):
+    return stype in ("q8", "q4a") or (stype == "q4" and group == 32)
+
+
 @pytest.mark.parametrize(("stype", "group"), TYPE_GROUPS)
 @pytest.mark.parametrize("shape", [(37, 172), (64, 64), (5, 300), (130, 256)])
 def test_matvec_and_matmul_vs_dequantized_reference(stype, shape, group):
     w = RNG.standard_normal(shape).astype(np.float32)
     t = QTensor.quantize(w, stype, group)
     ref_w = t.dequantize()
-    x = RNG.standard_normal((6, shape[1])).astype(np.float32)
-    ws = _ws(cols=512)
+    x = RNG.standard_normal((15, shape[1])).astype(np.float32)  # 15 tokens: tiles of 8, 4, 2 and 1
+    ws = _ws(rows=15, cols=512)
     out = np.zeros(shape[0], np.float32)
     kernels.matvec(t, x[0], out, ws)
     want = ref_w @ x[0]
@@ -35,9 +39,17 @@ def test_matvec_and_matmul_vs_dequantized_reference(stype, shape, group):
     tol = 2e-5 if stype in ("f32", "f16") else 0.02
     scale = np.abs(ref_w) @ np.abs(x[0])
     assert (np.abs(out - want) <= tol * scale + 1e-5).all()
-    outm = np.zeros((6, shape[0]), np.float32)
+    outm = np.zeros((15, shape[0]), np.float32)
     kernels.matmul(t, x, outm, ws)
-    np.testing.assert_allclose(outm, x @ ref_w.T, rtol=1e-4, atol=1e-4)
+    if not _in_lanes(stype, group):  # f32 activations through BLAS
+        np.testing.assert_allclose(outm, x @ ref_w.T, rtol=1e-4, atol=1e-4)
+        return
+    # the integer prefill gives every token exactly what decode gives it, whatever tile it shared
+    for i in range(15):
+        one = np.zeros(shape[0], np.float32)
+        kernels.matvec(t, x[i], one, ws)
+        np.testing.assert_array_equal(outm[i], one, err_msg=f"token {i}")
+    assert (np.abs(outm - x @ ref_w.T) <= tol * (np.abs(x) @ np.abs(ref_w).T) + 1e-5).all()
 
 
 def test_rmsnorm_silu():
@@ -119,61 +131,77 @@ def test_attention_over_an_f16_cache_is_attention_over_its_f32_values(t):
         np.testing.assert_array_equal(got, want)
 
 
-def _rows4_caller(rows4):
+def _tile_caller(tile, slots, rows):
     from numba import njit
 
     @njit
-    def call(c, s, m, xq, xs, xsum, ng, rb, out):
-        for t in range(out.shape[0] // 4):
-            r = 4 * t
-            c0, s0 = r * rb, r * ng
-            cs = (c0, c0 + rb, c0 + 2 * rb, c0 + 3 * rb)
-            ss = (s0, s0 + ng, s0 + 2 * ng, s0 + 3 * ng)
-            out[r : r + 4] = rows4(c, cs[0], cs[1], cs[2], cs[3], s, ss[0], ss[1], ss[2], ss[3], m, xq, xs, xsum, ng, 0)
+    def call(codes, s, m, xq, xs, xsum, out, nb):
+        n, rb, ngs = codes.shape[0], codes.shape[1], s.shape[1]
+        for r0 in range(0, n, rows):
+            for tok in range(0, xq.shape[0], slots):
+                ntok = min(slots, xq.shape[0] - tok)
+                tile(
+                    codes.reshape(-1),
+                    rb,
+                    s.reshape(-1),
+                    m.reshape(-1),
+                    ngs,
+                    r0,
+                    n,
+                    xq.reshape(-1),
+                    xs.reshape(-1),
+                    xsum.reshape(-1),
+                    xq.shape[1],
+                    xs.shape[1],
+                    tok,
+                    ntok,
+                    out[:, r0 : r0 + rows],
+                    0,
+                    nb,
+                    0,
+                )
 
     return call
 
 
 @pytest.mark.parametrize("stype", ["q4", "q4a", "q8"])
-def test_group32_blocks_portable_and_avx2_agree_with_integer_formula(stype):
-    """Every lowering of the group-32 decode block (portable IR; the partial-reduction shape that is sdot on
-    aarch64; AVX2 pmaddubsw and AVX-512 VNNI vpdpbusd where this host has them)
+def test_row_tiles_of_every_lowering_agree_with_integer_formula(stype):
+    """Every lowering of the integer row tiles this host runs (portable IR; aarch64 sdot; AVX2 pmaddubsw;
+    AVX-512 VNNI vpdpbusd), at every tile width,
     against sum_g xs_g * (scale_w * sum_j w_j * xq_j + min_g * sum_j xq_j) computed exactly (min: q4a
-    only), with extreme codes included."""
-    from llvmlite.binding import llvm_version_info
-
-    from edgellm.kernels import simd
+    only), with extreme codes and activations included, and token counts that leave tile slots empty."""
+    from edgellm.kernels import lanes, simd
 
     stride = 32 if stype == "q8" else 16
-    n, ng = 8, 6
+    n, ng, t = 32, 6, 7  # two tiles of 16 rows, four of 8
     rb = ng * stride
     if stype in ("q4", "q4a"):
-        codes = RNG.integers(0, 256, n * rb, dtype=np.uint8)
-        codes[:16] = 0xFF
+        codes = RNG.integers(0, 256, (n, rb), dtype=np.uint8)
+        codes[0, :16] = 0xFF
         b = codes.reshape(n, ng, 16)
         w = np.concatenate([(b & 15).astype(np.int64), (b >> 4).astype(np.int64)], axis=2) - (8 if stype == "q4" else 0)
     else:
-        codes = RNG.integers(-127, 128, n * rb).astype(np.int8).view(np.uint8)
-        codes[:32] = np.int8(-127).view(np.uint8)
+        codes = RNG.integers(-127, 128, (n, rb)).astype(np.int8).view(np.uint8)
+        codes[0, :32] = np.int8(-127).view(np.uint8)
+        codes[1, :32] = 127
         w = codes.view(np.int8).reshape(n, ng, 32).astype(np.int64)
-    xq = RNG.integers(-127, 128, ng * 32).astype(np.int8)
-    xq[:32] = 127
-    xs = (RNG.random(ng) + 0.5).astype(np.float32)
-    xsum = xq.reshape(ng, 32).sum(1).astype(np.int32)
-    sc = (RNG.random(n * ng) + 0.5).astype(np.float16)
-    mins = (RNG.random(n * ng) - 1.5).astype(np.float16)
-    dots = (w * xq.reshape(ng, 32)[None]).sum(2)  # (n, ng) exact integers
-    per_group = dots * sc.astype(np.float64).reshape(n, ng)
+    xq = RNG.integers(-127, 128, (t, ng * 32)).astype(np.int8)
+    xq[0, :32], xq[1, :32] = 127, -127
+    xs = (RNG.random((t, ng)) + 0.5).astype(np.float32)
+    xsum = xq.reshape(t, ng, 32).sum(2).astype(np.int32)
+    sc = (RNG.random((n, ng)) + 0.5).astype(np.float16)
+    mins = (RNG.random((n, ng)) - 1.5).astype(np.float16)
+    dots = np.einsum("rgj,tgj->trg", w, xq.reshape(t, ng, 32).astype(np.int64))  # (t, n, ng) exact integers
+    per_group = dots * sc.astype(np.float64)[None]
     if stype == "q4a":
-        per_group += mins.astype(np.float64).reshape(n, ng) * xsum[None]
-    want = (per_group * xs[None]).sum(1)
-    variants = {name: simd._rows4(*simd.LOWERINGS[name][stype]) for name in simd.available_lowerings()}
-    if "dot" not in variants and llvm_version_info >= (22,):  # the aarch64 sdot shape, plain SIMD elsewhere
-        variants["dot"] = simd._rows4(*simd.LOWERINGS["dot"][stype])
-    for name, rows4 in variants.items():
-        out = np.zeros(n, np.float32)
-        _rows4_caller(rows4)(codes, sc.view(np.uint16), mins.view(np.uint16), xq, xs, xsum, ng, rb, out)
-        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-3 * np.abs(want).max(), err_msg=name)
+        per_group += mins.astype(np.float64)[None] * xsum[:, None, :]
+    want = (per_group * xs[:, None, :]).sum(2)
+    for name in simd.available_lowerings():  # on aarch64 with dot products: "dot" (sdot), under qemu too
+        for slots in (8, 4, 1):
+            out = np.zeros((t, n), np.float32)
+            call = _tile_caller(lanes._tile(stype, name, slots), slots, lanes.ROWS_OF[name])
+            call(codes, sc.view(np.uint16), mins.view(np.uint16), xq, xs, xsum, out, ng)
+            np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4 * np.abs(want).max(), err_msg=f"{name} {slots}")
 
 
 @pytest.fixture
@@ -218,11 +246,13 @@ def test_shared_tiles_give_the_same_bits_at_every_thread_count(stype, group, sha
         two = run()
     with using_threads(1):
         one = run()
-    for a, b in zip(two[:1] + two[2:], one[:1] + one[2:]):
+    exact = two if _in_lanes(stype, group) else two[:1] + two[2:]  # BLAS blocks differ in shape
+    for a, b in zip(exact, one if _in_lanes(stype, group) else one[:1] + one[2:]):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(two[1], one[1], rtol=1e-5, atol=1e-5)  # prefill: BLAS blocks differ in shape
+    np.testing.assert_allclose(two[1], one[1], rtol=1e-5, atol=1e-5)
     monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 1 << 62)  # the calling-thread kernels agree too
     alone = run()
     for a, b in zip(alone, one):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(alone[1], x @ t.dequantize().T, rtol=1e-4, atol=1e-4)
+    if not _in_lanes(stype, group):
+        np.testing.assert_allclose(alone[1], x @ t.dequantize().T, rtol=1e-4, atol=1e-4)

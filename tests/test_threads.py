@@ -121,7 +121,7 @@ def _blas_limit() -> set[int]:
 def test_prefill_holds_blas_at_one_thread_while_it_runs_from_any_thread(stories_ellm, monkeypatch):
     """While a prefill product runs BLAS's own pool is held at one thread, also when two Models prefill from
     two non-main threads at once (threadpoolctl would ignore those threads), and the process's limit is back
-    once the last has finished."""
+    once the last has finished. An f16 file: quantized weights take the integer kernels, not BLAS."""
     import importlib
     import threading
 
@@ -144,7 +144,7 @@ def test_prefill_holds_blas_at_one_thread_while_it_runs_from_any_thread(stories_
     monkeypatch.setattr(matvec, "_matmul_rows", watching)
     monkeypatch.setattr(parallel, "MIN_PARALLEL_BYTES", 0)  # every product on the prefill pool's threads
     with threadpool_limits(3, user_api="blas"):
-        models = [edgellm.load(stories_ellm["q4"]) for _ in range(2)]
+        models = [edgellm.load(stories_ellm["f16"]) for _ in range(2)]
         go = threading.Barrier(2)
 
         def prefill(m):

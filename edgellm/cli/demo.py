@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
         "cannot be had); the others are synthetic random-weight shapes (demo: 150M params, 80 MB as q4+zstd)",
     )
     p.add_argument("--offline", action="store_true", help="never download: real only if already cached")
-    p.add_argument("--question", default="What is the capital of France?", help="what the real model is asked (greedy)")
+    p.add_argument("--question", default="Name the capital of France.", help="what the real model is asked (greedy)")
     add_device_argument(p, default="rpi5-nvme")
     p.add_argument(
         "--budgets",

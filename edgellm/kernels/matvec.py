@@ -14,11 +14,11 @@ import numpy as np
 from numba import njit, prange
 
 from ..quant import QTensor
-from . import blas
+from . import blas, lanes
 from .parallel import CLAIMS_PER_MATRIX, TILES_PER_CLAIM, claim, is_large, threads
 from .parallel import counter as claim_counter
 from .pool import share
-from .simd import q4_dot16, q4_g32_rows4, q4a_g32_rows4, q8_g32_rows4
+from .simd import q4_dot16
 
 with np.errstate(invalid="ignore"):  # widening f16 signalling NaNs raises the invalid flag on aarch64
     F16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
@@ -30,9 +30,10 @@ class Workspace:
 
     def __init__(self, max_rows: int, max_cols: int, n_heads: int, context: int):
         pc = -(-max_cols // 128) * 128
-        self.xq = np.zeros(pc, np.int8)  # (padded cols,) quantized activation
-        self.xs = np.zeros(pc // 32, np.float32)  # (groups,) activation scales
-        self.xsum = np.zeros(pc // 32, np.int32)  # (groups,) sum of quantized activation
+        self.xq = np.zeros((max_rows, pc), np.int8)  # (tokens, padded cols) quantized activations
+        self.xs = np.zeros((max_rows, pc // 32), np.float32)  # (tokens, groups) activation scales
+        self.xsum = np.zeros((max_rows, pc // 32), np.int32)  # (tokens, groups) sums of quantized activations
+        self.tail = np.zeros((max_rows, lanes.ROWS), np.float32)  # (tokens, 8) a last row tile shorter than 8
         self.deq = np.zeros((MATMUL_BLOCK, pc), np.float32)  # (block rows, padded cols) dequantized weights
         self.mm = np.zeros((MATMUL_BLOCK, max_rows), np.float32)  # (block rows, tokens) product staging
         self.scores = np.zeros((n_heads, context), np.float32)  # (heads, context) attention scores
@@ -41,7 +42,8 @@ class Workspace:
     @staticmethod
     def nbytes_for(max_rows: int, max_cols: int, n_heads: int, context: int) -> int:
         pc = -(-max_cols // 128) * 128
-        return pc + pc // 32 * 8 + MATMUL_BLOCK * (pc + max_rows) * 4 + n_heads * context * 4 + 8
+        xq = max_rows * (pc + pc // 32 * 8 + lanes.ROWS * 4)
+        return xq + MATMUL_BLOCK * (pc + max_rows) * 4 + n_heads * context * 4 + 8
 
 
 @njit(nogil=True, cache=True)
@@ -103,38 +105,6 @@ def _q4_tiles(codes, scales, xq, xs, xsum, table, out, t0, t1):
         out[r3] = a3
 
 
-KIND = {"q8": 0, "q4": 1, "q4a": 2}  # the stored types of the group-32 SIMD kernel, as numba sees them
-
-
-@njit(nogil=True, cache=True, fastmath=True)
-def _g32_tiles(codes, scales, mins, xq, xs, xsum, out, kind, shift, t0, t1):
-    """q8, q4 and q4a products (kind: KIND), tiles t0..t1-1 (rows 4t..4t+3): codes i8[N, P] | u8[N, P/2],
-    scales and mins u16[N, groups] (f16 bits; mins read for q4a only), xq/xs/xsum from quantize_activation at
-    group 32; out[N]. Four rows per tile through simd.q*_g32_rows4, whose loop over 32-weight blocks keeps a
-    float accumulator vector per row; a weight group of 32 << shift spans that many blocks (one kernel for
-    every group size: the q8 head at group 64 ran at half the speed through a per-group loop)."""
-    n, ng = codes.shape[0], scales.shape[1]
-    rb = codes.shape[1]
-    nb = rb // (32 if kind == 0 else 16)  # 32-weight blocks per row
-    c = codes.reshape(-1).view(np.uint8)
-    s, m = scales.reshape(-1), mins.reshape(-1)
-    for t in range(t0, t1):
-        r0 = 4 * t
-        r1, r2, r3 = min(r0 + 1, n - 1), min(r0 + 2, n - 1), min(r0 + 3, n - 1)  # a short tile repeats
-        c0, c1, c2, c3 = r0 * rb, r1 * rb, r2 * rb, r3 * rb
-        s0, s1, s2, s3 = r0 * ng, r1 * ng, r2 * ng, r3 * ng
-        if kind == 1:
-            a0, a1, a2, a3 = q4_g32_rows4(c, c0, c1, c2, c3, s, s0, s1, s2, s3, m, xq, xs, xsum, nb, shift)
-        elif kind == 2:
-            a0, a1, a2, a3 = q4a_g32_rows4(c, c0, c1, c2, c3, s, s0, s1, s2, s3, m, xq, xs, xsum, nb, shift)
-        else:
-            a0, a1, a2, a3 = q8_g32_rows4(c, c0, c1, c2, c3, s, s0, s1, s2, s3, m, xq, xs, xsum, nb, shift)
-        out[r0] = a0
-        out[r1] = a1
-        out[r2] = a2
-        out[r3] = a3
-
-
 @njit(nogil=True, cache=True, fastmath=True)
 def _f32_rows(w, x, out, t0, t1):
     """Rows 4t0..4t1-1 of an f32 product (tiles of 4 rows, as the quantized kernels)."""
@@ -158,8 +128,8 @@ def _f16_rows(w, x, table, out, t0, t1):
 # Shared drivers: one task per thread, each claiming TILES_PER_CLAIM tiles at a time (see parallel.py).
 # A driver per kernel because numba compiles a parallel region per call site.
 @njit(parallel=True, nogil=True, cache=True)
-def _g32_shared(codes, scales, mins, xq, xs, xsum, out, kind, shift, ctr, nt):
-    n_tiles = -(-codes.shape[0] // 4)
+def _lanes_shared(codes, scales, mins, xq, xs, xsum, out, tail, kind, shift, ctr, nt):
+    n_tiles = -(-codes.shape[0] // lanes.ROWS)
     step = max(TILES_PER_CLAIM, n_tiles // CLAIMS_PER_MATRIX)
     ctr[0] = 0
     for _ in prange(nt):
@@ -167,7 +137,14 @@ def _g32_shared(codes, scales, mins, xq, xs, xsum, out, kind, shift, ctr, nt):
             t0 = claim(ctr, step)
             if t0 >= n_tiles:
                 break
-            _g32_tiles(codes, scales, mins, xq, xs, xsum, out, kind, shift, t0, min(t0 + step, n_tiles))
+            lanes.row_tiles(codes, scales, mins, xq, xs, xsum, out, tail, kind, shift, t0, min(t0 + step, n_tiles))
+
+
+@njit(nogil=True, cache=True)
+def quantize_activations(x, group, padded, xq, xs, xsum):
+    """quantize_activation for each row of x[T, K] into rows of xq, xs, xsum."""
+    for t in range(x.shape[0]):
+        quantize_activation(x[t], group, padded, xq[t], xs[t], xsum[t])
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -209,6 +186,25 @@ def _f16_shared(w, x, table, out, ctr, nt):
             _f16_rows(w, x, table, out, t0, min(t0 + step, n_tiles))
 
 
+def _in_lanes(w: QTensor) -> bool:
+    """The integer row-tile kernels take q8 at any group, q4 and q4a at group 32 (a q4 group of 64 or 128
+    splits its nibbles at group/2, not at 16)."""
+    return w.layout.quantized and (w.layout.stype != "q4" or w.layout.group == 32)
+
+
+def _lanes(w: QTensor, xq, xs, xsum, out: np.ndarray, ws: Workspace, shared: bool) -> None:
+    """out[T, N] from activations quantized per 32 (xq[T, P] etc., rows of the workspace's buffers)."""
+    assert w.scales is not None  # quantized tensors always carry scales
+    sc = w.scales.view(np.uint16)
+    mins = sc if w.mins is None else w.mins.view(np.uint16)  # read by the q4a tiles only
+    kind, shift = lanes.KIND[w.layout.stype], (w.layout.group // 32).bit_length() - 1  # a group spans 1 << shift blocks
+    tail = ws.tail[: xq.shape[0]]
+    if shared:
+        _lanes_shared(w.codes, sc, mins, xq, xs, xsum, out, tail, kind, shift, ws.claims, threads())
+    else:
+        lanes.row_tiles(w.codes, sc, mins, xq, xs, xsum, out, tail, kind, shift, 0, -(-w.layout.rows // lanes.ROWS))
+
+
 def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     """out[N] = W[N, K] @ x[K]. A small matrix runs on the calling thread, a large one on shared tiles. The
     choice depends on the matrix alone, never on the thread count, and shared tiles give the same bits at any
@@ -217,24 +213,18 @@ def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     shared = is_large(w.codes.nbytes)
     nt = threads() if shared else 1  # numba's count costs ~3 us to ask for: only where it is used
     tiles = -(-w.layout.rows // 4)
-    if w.layout.quantized:
-        assert w.scales is not None  # quantized tensors always carry scales
+    if _in_lanes(w):
+        quantize_activation(x, 32, w.layout.padded_cols, ws.xq[0], ws.xs[0], ws.xsum[0])
+        _lanes(w, ws.xq[:1], ws.xs[:1], ws.xsum[:1], out.reshape(1, -1), ws, shared)
+    elif st == "q4":  # group 64 / 128: a group's nibbles split at group/2, its own loop
+        assert w.scales is not None
         sc, pc = w.scales.view(np.uint16), w.layout.padded_cols
-        mins = sc if w.mins is None else w.mins.view(np.uint16)  # read by the q4a kernel only
-        if st == "q4" and w.layout.group != 32:  # a group's nibbles split at group/2: its own loop
-            quantize_activation(x, w.layout.group, pc, ws.xq, ws.xs, ws.xsum)
-            if shared:
-                _q4_shared(w.codes, sc, ws.xq[:pc], ws.xs, ws.xsum, F16_TABLE, out, ws.claims, nt)
-            else:
-                _q4_tiles(w.codes, sc, ws.xq[:pc], ws.xs, ws.xsum, F16_TABLE, out, 0, tiles)
-            return
-        # activations per 32 whatever the weight group: one kernel, on a grid no coarser than the weights'
-        quantize_activation(x, 32, pc, ws.xq, ws.xs, ws.xsum)
-        xq, shift = ws.xq[:pc], (w.layout.group // 32).bit_length() - 1  # a q8 group spans 1 << shift blocks
+        xq = ws.xq[0, :pc]
+        quantize_activation(x, w.layout.group, pc, xq, ws.xs[0], ws.xsum[0])
         if shared:
-            _g32_shared(w.codes, sc, mins, xq, ws.xs, ws.xsum, out, KIND[st], shift, ws.claims, nt)
+            _q4_shared(w.codes, sc, xq, ws.xs[0], ws.xsum[0], F16_TABLE, out, ws.claims, nt)
         else:
-            _g32_tiles(w.codes, sc, mins, xq, ws.xs, ws.xsum, out, KIND[st], shift, 0, tiles)
+            _q4_tiles(w.codes, sc, xq, ws.xs[0], ws.xsum[0], F16_TABLE, out, 0, tiles)
     elif st == "f32":
         if shared:
             _f32_shared(w.codes, x, out, ws.claims, nt)
@@ -329,11 +319,40 @@ def _matmul_rows(w: QTensor, x: np.ndarray, out: np.ndarray, deq: np.ndarray, mm
 def matmul(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     """out[T, N] = x[T, K] @ W[N, K].T for many tokens (prefill).
 
-    The calling thread and the prefill pool's threads claim blocks of rows from one counter (see pool.py)."""
+    Quantized weights (but q4 at group 64/128): the activations are quantized per 32 once, then the prefill
+    threads claim row tiles, each computed for every token (lanes.row_tiles: a token's numbers are the ones
+    decode gives it). Other weights: the threads claim blocks of rows to dequantize and hand to BLAS. Both
+    through the prefill pool (pool.py)."""
     pc, t = w.layout.padded_cols, x.shape[0]
+    if _in_lanes(w):
+        xq, xs, xsum = ws.xq[:t], ws.xs[:t], ws.xsum[:t]
+        quantize_activations(x, 32, pc, xq, xs, xsum)
+        _lanes_pooled(w, xq, xs, xsum, out, ws)
+        return
     n = threads() if is_large(w.layout.rows * pc * 4) else 1
     block = max(1, min(-(-w.layout.rows // (4 * n)), ws.deq.size // (n * pc), ws.mm.size // (n * t)))
     deq = ws.deq.reshape(-1)[: n * block * pc].reshape(n, block, pc)  # (threads, block rows, padded cols)
     mm = ws.mm.reshape(-1)[: n * block * t].reshape(n, block, t)  # (threads, block rows, tokens)
     with blas.one_thread():
         share(lambda i, blocks: _matmul_rows(w, x, out, deq[i], mm[i], blocks), n)
+
+
+def _lanes_pooled(w: QTensor, xq, xs, xsum, out: np.ndarray, ws: Workspace) -> None:
+    """Row tiles for every token, claimed by the prefill pool's threads in runs of `step` tiles."""
+    assert w.scales is not None
+    sc = w.scales.view(np.uint16)
+    mins = sc if w.mins is None else w.mins.view(np.uint16)
+    kind, shift = lanes.KIND[w.layout.stype], (w.layout.group // 32).bit_length() - 1
+    n_tiles = -(-w.layout.rows // lanes.ROWS)
+    n = threads() if is_large(w.codes.nbytes * xq.shape[0]) else 1
+    step = max(1, n_tiles // CLAIMS_PER_MATRIX)
+    tail = ws.tail[: xq.shape[0]]  # only the claim holding the last tile writes it
+
+    def work(_: int, claims) -> None:
+        for c in claims:
+            t0 = c * step
+            if t0 >= n_tiles:
+                return
+            lanes.row_tiles(w.codes, sc, mins, xq, xs, xsum, out, tail, kind, shift, t0, min(t0 + step, n_tiles))
+
+    share(work, n)
