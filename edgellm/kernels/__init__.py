@@ -21,7 +21,7 @@ _cache_dir()
 import numba  # noqa: E402
 import psutil  # noqa: E402
 
-from .matvec import Workspace, matmul, matvec  # noqa: E402
+from .matvec import Workspace, matmul, matmuls, matvec, matvecs  # noqa: E402
 from .ops import apply_rope, attention, rmsnorm, rope_tables, silu_mul  # noqa: E402
 
 
@@ -44,6 +44,8 @@ __all__ = [
     "Workspace",
     "matvec",
     "matmul",
+    "matvecs",
+    "matmuls",
     "rmsnorm",
     "rope_tables",
     "apply_rope",

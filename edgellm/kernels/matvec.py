@@ -22,6 +22,7 @@ from .simd import q4_dot16
 
 with np.errstate(invalid="ignore"):  # widening f16 signalling NaNs raises the invalid flag on aarch64
     F16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+MAX_SET = 3  # matrices of one input per fused call: q, k, v (gate and up are two)
 MATMUL_BLOCK = 256  # weight rows dequantized at once for prefill (x padded cols f32), all threads
 
 
@@ -33,7 +34,8 @@ class Workspace:
         self.xq = np.zeros((max_rows, pc), np.int8)  # (tokens, padded cols) quantized activations
         self.xs = np.zeros((max_rows, pc // 32), np.float32)  # (tokens, groups) activation scales
         self.xsum = np.zeros((max_rows, pc // 32), np.int32)  # (tokens, groups) sums of quantized activations
-        self.tail = np.zeros((max_rows, lanes.ROWS), np.float32)  # (tokens, 8) a last row tile shorter than 8
+        self.tail = np.zeros((MAX_SET, max_rows, lanes.ROWS), np.float32)  # (matrices, tokens, tile rows) a
+        # last row tile shorter than a whole one, per matrix of a fused set
         self.deq = np.zeros((MATMUL_BLOCK, pc), np.float32)  # (block rows, padded cols) dequantized weights
         self.mm = np.zeros((MATMUL_BLOCK, max_rows), np.float32)  # (block rows, tokens) product staging
         self.scores = np.zeros((n_heads, context), np.float32)  # (heads, context) attention scores
@@ -42,7 +44,7 @@ class Workspace:
     @staticmethod
     def nbytes_for(max_rows: int, max_cols: int, n_heads: int, context: int) -> int:
         pc = -(-max_cols // 128) * 128
-        xq = max_rows * (pc + pc // 32 * 8 + lanes.ROWS * 4)
+        xq = max_rows * (pc + pc // 32 * 8 + MAX_SET * lanes.ROWS * 4)
         return xq + MATMUL_BLOCK * (pc + max_rows) * 4 + n_heads * context * 4 + 8
 
 
@@ -127,17 +129,37 @@ def _f16_rows(w, x, table, out, t0, t1):
 
 # Shared drivers: one task per thread, each claiming TILES_PER_CLAIM tiles at a time (see parallel.py).
 # A driver per kernel because numba compiles a parallel region per call site.
+@njit(nogil=True, cache=True, inline="always")
+def _claimed(c0, s0, m0, o0, c1, s1, m1, o1, c2, s2, m2, o2, kinds, shifts, n0, n1, xq, xs, xsum, tails, a, b):
+    """Tiles a..b-1 of the joined tile range of up to three matrices (n0, n1 tiles in the first two)."""
+    if a < n0:
+        lanes.row_tiles(c0, s0, m0, xq, xs, xsum, o0, tails[0], kinds[0], shifts[0], a, min(b, n0))
+    if b > n0 and a < n0 + n1:
+        lo, hi = max(a, n0) - n0, min(b, n0 + n1) - n0
+        lanes.row_tiles(c1, s1, m1, xq, xs, xsum, o1, tails[1], kinds[1], shifts[1], lo, hi)
+    if b > n0 + n1:
+        lo, hi = max(a, n0 + n1) - n0 - n1, b - n0 - n1
+        lanes.row_tiles(c2, s2, m2, xq, xs, xsum, o2, tails[2], kinds[2], shifts[2], lo, hi)
+
+
 @njit(parallel=True, nogil=True, cache=True)
-def _lanes_shared(codes, scales, mins, xq, xs, xsum, out, tail, kind, shift, ctr, nt):
-    n_tiles = -(-codes.shape[0] // lanes.ROWS)
-    step = max(TILES_PER_CLAIM, n_tiles // CLAIMS_PER_MATRIX)
+def _lanes_shared(c0, s0, m0, o0, c1, s1, m1, o1, c2, s2, m2, o2, kinds, shifts, count, xq, xs, xsum, tails, ctr, nt):
+    """Up to three matrices of one input (count: how many; unused slots repeat the first) in one parallel
+    region: the threads claim runs of row tiles from their joined range."""
+    r = lanes.ROWS
+    n0 = -(-c0.shape[0] // r)
+    n1 = -(-c1.shape[0] // r) if count > 1 else 0
+    n2 = -(-c2.shape[0] // r) if count > 2 else 0
+    total = n0 + n1 + n2
+    step = max(TILES_PER_CLAIM, total // CLAIMS_PER_MATRIX)
     ctr[0] = 0
     for _ in prange(nt):
         while True:
             t0 = claim(ctr, step)
-            if t0 >= n_tiles:
+            if t0 >= total:
                 break
-            lanes.row_tiles(codes, scales, mins, xq, xs, xsum, out, tail, kind, shift, t0, min(t0 + step, n_tiles))
+            t1 = min(t0 + step, total)
+            _claimed(c0, s0, m0, o0, c1, s1, m1, o1, c2, s2, m2, o2, kinds, shifts, n0, n1, xq, xs, xsum, tails, t0, t1)
 
 
 @njit(nogil=True, cache=True)
@@ -192,31 +214,70 @@ def _in_lanes(w: QTensor) -> bool:
     return w.layout.quantized and (w.layout.stype != "q4" or w.layout.group == 32)
 
 
-def _lanes(w: QTensor, xq, xs, xsum, out: np.ndarray, ws: Workspace, shared: bool) -> None:
-    """out[T, N] from activations quantized per 32 (xq[T, P] etc., rows of the workspace's buffers)."""
+class _LanesSet:
+    """Up to three in-lanes matrices of one input, as the numba drivers take them (codes as bytes, scale and
+    min bits; an unused slot repeats the first matrix)."""
+
+    def __init__(self, weights, outs):
+        args = [_lanes_args(w) for w in weights]
+        self.count, self.weights, self.outs = len(weights), list(weights), list(outs)
+        while len(args) < MAX_SET:
+            args.append(args[0])
+            outs = [*outs, outs[0]]
+        self.mats = [(a[0], a[1], a[2], o) for a, o in zip(args, outs)]
+        self.kinds = np.array([a[3] for a in args], np.int64)
+        self.shifts = np.array([a[4] for a in args], np.int64)
+        self.tiles = [-(-w.layout.rows // lanes.ROWS) for w in weights]
+
+    def flat(self) -> list:
+        return [a for m in self.mats for a in m]
+
+
+def _lanes_args(w: QTensor):
     assert w.scales is not None  # quantized tensors always carry scales
     sc = w.scales.view(np.uint16)
     mins = sc if w.mins is None else w.mins.view(np.uint16)  # read by the q4a tiles only
-    kind, shift = lanes.KIND[w.layout.stype], (w.layout.group // 32).bit_length() - 1  # a group spans 1 << shift blocks
-    tail = ws.tail[: xq.shape[0]]
-    if shared:
-        _lanes_shared(w.codes, sc, mins, xq, xs, xsum, out, tail, kind, shift, ws.claims, threads())
-    else:
-        lanes.row_tiles(w.codes, sc, mins, xq, xs, xsum, out, tail, kind, shift, 0, -(-w.layout.rows // lanes.ROWS))
+    shift = (w.layout.group // 32).bit_length() - 1  # a weight group spans 1 << shift blocks of 32
+    return w.codes.view(np.uint8), sc, mins, lanes.KIND[w.layout.stype], shift
+
+
+def _decode_set(st: _LanesSet, t: int, ws: Workspace) -> None:
+    """The set's products for tokens 0..t-1 of the workspace's quantized activations, on the calling thread
+    or, when large, on shared tiles."""
+    xq, xs, xsum = ws.xq[:t], ws.xs[:t], ws.xsum[:t]
+    tails = ws.tail[:, :t]
+    if is_large(sum(w.codes.nbytes for w in st.weights) * t):
+        _lanes_shared(*st.flat(), st.kinds, st.shifts, st.count, xq, xs, xsum, tails, ws.claims, threads())
+        return
+    for i in range(st.count):
+        c, s, m, o = st.mats[i]
+        lanes.row_tiles(c, s, m, xq, xs, xsum, o, tails[i], st.kinds[i], st.shifts[i], 0, st.tiles[i])
+
+
+def matvecs(weights, x: np.ndarray, outs, ws: Workspace) -> None:
+    """outs[i][N_i] = W_i @ x[K] for up to three matrices of one input (q, k, v; gate, up): in-lanes matrices
+    share one quantization of x and one parallel region; the others go one by one."""
+    fused = [(w, o) for w, o in zip(weights, outs) if _in_lanes(w)]
+    for w, o in zip(weights, outs):
+        if not _in_lanes(w):
+            matvec(w, x, o, ws)
+    if fused:
+        quantize_activation(x, 32, fused[0][0].layout.padded_cols, ws.xq[0], ws.xs[0], ws.xsum[0])
+        _decode_set(_LanesSet([w for w, _ in fused], [o.reshape(1, -1) for _, o in fused]), 1, ws)
 
 
 def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     """out[N] = W[N, K] @ x[K]. A small matrix runs on the calling thread, a large one on shared tiles. The
     choice depends on the matrix alone, never on the thread count, and shared tiles give the same bits at any
     count: a pass may change its count (ThreadTuner) without changing its result."""
+    if _in_lanes(w):
+        matvecs([w], x, [out], ws)
+        return
     st = w.layout.stype
     shared = is_large(w.codes.nbytes)
     nt = threads() if shared else 1  # numba's count costs ~3 us to ask for: only where it is used
     tiles = -(-w.layout.rows // 4)
-    if _in_lanes(w):
-        quantize_activation(x, 32, w.layout.padded_cols, ws.xq[0], ws.xs[0], ws.xsum[0])
-        _lanes(w, ws.xq[:1], ws.xs[:1], ws.xsum[:1], out.reshape(1, -1), ws, shared)
-    elif st == "q4":  # group 64 / 128: a group's nibbles split at group/2, its own loop
+    if st == "q4":  # group 64 / 128: a group's nibbles split at group/2, its own loop
         assert w.scales is not None
         sc, pc = w.scales.view(np.uint16), w.layout.padded_cols
         xq = ws.xq[0, :pc]
@@ -323,12 +384,10 @@ def matmul(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     threads claim row tiles, each computed for every token (lanes.row_tiles: a token's numbers are the ones
     decode gives it). Other weights: the threads claim blocks of rows to dequantize and hand to BLAS. Both
     through the prefill pool (pool.py)."""
-    pc, t = w.layout.padded_cols, x.shape[0]
     if _in_lanes(w):
-        xq, xs, xsum = ws.xq[:t], ws.xs[:t], ws.xsum[:t]
-        quantize_activations(x, 32, pc, xq, xs, xsum)
-        _lanes_pooled(w, xq, xs, xsum, out, ws)
+        matmuls([w], x, [out], ws)
         return
+    pc, t = w.layout.padded_cols, x.shape[0]
     n = threads() if is_large(w.layout.rows * pc * 4) else 1
     block = max(1, min(-(-w.layout.rows // (4 * n)), ws.deq.size // (n * pc), ws.mm.size // (n * t)))
     deq = ws.deq.reshape(-1)[: n * block * pc].reshape(n, block, pc)  # (threads, block rows, padded cols)
@@ -337,22 +396,33 @@ def matmul(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
         share(lambda i, blocks: _matmul_rows(w, x, out, deq[i], mm[i], blocks), n)
 
 
-def _lanes_pooled(w: QTensor, xq, xs, xsum, out: np.ndarray, ws: Workspace) -> None:
-    """Row tiles for every token, claimed by the prefill pool's threads in runs of `step` tiles."""
-    assert w.scales is not None
-    sc = w.scales.view(np.uint16)
-    mins = sc if w.mins is None else w.mins.view(np.uint16)
-    kind, shift = lanes.KIND[w.layout.stype], (w.layout.group // 32).bit_length() - 1
-    n_tiles = -(-w.layout.rows // lanes.ROWS)
-    n = threads() if is_large(w.codes.nbytes * xq.shape[0]) else 1
-    step = max(1, n_tiles // CLAIMS_PER_MATRIX)
-    tail = ws.tail[: xq.shape[0]]  # only the claim holding the last tile writes it
+def matmuls(weights, x: np.ndarray, outs, ws: Workspace) -> None:
+    """outs[i][T, N_i] = x[T, K] @ W_i.T for up to three matrices of one input (prefill): in-lanes matrices
+    share one quantization of x and one run of the prefill pool, whose threads claim runs of row tiles from
+    all of them."""
+    fused = [(w, o) for w, o in zip(weights, outs) if _in_lanes(w)]
+    for w, o in zip(weights, outs):
+        if not _in_lanes(w):
+            matmul(w, x, o, ws)
+    if not fused:
+        return
+    t = x.shape[0]
+    xq, xs, xsum = ws.xq[:t], ws.xs[:t], ws.xsum[:t]
+    quantize_activations(x, 32, fused[0][0].layout.padded_cols, xq, xs, xsum)
+    st = _LanesSet([w for w, _ in fused], [o for _, o in fused])
+    runs = []  # (matrix, first tile, end tile): about CLAIMS_PER_MATRIX runs per matrix
+    for i, n_tiles in enumerate(st.tiles):
+        step = max(1, n_tiles // CLAIMS_PER_MATRIX)
+        runs += [(i, a, min(a + step, n_tiles)) for a in range(0, n_tiles, step)]
+    n = threads() if is_large(sum(w.codes.nbytes for w in st.weights) * t) else 1
+    tails = ws.tail[:, :t]  # one per matrix: only the run holding its last tile writes it
 
     def work(_: int, claims) -> None:
         for c in claims:
-            t0 = c * step
-            if t0 >= n_tiles:
+            if c >= len(runs):
                 return
-            lanes.row_tiles(w.codes, sc, mins, xq, xs, xsum, out, tail, kind, shift, t0, min(t0 + step, n_tiles))
+            i, a, b = runs[c]
+            cd, s, m, o = st.mats[i]
+            lanes.row_tiles(cd, s, m, xq, xs, xsum, o, tails[i], st.kinds[i], st.shifts[i], a, b)
 
     share(work, n)

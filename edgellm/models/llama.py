@@ -224,15 +224,22 @@ class RunState:
 
 
 def _project(w, bias, x, out, scratch, prompt: bool) -> None:
-    """out[T, N] = x[T, K] @ W.T (+ bias): prompt positions take the prefill kernel (f32 activations), a
-    generated token the decode kernel (int8 activations). By role, not by T: a prompt whose last chunk is one
-    token, or whose cached prefix leaves one to feed, gets the same numbers as one prefilled whole."""
+    """out[T, N] = x[T, K] @ W.T (+ bias): prompt positions take the prefill kernels, a generated token the
+    decode kernels. By role, not by T: a prompt whose last chunk is one token, or whose cached prefix leaves
+    one to feed, gets the same numbers as one prefilled whole (quantized weights: the same integer tiles
+    either way; f32/f16 weights: BLAS for prompts)."""
+    _projects([w], [bias], x, [out], scratch, prompt)
+
+
+def _projects(ws, biases, x, outs, scratch, prompt: bool) -> None:
+    """Several projections of one input (q, k, v; gate, up): one quantization of x and one parallel run."""
     if prompt:
-        kernels.matmul(w, x, out, scratch)
+        kernels.matmuls(ws, x, outs, scratch)
     else:
-        kernels.matvec(w, x[0], out[0], scratch)
-    if bias is not None:
-        out += bias.codes[0]
+        kernels.matvecs(ws, x[0], [o[0] for o in outs], scratch)
+    for bias, out in zip(biases, outs):
+        if bias is not None:
+            out += bias.codes[0]
 
 
 class Transformer:
@@ -258,9 +265,8 @@ class Transformer:
         for i in range(a.num_hidden_layers):
             w = self.provider.layer(i)  # asked in LAYER_PIECES order
             kernels.rmsnorm(x, w["input_layernorm.weight"].codes[0], a.rms_norm_eps, xb, s.scratch)
-            _project(w["self_attn.q_proj.weight"], w.get("self_attn.q_proj.bias"), xb, q, s.scratch, prompt)
-            _project(w["self_attn.k_proj.weight"], w.get("self_attn.k_proj.bias"), xb, k, s.scratch, prompt)
-            _project(w["self_attn.v_proj.weight"], w.get("self_attn.v_proj.bias"), xb, v, s.scratch, prompt)
+            qkv = [w[f"self_attn.{p}_proj.weight"] for p in "qkv"]
+            _projects(qkv, [w.get(f"self_attn.{p}_proj.bias") for p in "qkv"], xb, [q, k, v], s.scratch, prompt)
             q3 = q.reshape(n, a.num_attention_heads, a.head_dim)
             k3 = k.reshape(n, a.num_key_value_heads, a.head_dim)
             kernels.apply_rope(q3, positions, s.cos, s.sin)  # rotate queries and keys
@@ -278,8 +284,10 @@ class Transformer:
             _project(w["self_attn.o_proj.weight"], w.get("self_attn.o_proj.bias"), att, xb, s.scratch, prompt)
             x += xb  # residual
             kernels.rmsnorm(x, w["post_attention_layernorm.weight"].codes[0], a.rms_norm_eps, xb, s.scratch)
-            _project(w["mlp.gate_proj.weight"], w.get("mlp.gate_proj.bias"), xb, hb, s.scratch, prompt)
-            _project(w["mlp.up_proj.weight"], w.get("mlp.up_proj.bias"), xb, hb2, s.scratch, prompt)
+            gate_up = [w["mlp.gate_proj.weight"], w["mlp.up_proj.weight"]]
+            _projects(
+                gate_up, [w.get("mlp.gate_proj.bias"), w.get("mlp.up_proj.bias")], xb, [hb, hb2], s.scratch, prompt
+            )
             kernels.silu_mul(hb, hb2, hb)  # silu(gate) * up
             _project(w["mlp.down_proj.weight"], w.get("mlp.down_proj.bias"), hb, xb, s.scratch, prompt)
             x += xb  # residual
