@@ -19,7 +19,7 @@ from .models.tensors import check_tensors
 from .runtime.budget import parse_budget
 from .runtime.device import DeviceProfile, load_device
 from .runtime.pager import Pager
-from .runtime.plan import DEFAULT_SLOTS, Plan, default_budget, kv_dtype_for, plan_file, too_small_message
+from .runtime.plan import DEFAULT_SLOTS, Plan, blas_for, default_budget, kv_dtype_for, plan_file, too_small_message
 from .runtime.predict import predict
 from .runtime.provider import WeightProvider
 from .source import resolve_model
@@ -56,7 +56,7 @@ class Model:
         self.file, self.config, self.provider = file, args, provider
         self.plan, self.device = plan, plan.device
         self.tokenizer = _tokenizer(file)
-        self.state = module.RunState(args, plan.context, min(PREFILL_CHUNK, plan.context), plan.kv_dtype)
+        self.state = module.RunState(args, plan.context, min(PREFILL_CHUNK, plan.context), plan.kv_dtype, plan.blas)
         self.transformer = module.Transformer(args, provider, self.state)
         # threads=None: every core for prefill, and each decode pass on the count measured fastest right now
         self.session = Session(self.transformer, FixedThreads(threads) if threads else None)
@@ -254,14 +254,14 @@ def _plan(
     default = None if context else ctx
     if ctx < 1 or ctx > args.max_context():
         raise EdgeLLMError(f"context {ctx} is outside 1..{args.max_context()} for this model")
-    kv = kv_dtype_for(f)
+    kv, blas = kv_dtype_for(f), blas_for(f)
     while True:
-        run_bytes = module.RunState.nbytes_for(args, ctx, min(PREFILL_CHUNK, ctx), kv)
+        run_bytes = module.RunState.nbytes_for(args, ctx, min(PREFILL_CHUNK, ctx), kv, blas)
         p = plan_file(f, args.num_hidden_layers, args.tie_word_embeddings, run_bytes, budget, slots, decode_threads)
         if p.fits or context or ctx <= MIN_AUTO_CONTEXT:
             break
         ctx = max(MIN_AUTO_CONTEXT, ctx // 2)
-    p.kv_dtype = kv
+    p.kv_dtype, p.blas = kv, blas
     p.context, p.default_context, p.device = ctx, default, device
     stype = next(iter(f.weight_types()), "q4")  # the type holding most weight bytes
     p.predicted = predict(p, p.device, stype, sum(e.stored_bytes for e in f.entries))

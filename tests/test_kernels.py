@@ -196,7 +196,7 @@ def test_row_tiles_of_every_lowering_agree_with_integer_formula(stype):
     if stype == "q4a":
         per_group += mins.astype(np.float64)[None] * xsum[:, None, :]
     want = (per_group * xs[:, None, :]).sum(2)
-    for name in simd.available_lowerings():  # on aarch64 with dot products: "dot" (sdot), under qemu too
+    for name in simd.available_lowerings():  # aarch64 with dot products: "dot" (sdot)
         for slots in (8, 4, 1):
             out = np.zeros((t, n), np.float32)
             call = _tile_caller(lanes._tile(stype, name, slots), slots, lanes.ROWS_OF[name])

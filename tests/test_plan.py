@@ -94,7 +94,7 @@ def test_minimum_is_what_load_accepts(q4, capsys):
 
 def test_plan_matches_load(q4, capsys):
     """Same context rule (the default halves to fit) and the same plan as edgellm.load."""
-    budget = 1_800_000  # the default context (512) does not fit (1.88 MB), 256 does (1.70 MB)
+    budget = 1_400_000  # the default context (512) does not fit (1.50 MB), 256 does (1.32 MB)
     rc, out, _ = plan_cli(capsys, q4, "--ram-budget", budget, "--json")
     p = json.loads(out)
     with pytest.warns(UserWarning, match="context reduced"):
@@ -157,6 +157,7 @@ def test_the_kv_cache_is_f16_for_quantized_weights_and_counted_at_its_size(stori
     The plan counts what RunState allocates, and the f16 cache's logits stay within its rounding of f32's."""
     import numpy as np
 
+    from edgellm import kernels
     from edgellm.models import llama
 
     ids = [1, 403, 407, 261, 378, 9, 33]
@@ -168,6 +169,15 @@ def test_the_kv_cache_is_f16_for_quantized_weights_and_counted_at_its_size(stori
             f32 = llama.RunState.nbytes_for(a, 64, m.state.chunk, "f32")
             assert f32 - llama.RunState.nbytes_for(a, 64, m.state.chunk, "f16") == 2 * kv
             assert m.state.key_cache.nbytes + m.state.value_cache.nbytes == kv * (4 if want == "f32" else 2)
+            # prefill's dequantization blocks only where a matrix takes BLAS; the plan counts what is there
+            assert (m.state.scratch.deq.size > 0) == (q in ("f32", "f16")) == m.plan.blas
+            run = llama.RunState.nbytes_for(a, 64, m.state.chunk, want, m.plan.blas)
+            ws = m.state.scratch
+            held = sum(b.nbytes for b in (ws.xq, ws.xs, ws.xsum, ws.tail, ws.deq, ws.mm, ws.scores, ws.claims))
+            assert held == kernels.Workspace.nbytes_for(
+                m.state.chunk, ws.xq.shape[1], a.num_attention_heads, 64, m.plan.blas
+            )
+            assert run > held
             if q == "f16":  # f32 activations (BLAS prefill): the cache's rounding alone
                 got = m.logits(ids)
                 m.state.key_cache = m.state.key_cache.astype(np.float32)  # the same run with an f32 cache

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..quant import QTensor
+from ..quant import QTensor, integer_kernels
 from . import blas, lanes
 from .parallel import CLAIMS_PER_MATRIX, TILES_PER_CLAIM, claim, is_large, threads
 from .parallel import counter as claim_counter
@@ -22,30 +22,34 @@ from .simd import q4_dot16
 
 with np.errstate(invalid="ignore"):  # widening f16 signalling NaNs raises the invalid flag on aarch64
     F16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
-MAX_SET = 3  # matrices of one input per fused call: q, k, v (gate and up are two)
+MAX_SET = 3  # matrices of one input per fused call: q, k, v
 MATMUL_BLOCK = 256  # weight rows dequantized at once for prefill (x padded cols f32), all threads
 
 
 class Workspace:
     """Scratch the kernels write, allocated once per model (no allocation in the decode loop)."""
 
-    def __init__(self, max_rows: int, max_cols: int, n_heads: int, context: int):
+    def __init__(self, max_rows: int, max_cols: int, n_heads: int, context: int, blas: bool = True):
+        """`blas`: some matrix takes prefill's dequantize + BLAS path (f32, f16, q4 at group 64/128): only then
+        are its blocks allocated."""
         pc = -(-max_cols // 128) * 128
+        block = MATMUL_BLOCK if blas else 0
         self.xq = np.zeros((max_rows, pc), np.int8)  # (tokens, padded cols) quantized activations
         self.xs = np.zeros((max_rows, pc // 32), np.float32)  # (tokens, groups) activation scales
         self.xsum = np.zeros((max_rows, pc // 32), np.int32)  # (tokens, groups) sums of quantized activations
         self.tail = np.zeros((MAX_SET, max_rows, lanes.ROWS), np.float32)  # (matrices, tokens, tile rows) a
         # last row tile shorter than a whole one, per matrix of a fused set
-        self.deq = np.zeros((MATMUL_BLOCK, pc), np.float32)  # (block rows, padded cols) dequantized weights
-        self.mm = np.zeros((MATMUL_BLOCK, max_rows), np.float32)  # (block rows, tokens) product staging
+        self.deq = np.zeros((block, pc), np.float32)  # (block rows, padded cols) dequantized weights
+        self.mm = np.zeros((block, max_rows), np.float32)  # (block rows, tokens) product staging
         self.scores = np.zeros((n_heads, context), np.float32)  # (heads, context) attention scores
         self.claims = claim_counter()  # (1,) int64 tiles claimed in a shared kernel
 
     @staticmethod
-    def nbytes_for(max_rows: int, max_cols: int, n_heads: int, context: int) -> int:
+    def nbytes_for(max_rows: int, max_cols: int, n_heads: int, context: int, blas: bool = True) -> int:
         pc = -(-max_cols // 128) * 128
         xq = max_rows * (pc + pc // 32 * 8 + MAX_SET * lanes.ROWS * 4)
-        return xq + MATMUL_BLOCK * (pc + max_rows) * 4 + n_heads * context * 4 + 8
+        block = MATMUL_BLOCK if blas else 0
+        return xq + block * (pc + max_rows) * 4 + n_heads * context * 4 + 8
 
 
 @njit(nogil=True, cache=True)
@@ -209,9 +213,7 @@ def _f16_shared(w, x, table, out, ctr, nt):
 
 
 def _in_lanes(w: QTensor) -> bool:
-    """The integer row-tile kernels take q8 at any group, q4 and q4a at group 32 (a q4 group of 64 or 128
-    splits its nibbles at group/2, not at 16)."""
-    return w.layout.quantized and (w.layout.stype != "q4" or w.layout.group == 32)
+    return integer_kernels(w.layout)
 
 
 class _LanesSet:
@@ -229,9 +231,6 @@ class _LanesSet:
         self.shifts = np.array([a[4] for a in args], np.int64)
         self.tiles = [-(-w.layout.rows // lanes.ROWS) for w in weights]
 
-    def flat(self) -> list:
-        return [a for m in self.mats for a in m]
-
 
 def _lanes_args(w: QTensor):
     assert w.scales is not None  # quantized tensors always carry scales
@@ -247,7 +246,11 @@ def _decode_set(st: _LanesSet, t: int, ws: Workspace) -> None:
     xq, xs, xsum = ws.xq[:t], ws.xs[:t], ws.xsum[:t]
     tails = ws.tail[:, :t]
     if is_large(sum(w.codes.nbytes for w in st.weights) * t):
-        _lanes_shared(*st.flat(), st.kinds, st.shifts, st.count, xq, xs, xsum, tails, ws.claims, threads())
+        (c0, s0, m0, o0), (c1, s1, m1, o1), (c2, s2, m2, o2) = st.mats
+        k, h, n = st.kinds, st.shifts, st.count
+        _lanes_shared(
+            c0, s0, m0, o0, c1, s1, m1, o1, c2, s2, m2, o2, k, h, n, xq, xs, xsum, tails, ws.claims, threads()
+        )
         return
     for i in range(st.count):
         c, s, m, o = st.mats[i]

@@ -173,6 +173,7 @@ class RunState:
     context: int  # KV cache length
     chunk: int  # most tokens pushed through a layer at once (prefill chunk)
     kv_dtype: str = "f32"  # "f16" halves the KV cache (attention still computes in f32)
+    blas: bool = True  # some matrix takes prefill's dequantize + BLAS path (plan.blas_for)
     x: np.ndarray = field(init=False)  # (chunk, hidden) residual stream
     xb: np.ndarray = field(init=False)  # (chunk, hidden) normed input / projection output
     q: np.ndarray = field(init=False)  # (chunk, n_heads * head_dim)
@@ -207,18 +208,19 @@ class RunState:
             max_cols=max(a.hidden_size, a.intermediate_size, a.q_dim),
             n_heads=a.num_attention_heads,
             context=c,
+            blas=self.blas,
         )
 
     @staticmethod
-    def nbytes_for(args: ModelArgs, context: int, chunk: int, kv_dtype: str = "f32") -> int:
-        """Bytes `RunState(args, context, chunk, kv_dtype)` allocates, for the memory planner."""
+    def nbytes_for(args: ModelArgs, context: int, chunk: int, kv_dtype: str = "f32", blas: bool = True) -> int:
+        """Bytes `RunState(args, context, chunk, kv_dtype, blas)` allocates, for the memory planner."""
         _import_kernels()
         a = args
         per_tok = 2 * a.hidden_size + 2 * a.q_dim + 2 * a.kv_dim + 2 * a.intermediate_size
         kv = 2 * a.num_hidden_layers * context * a.kv_dim * np.dtype(KV_DTYPES[kv_dtype]).itemsize
         rope = context * a.head_dim
         ws = kernels.Workspace.nbytes_for(
-            chunk, max(a.hidden_size, a.intermediate_size, a.q_dim), a.num_attention_heads, context
+            chunk, max(a.hidden_size, a.intermediate_size, a.q_dim), a.num_attention_heads, context, blas
         )
         return 4 * (chunk * per_tok + a.vocab_size + rope) + kv + ws
 
@@ -228,11 +230,13 @@ def _project(w, bias, x, out, scratch, prompt: bool) -> None:
     decode kernels. By role, not by T: a prompt whose last chunk is one token, or whose cached prefix leaves
     one to feed, gets the same numbers as one prefilled whole (quantized weights: the same integer tiles
     either way; f32/f16 weights: BLAS for prompts)."""
-    _projects([w], [bias], x, [out], scratch, prompt)
+    _projects([(w, bias)], x, [out], scratch, prompt)
 
 
-def _projects(ws, biases, x, outs, scratch, prompt: bool) -> None:
-    """Several projections of one input (q, k, v; gate, up): one quantization of x and one parallel run."""
+def _projects(weights, x, outs, scratch, prompt: bool) -> None:
+    """Several projections of one input, weights [(W, bias or None)] (q, k, v: one piece of a streamed layer,
+    resident together): one quantization of x and one parallel run."""
+    ws, biases = [w for w, _ in weights], [b for _, b in weights]
     if prompt:
         kernels.matmuls(ws, x, outs, scratch)
     else:
@@ -265,8 +269,8 @@ class Transformer:
         for i in range(a.num_hidden_layers):
             w = self.provider.layer(i)  # asked in LAYER_PIECES order
             kernels.rmsnorm(x, w["input_layernorm.weight"].codes[0], a.rms_norm_eps, xb, s.scratch)
-            qkv = [w[f"self_attn.{p}_proj.weight"] for p in "qkv"]
-            _projects(qkv, [w.get(f"self_attn.{p}_proj.bias") for p in "qkv"], xb, [q, k, v], s.scratch, prompt)
+            qkv = [(w[f"self_attn.{p}_proj.weight"], w.get(f"self_attn.{p}_proj.bias")) for p in "qkv"]
+            _projects(qkv, xb, [q, k, v], s.scratch, prompt)
             q3 = q.reshape(n, a.num_attention_heads, a.head_dim)
             k3 = k.reshape(n, a.num_key_value_heads, a.head_dim)
             kernels.apply_rope(q3, positions, s.cos, s.sin)  # rotate queries and keys
@@ -284,10 +288,9 @@ class Transformer:
             _project(w["self_attn.o_proj.weight"], w.get("self_attn.o_proj.bias"), att, xb, s.scratch, prompt)
             x += xb  # residual
             kernels.rmsnorm(x, w["post_attention_layernorm.weight"].codes[0], a.rms_norm_eps, xb, s.scratch)
-            gate_up = [w["mlp.gate_proj.weight"], w["mlp.up_proj.weight"]]
-            _projects(
-                gate_up, [w.get("mlp.gate_proj.bias"), w.get("mlp.up_proj.bias")], xb, [hb, hb2], s.scratch, prompt
-            )
+            # gate and up one by one: a streamed layer hands gate's slot back when up is asked for (LAYER_PIECES)
+            _project(w["mlp.gate_proj.weight"], w.get("mlp.gate_proj.bias"), xb, hb, s.scratch, prompt)
+            _project(w["mlp.up_proj.weight"], w.get("mlp.up_proj.bias"), xb, hb2, s.scratch, prompt)
             kernels.silu_mul(hb, hb2, hb)  # silu(gate) * up
             _project(w["mlp.down_proj.weight"], w.get("mlp.down_proj.bias"), hb, xb, s.scratch, prompt)
             x += xb  # residual

@@ -115,6 +115,12 @@ def _pack_nibbles(u: np.ndarray, rows: int) -> np.ndarray:
     return (u[..., :half] | (u[..., half:] << 4)).reshape(rows, -1)
 
 
+def integer_kernels(layout: Layout) -> bool:
+    """Whether the integer row tiles (kernels/lanes.py) take this matrix, decode and prefill alike: q8 at any
+    group, q4 and q4a at group 32 (a q4 group of 64 or 128 splits its nibbles at group/2, not at 16)."""
+    return layout.quantized and (layout.stype != "q4" or layout.group == 32)
+
+
 def quantize(w: np.ndarray, stype: str, group: int = DEFAULT_GROUP) -> list[np.ndarray]:
     """Encode f32[rows, cols] (1-D is one row) as its byte streams: [codes], [codes, scales] or, for q4a,
     [codes, scales, mins]."""

@@ -17,6 +17,7 @@ import psutil
 
 from ..errors import EdgeLLMError
 from ..format import EllmFile
+from ..quant import integer_kernels
 from .costs import LayerCost, fixed_costs, staging_bytes, unit_costs
 from .device import DeviceProfile
 
@@ -84,6 +85,7 @@ class Plan:
     device: DeviceProfile | None = None  # what the prediction is for (and the flash load() emulates)
     predicted: dict = field(default_factory=dict)  # tok/s bounds on that device (predict.py)
     kv_dtype: str = "f32"  # what the KV cache stores: f16 for quantized weights (kv_dtype_for)
+    blas: bool = True  # the run state holds prefill's dequantization blocks (blas_for)
 
     @property
     def pinned_bytes(self) -> int:
@@ -114,6 +116,12 @@ def kv_dtype_for(f: EllmFile) -> str:
     """f16 for a file with any quantized or f16 matrix: its weights already carry more error than an f16
     cache adds, for half the bytes; f32 for an all-f32 file, whose logits match transformers' to ~1e-5."""
     return "f32" if set(f.weight_types()) <= {"f32"} else "f16"
+
+
+def blas_for(f: EllmFile) -> bool:
+    """Whether any matrix takes prefill's dequantize + BLAS path (f32, f16, q4 at group 64/128), which needs
+    the workspace's dequantization blocks; the integer kernels of the others need none."""
+    return any(len(e.shape) == 2 and not integer_kernels(e.layout) for e in f.entries)
 
 
 def plan_file(
