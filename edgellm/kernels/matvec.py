@@ -134,20 +134,22 @@ def _f16_rows(w, x, table, out, t0, t1):
 # Shared drivers: one task per thread, each claiming TILES_PER_CLAIM tiles at a time (see parallel.py).
 # A driver per kernel because numba compiles a parallel region per call site.
 @njit(nogil=True, cache=True, inline="always")
-def _claimed(c0, s0, m0, o0, c1, s1, m1, o1, c2, s2, m2, o2, kinds, shifts, n0, n1, xq, xs, xsum, tails, a, b):
+def _claimed(c0, s0, m0, o0, k0, h0, c1, s1, m1, o1, k1, h1, c2, s2, m2, o2, k2, h2, n0, n1, xq, xs, xsum, tails, a, b):
     """Tiles a..b-1 of the joined tile range of up to three matrices (n0, n1 tiles in the first two)."""
     if a < n0:
-        lanes.row_tiles(c0, s0, m0, xq, xs, xsum, o0, tails[0], kinds[0], shifts[0], a, min(b, n0))
+        lanes.row_tiles(c0, s0, m0, xq, xs, xsum, o0, tails[0], k0, h0, a, min(b, n0))
     if b > n0 and a < n0 + n1:
         lo, hi = max(a, n0) - n0, min(b, n0 + n1) - n0
-        lanes.row_tiles(c1, s1, m1, xq, xs, xsum, o1, tails[1], kinds[1], shifts[1], lo, hi)
+        lanes.row_tiles(c1, s1, m1, xq, xs, xsum, o1, tails[1], k1, h1, lo, hi)
     if b > n0 + n1:
         lo, hi = max(a, n0 + n1) - n0 - n1, b - n0 - n1
-        lanes.row_tiles(c2, s2, m2, xq, xs, xsum, o2, tails[2], kinds[2], shifts[2], lo, hi)
+        lanes.row_tiles(c2, s2, m2, xq, xs, xsum, o2, tails[2], k2, h2, lo, hi)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _lanes_shared(c0, s0, m0, o0, c1, s1, m1, o1, c2, s2, m2, o2, kinds, shifts, count, xq, xs, xsum, tails, ctr, nt):
+def _lanes_shared(
+    c0, s0, m0, o0, k0, h0, c1, s1, m1, o1, k1, h1, c2, s2, m2, o2, k2, h2, count, xq, xs, xsum, tails, ctr, nt
+):
     """Up to three matrices of one input (count: how many; unused slots repeat the first) in one parallel
     region: the threads claim runs of row tiles from their joined range."""
     r = lanes.ROWS
@@ -163,7 +165,10 @@ def _lanes_shared(c0, s0, m0, o0, c1, s1, m1, o1, c2, s2, m2, o2, kinds, shifts,
             if t0 >= total:
                 break
             t1 = min(t0 + step, total)
-            _claimed(c0, s0, m0, o0, c1, s1, m1, o1, c2, s2, m2, o2, kinds, shifts, n0, n1, xq, xs, xsum, tails, t0, t1)
+            _claimed(
+                c0, s0, m0, o0, k0, h0, c1, s1, m1, o1, k1, h1, c2, s2, m2, o2, k2, h2, n0, n1, xq, xs, xsum, tails,
+                t0, t1,
+            )  # fmt: skip
 
 
 @njit(nogil=True, cache=True)
@@ -212,69 +217,58 @@ def _f16_shared(w, x, table, out, ctr, nt):
             _f16_rows(w, x, table, out, t0, min(t0 + step, n_tiles))
 
 
-def _in_lanes(w: QTensor) -> bool:
-    return integer_kernels(w.layout)
+def _lanes_args(w: QTensor) -> tuple:
+    """(codes as bytes, scale bits, min bits, kind, shift) as the numba drivers take a matrix; made once per
+    tensor (the views cost more than a small matrix's product)."""
+    if w.kernel_args is None:
+        assert w.scales is not None  # quantized tensors always carry scales
+        sc = w.scales.view(np.uint16)
+        mins = sc if w.mins is None else w.mins.view(np.uint16)  # read by the q4a tiles only
+        shift = (w.layout.group // 32).bit_length() - 1  # a weight group spans 1 << shift blocks of 32
+        w.kernel_args = (w.codes.view(np.uint8), sc, mins, lanes.KIND[w.layout.stype], shift)
+    return w.kernel_args
 
 
-class _LanesSet:
-    """Up to three in-lanes matrices of one input, as the numba drivers take them (codes as bytes, scale and
-    min bits; an unused slot repeats the first matrix)."""
-
-    def __init__(self, weights, outs):
-        args = [_lanes_args(w) for w in weights]
-        self.count, self.weights, self.outs = len(weights), list(weights), list(outs)
-        while len(args) < MAX_SET:
-            args.append(args[0])
-            outs = [*outs, outs[0]]
-        self.mats = [(a[0], a[1], a[2], o) for a, o in zip(args, outs)]
-        self.kinds = np.array([a[3] for a in args], np.int64)
-        self.shifts = np.array([a[4] for a in args], np.int64)
-        self.tiles = [-(-w.layout.rows // lanes.ROWS) for w in weights]
-
-
-def _lanes_args(w: QTensor):
-    assert w.scales is not None  # quantized tensors always carry scales
-    sc = w.scales.view(np.uint16)
-    mins = sc if w.mins is None else w.mins.view(np.uint16)  # read by the q4a tiles only
-    shift = (w.layout.group // 32).bit_length() - 1  # a weight group spans 1 << shift blocks of 32
-    return w.codes.view(np.uint8), sc, mins, lanes.KIND[w.layout.stype], shift
-
-
-def _decode_set(st: _LanesSet, t: int, ws: Workspace) -> None:
-    """The set's products for tokens 0..t-1 of the workspace's quantized activations, on the calling thread
-    or, when large, on shared tiles."""
+def _tiles_of(weights, outs, t: int, ws: Workspace) -> None:
+    """outs[i][:t] for up to MAX_SET in-lanes matrices from the workspace's first t quantized activations:
+    on the calling thread or, when large, all in one parallel region."""
     xq, xs, xsum = ws.xq[:t], ws.xs[:t], ws.xsum[:t]
-    tails = ws.tail[:, :t]
-    if is_large(sum(w.codes.nbytes for w in st.weights) * t):
-        (c0, s0, m0, o0), (c1, s1, m1, o1), (c2, s2, m2, o2) = st.mats
-        k, h, n = st.kinds, st.shifts, st.count
-        _lanes_shared(
-            c0, s0, m0, o0, c1, s1, m1, o1, c2, s2, m2, o2, k, h, n, xq, xs, xsum, tails, ws.claims, threads()
-        )
+    args = [_lanes_args(w) for w in weights]
+    if not is_large(sum(w.codes.nbytes for w in weights) * t):
+        for i, ((c, s, m, kind, shift), o) in enumerate(zip(args, outs)):
+            tiles = -(-c.shape[0] // lanes.ROWS)
+            lanes.row_tiles(c, s, m, xq, xs, xsum, o, ws.tail[i, :t], kind, shift, 0, tiles)
         return
-    for i in range(st.count):
-        c, s, m, o = st.mats[i]
-        lanes.row_tiles(c, s, m, xq, xs, xsum, o, tails[i], st.kinds[i], st.shifts[i], 0, st.tiles[i])
+    n = len(args)
+    while len(args) < MAX_SET:  # an unused slot repeats the first matrix
+        args, outs = [*args, args[0]], [*outs, outs[0]]
+    (c0, s0, m0, k0, h0), (c1, s1, m1, k1, h1), (c2, s2, m2, k2, h2) = args
+    o0, o1, o2 = outs
+    _lanes_shared(
+        c0, s0, m0, o0, k0, h0, c1, s1, m1, o1, k1, h1, c2, s2, m2, o2, k2, h2, n, xq, xs, xsum, ws.tail[:, :t],
+        ws.claims, threads(),
+    )  # fmt: skip
 
 
 def matvecs(weights, x: np.ndarray, outs, ws: Workspace) -> None:
-    """outs[i][N_i] = W_i @ x[K] for up to three matrices of one input (q, k, v; gate, up): in-lanes matrices
-    share one quantization of x and one parallel region; the others go one by one."""
-    fused = [(w, o) for w, o in zip(weights, outs) if _in_lanes(w)]
+    """outs[i][N_i] = W_i @ x[K] for up to MAX_SET matrices of one input (q, k, v): in-lanes matrices share
+    one quantization of x and one parallel region; the others go one by one."""
+    fused = [(w, o.reshape(1, -1)) for w, o in zip(weights, outs) if integer_kernels(w.layout)]
     for w, o in zip(weights, outs):
-        if not _in_lanes(w):
+        if not integer_kernels(w.layout):
             matvec(w, x, o, ws)
     if fused:
         quantize_activation(x, 32, fused[0][0].layout.padded_cols, ws.xq[0], ws.xs[0], ws.xsum[0])
-        _decode_set(_LanesSet([w for w, _ in fused], [o.reshape(1, -1) for _, o in fused]), 1, ws)
+        _tiles_of([w for w, _ in fused], [o for _, o in fused], 1, ws)
 
 
 def matvec(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     """out[N] = W[N, K] @ x[K]. A small matrix runs on the calling thread, a large one on shared tiles. The
     choice depends on the matrix alone, never on the thread count, and shared tiles give the same bits at any
     count: a pass may change its count (ThreadTuner) without changing its result."""
-    if _in_lanes(w):
-        matvecs([w], x, [out], ws)
+    if integer_kernels(w.layout):
+        quantize_activation(x, 32, w.layout.padded_cols, ws.xq[0], ws.xs[0], ws.xsum[0])
+        _tiles_of([w], [out.reshape(1, -1)], 1, ws)
         return
     st = w.layout.stype
     shared = is_large(w.codes.nbytes)
@@ -387,7 +381,7 @@ def matmul(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
     threads claim row tiles, each computed for every token (lanes.row_tiles: a token's numbers are the ones
     decode gives it). Other weights: the threads claim blocks of rows to dequantize and hand to BLAS. Both
     through the prefill pool (pool.py)."""
-    if _in_lanes(w):
+    if integer_kernels(w.layout):
         matmuls([w], x, [out], ws)
         return
     pc, t = w.layout.padded_cols, x.shape[0]
@@ -400,32 +394,32 @@ def matmul(w: QTensor, x: np.ndarray, out: np.ndarray, ws: Workspace) -> None:
 
 
 def matmuls(weights, x: np.ndarray, outs, ws: Workspace) -> None:
-    """outs[i][T, N_i] = x[T, K] @ W_i.T for up to three matrices of one input (prefill): in-lanes matrices
+    """outs[i][T, N_i] = x[T, K] @ W_i.T for up to MAX_SET matrices of one input (prefill): in-lanes matrices
     share one quantization of x and one run of the prefill pool, whose threads claim runs of row tiles from
     all of them."""
-    fused = [(w, o) for w, o in zip(weights, outs) if _in_lanes(w)]
+    fused = [(w, o) for w, o in zip(weights, outs) if integer_kernels(w.layout)]
     for w, o in zip(weights, outs):
-        if not _in_lanes(w):
+        if not integer_kernels(w.layout):
             matmul(w, x, o, ws)
     if not fused:
         return
     t = x.shape[0]
     xq, xs, xsum = ws.xq[:t], ws.xs[:t], ws.xsum[:t]
     quantize_activations(x, 32, fused[0][0].layout.padded_cols, xq, xs, xsum)
-    st = _LanesSet([w for w, _ in fused], [o for _, o in fused])
+    args = [_lanes_args(w) for w, _ in fused]
     runs = []  # (matrix, first tile, end tile): about CLAIMS_PER_MATRIX runs per matrix
-    for i, n_tiles in enumerate(st.tiles):
+    for i, (w, _) in enumerate(fused):
+        n_tiles = -(-w.layout.rows // lanes.ROWS)
         step = max(1, n_tiles // CLAIMS_PER_MATRIX)
         runs += [(i, a, min(a + step, n_tiles)) for a in range(0, n_tiles, step)]
-    n = threads() if is_large(sum(w.codes.nbytes for w in st.weights) * t) else 1
-    tails = ws.tail[:, :t]  # one per matrix: only the run holding its last tile writes it
+    n = threads() if is_large(sum(w.codes.nbytes for w, _ in fused) * t) else 1
 
     def work(_: int, claims) -> None:
         for c in claims:
             if c >= len(runs):
                 return
             i, a, b = runs[c]
-            cd, s, m, o = st.mats[i]
-            lanes.row_tiles(cd, s, m, xq, xs, xsum, o, tails[i], st.kinds[i], st.shifts[i], a, b)
+            cd, sc, mn, kind, shift = args[i]  # a matrix's tail: only the run holding its last tile writes it
+            lanes.row_tiles(cd, sc, mn, xq, xs, xsum, fused[i][1], ws.tail[i, :t], kind, shift, a, b)
 
     share(work, n)

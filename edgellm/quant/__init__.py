@@ -19,7 +19,7 @@ RMS error than absmax/7 on stories260K at the same size (tools/quant_error.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -164,6 +164,8 @@ class QTensor:
     codes: np.ndarray  # f32/f16 [rows, cols] | int8 [rows, pcols] | uint8 [rows, pcols/2]
     scales: np.ndarray | None = None  # f16 [rows, groups] for q8/q4/q4a
     mins: np.ndarray | None = None  # f16 [rows, groups] for q4a
+    # the views the integer kernels pass to numba, made on first use (kernels/matvec.py)
+    kernel_args: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, int]:
