@@ -38,6 +38,26 @@ def test_a_reused_prefix_gives_what_a_fresh_prefill_gives(stories_ellm):
         assert _tokens(m, 24) == want
 
 
+@pytest.mark.parametrize("quant", ["q4", "q8"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_one_pass_over_several_tokens_gives_each_the_logits_decode_gives_it(stories_ellm, quant, threads):
+    """Speculative verification's premise: pushing k tokens through one pass (the integer tiles, on decode's
+    drivers up to SMALL_BATCH tokens, on the prefill pool past it) gives every position exactly the logits that
+    decoding those tokens one by one gives, so accepting a drafted token changes nothing."""
+    from edgellm.kernels.parallel import SMALL_BATCH
+
+    with edgellm.load(stories_ellm[quant], threads=threads, context=128) as m:
+        prompt, s, vocab = [1, 403, 407, 261, 378], m.session, m.config.vocab_size
+        drafted = [int(t) for t in np.random.default_rng(1).integers(3, vocab, SMALL_BATCH + 3)]
+        s.prefill(prompt)
+        one_by_one = np.stack([s.step(t).copy() for t in drafted])
+        for k in (2, 5, SMALL_BATCH, SMALL_BATCH + 3):
+            s.prefill(prompt)
+            rows = np.zeros((k, vocab), np.float32)
+            s.t.forward(np.array(drafted[:k]), len(prompt), rows)
+            np.testing.assert_array_equal(rows, one_by_one[:k], err_msg=f"{k} tokens")
+
+
 def test_one_chunk_per_token_the_last_with_stats(model):
     want = _tokens(model, 24)
     chunks = list(

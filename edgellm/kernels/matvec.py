@@ -15,7 +15,7 @@ from numba import njit, prange
 
 from ..quant import QTensor, integer_kernels
 from . import blas, lanes
-from .parallel import CLAIMS_PER_MATRIX, TILES_PER_CLAIM, claim, is_large, threads
+from .parallel import CLAIMS_PER_MATRIX, SMALL_BATCH, TILES_PER_CLAIM, claim, is_large, threads
 from .parallel import counter as claim_counter
 from .pool import share
 from .simd import q4_dot16
@@ -23,6 +23,7 @@ from .simd import q4_dot16
 with np.errstate(invalid="ignore"):  # widening f16 signalling NaNs raises the invalid flag on aarch64
     F16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 MAX_SET = 3  # matrices of one input per fused call: q, k, v
+
 MATMUL_BLOCK = 256  # weight rows dequantized at once for prefill (x padded cols f32), all threads
 
 
@@ -406,6 +407,9 @@ def matmuls(weights, x: np.ndarray, outs, ws: Workspace) -> None:
     t = x.shape[0]
     xq, xs, xsum = ws.xq[:t], ws.xs[:t], ws.xsum[:t]
     quantize_activations(x, 32, fused[0][0].layout.padded_cols, xq, xs, xsum)
+    if t <= SMALL_BATCH:  # decode's drivers: an OpenMP region costs ~2 us, a run of the pool ~40
+        _tiles_of([w for w, _ in fused], [o for _, o in fused], t, ws)
+        return
     args = [_lanes_args(w) for w, _ in fused]
     runs = []  # (matrix, first tile, end tile): about CLAIMS_PER_MATRIX runs per matrix
     for i, (w, _) in enumerate(fused):

@@ -10,7 +10,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from ..errors import UnsupportedModelError
-from .parallel import claim, is_large, threads
+from .parallel import SMALL_BATCH, claim, is_large, threads
 from .pool import share
 from .simd import half
 
@@ -141,15 +141,15 @@ def _attention_shared(q, kc, vc, start, out, scores, ctr, nt):
 
 def attention(q, k_cache, v_cache, start_pos: int, out, ws) -> None:
     """Causal GQA attention of q[T, heads, hd] over the cache rows 0..start_pos+T-1 -> out[T, heads, hd].
-    A long context shares heads between threads: decode's one token on OpenMP, prefill's many on the prefill
-    pool (pool.py says why)."""
+    A long context shares heads between threads: decode's one token (or a small batch) on OpenMP, prefill's
+    many on the prefill pool (pool.py says why)."""
     t_n, n_heads, hd = q.shape
     if k_cache.dtype == np.float16:  # kernels read an f16 cache through its bits (numba has no float16)
         k_cache, v_cache = k_cache.view(np.uint16), v_cache.view(np.uint16)
     kv_bytes = t_n * n_heads * (start_pos + t_n) * hd * 8  # K and V rows read, summed over queries
     if not is_large(kv_bytes):
         _attention_heads(q, k_cache, v_cache, start_pos, out, ws.scores, 0, n_heads)
-    elif t_n == 1:
+    elif t_n <= SMALL_BATCH:  # decode's one token, or a few (speculative verification): OpenMP
         _attention_shared(q, k_cache, v_cache, start_pos, out, ws.scores, ws.claims, threads())
     else:
 

@@ -28,6 +28,10 @@ ABANDON = 1.5  # a probe pass this much slower than the current count ends the p
 # prefetchers streaming (4-row claims interleaved between threads: TinyLlama q4 decode 24.7 vs 40.7 tok/s),
 # and a descheduled thread still holds up only 1/16 of the work. The cut does not depend on the thread count.
 CLAIMS_PER_MATRIX = 16
+# Up to this many tokens (speculative verification, a short chat turn, a prompt's last position) run on decode's
+# OpenMP drivers rather than the prefill pool: 2 tokens of SmolLM2 took 17.9 ms through the pool against 5.0 for
+# one decoded token (a run of the pool costs ~40 us, an OpenMP region ~2)
+SMALL_BATCH = 16
 TILES_PER_CLAIM = 4  # the smallest claim: 4 tiles of 4 rows
 
 
