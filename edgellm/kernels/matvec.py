@@ -1,11 +1,13 @@
-"""Weight products: matvec (decode, one token) and matmul (prefill, many tokens).
+"""Weight products: matvec (decode, one token) and matmul (prefill, many tokens), and their fused forms for
+several matrices of one input (matvecs, matmuls: q, k, v).
 
-Decode quantizes the activation to int8 per 32 once, then takes integer dot products against the stored
-codes in SIMD (simd.py; 4 rows per task share each activation load) for q8 at any group, q4 and q4a at group
-32; q4 at group 64/128, whose nibbles split at group/2, has its own per-group loop.
-Prefill dequantizes a block of rows to f32 and hands it to BLAS, so the unpacking is paid once per block for
-all tokens of the chunk. Each prefill thread (pool.py) runs its own dequantize -> BLAS pipeline over the
-blocks it claims, with BLAS on that thread alone (blas.py).
+Quantized weights (q8 at any group, q4 and q4a at group 32) go through the integer row tiles of lanes.py:
+the activations are quantized to int8 per 32 once per input, then every tile of weight rows is computed for
+every token, so decode, a prompt and a speculative verification give a token the same numbers. Threads claim
+runs of tiles: decode and small batches (parallel.SMALL_BATCH) in one OpenMP region, longer prompts on the
+prefill pool (pool.py). q4 at group 64/128, whose nibbles split at group/2, has its own decode loop; it and
+f32/f16 weights prefill by dequantizing blocks of rows to f32 for BLAS, BLAS on each pool thread alone
+(blas.py).
 """
 
 from __future__ import annotations
