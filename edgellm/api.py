@@ -77,9 +77,13 @@ class Model:
         repetition_penalty: float = 1.0,
         seed=None,
         stop=None,
+        speculative: bool | None = None,
     ) -> LockedStream:
         """An iterator of Chunks, one per generated token (edgellm.generate.stream); the last one has the last
         token, finish_reason and stats. `prompt`: text, or a list of token ids used as they are.
+        `speculative`: draft tokens by prompt lookup and verify several a pass (None: wherever that changes no
+        output, i.e. every matrix quantized; True: forced, an error elsewhere; False: off). The output is
+        the same either way: greedy token for token, sampling in distribution.
 
         Checks arguments and tokenizes now; takes the Model's lock at the first next() and keeps it until the
         iterator is exhausted or closed (also a context manager: `with m.stream(p) as chunks: ...`)."""
@@ -92,6 +96,7 @@ class Model:
             repetition_penalty=repetition_penalty,
             seed=seed,
             stop=stop,
+            speculative=speculative,
         )
         check_sampling(sampling)
         ids = self._prompt_ids(clean_text(prompt, "the prompt"))

@@ -201,6 +201,24 @@ def test_smollm2_answers_paris_greedy(smol):
     assert "Paris" in reply
 
 
+def test_smollm2_speculation_changes_no_token_and_takes_fewer_passes(smol):
+    """A grounded request (quote the text back): prompt lookup drafts from the prompt, the reply is token for
+    token the plain one, in fewer passes; streamed at a budget under the file's size too."""
+    text = "The quick brown fox jumps over the lazy dog. It was the best of times, it was the worst of times."
+    msgs = [{"role": "user", "content": f"Repeat this text exactly: {text}"}]
+    size = smol["auto"].stat().st_size
+    for budget in (None, int(size * 0.6)):
+        with edgellm.load(smol["auto"], ram_budget=budget, context=256) as m:
+            runs = {}
+            for spec in (False, True):
+                chunks = list(m.chat(msgs, max_tokens=40, temperature=0, stream=True, speculative=spec))
+                runs[spec] = ([c.token for c in chunks], chunks[-1].stats)
+            if budget:
+                assert m.plan.streamed
+        assert runs[True][0] == runs[False][0]
+        assert runs[True][1].passes < runs[False][1].passes and runs[True][1].accepted > 0
+
+
 def test_smollm2_auto_import_keeps_every_tensor_exactly_and_agrees_with_f32(smol):
     with EllmFile(smol["auto"]) as f:
         src = f.header["source"]

@@ -33,7 +33,8 @@ from ..errors import EdgeLLMError
 from ..runtime.budget import parse_budget
 from .runner import run_child
 
-SWEEP_KEYS = ("budget", "codec")
+SWEEP_KEYS = ("budget", "codec", "speculative")
+SPECULATIVE = {"on": True, "off": False}
 CODECS = ("raw", "lz4", "zstd", "auto")
 
 
@@ -44,9 +45,13 @@ def parse_sweep(specs: list[str] | None) -> dict[str, list[str]]:
         key, eq, values = spec.partition("=")
         vals = [v.strip() for v in values.split(",") if v.strip()]
         if not eq or key not in SWEEP_KEYS or not vals:
-            raise EdgeLLMError(f"cannot read --sweep {spec!r}: use budget=25%,50%,... or codec=raw,lz4,zstd")
+            raise EdgeLLMError(
+                f"cannot read --sweep {spec!r}: use budget=25%,50%,..., codec=raw,lz4,zstd or speculative=off,on"
+            )
         if key == "codec" and (bad := [v for v in vals if v not in CODECS]):
             raise EdgeLLMError(f"unknown codec {bad[0]!r} in --sweep; choose from {', '.join(CODECS)}")
+        if key == "speculative" and (bad := [v for v in vals if v not in SPECULATIVE]):
+            raise EdgeLLMError(f"unknown speculative {bad[0]!r} in --sweep; choose from off, on")
         out[key] = vals
     return out
 
@@ -82,6 +87,7 @@ def _row(config: dict, r: dict) -> dict:
         "ttft_s": _summary([x["ttft_s"] for x in reps]),
         "prefill_tps": _summary([x["prompt_tps"] for x in reps]),
         "decode_tps": decode,
+        "tokens_per_pass": statistics.fmean(x.get("tokens_per_pass", 1.0) for x in reps),
         "decode_bytes_per_token": statistics.fmean(x["decode_bytes_per_token"] for x in reps),
         "read_s": r["read_s"] / steps,
         "decompress_s": r["decompress_s"] / steps,
@@ -114,6 +120,7 @@ def run_bench(
     context: int | None = None,
     sweep: dict[str, list[str]] | None = None,
     trace_tokens: int = 4,
+    speculative: bool | None = None,
     progress=None,
 ) -> dict:
     """Run every configuration of the sweep (the cartesian product of its keys) and return the JSON result."""
@@ -143,6 +150,7 @@ def run_bench(
         "device": device,
         "context": ctx,
         "trace_tokens": trace_tokens,
+        "speculative": speculative,
     }
     runs = []
     with tempfile.TemporaryDirectory(prefix="edgellm-bench-", dir=_tmp_dir(path)) as tmp:
@@ -156,7 +164,8 @@ def run_bench(
             budget = budget_bytes(config.get("budget", ram_budget), model_bytes)
             if progress:
                 progress(f"running {_label(config) or 'configuration'} ...")
-            r = run_child(dict(base, model=file, budget=budget), cold=cold)
+            spec = SPECULATIVE[config["speculative"]] if "speculative" in config else speculative
+            r = run_child(dict(base, model=file, budget=budget, speculative=spec), cold=cold)
             runs.append(_row(config, r))
     first = next((x for x in runs if "error" not in x), None)
     for x in runs:
@@ -201,7 +210,8 @@ def _label(config: dict) -> str:
 def format_table(result: dict) -> str:
     """One line per configuration; ratios against the first row."""
     head = (
-        f"{'config':<22} {'load s':>7} {'TTFT ms':>8} {'prefill':>8} {'decode tok/s':>14} {'MB/token':>9} "
+        f"{'config':<22} {'load s':>7} {'TTFT ms':>8} {'prefill':>8} {'decode tok/s':>14} {'tok/pass':>8} "
+        f"{'MB/token':>9} "
         f"{'overlap':>8} {'RSS MB':>8} {'predicted':>9} {'meas/pred':>9} {'ratio':>6}"
     )
     lines = [head, "-" * len(head)]
@@ -213,7 +223,7 @@ def format_table(result: dict) -> str:
         d = x["decode_tps"]
         lines.append(
             f"{label:<22} {x['load_s']['mean']:>7.2f} {x['ttft_s']['mean'] * 1e3:>8.0f} "
-            f"{x['prefill_tps']['mean']:>8.1f} {d['mean']:>7.2f} ± {d['sd']:<4.2f} "
+            f"{x['prefill_tps']['mean']:>8.1f} {d['mean']:>7.2f} ± {d['sd']:<4.2f} {x['tokens_per_pass']:>8.2f} "
             f"{x['decode_bytes_per_token'] / 1e6:>9.1f} {100 * x['overlap']:>7.0f}% "
             f"{x['rss_over_baseline_bytes'] / 1e6:>8.0f} {x['predicted_tps']:>9.2f} "
             f"{x['measured_vs_predicted'] or 0:>9.2f} {x.get('ratio_vs_first', 1.0):>6.2f}"

@@ -64,6 +64,7 @@ def _warm_kernels(stype: str) -> None:
         with edgellm.load(out, context=64) as m:
             m.logits([1, 5, 7, 9])
             m.generate([1, 5, 7], max_tokens=3)
+            m.generate([1, 5, 7, 1, 5, 7, 1, 5], max_tokens=6, speculative=True)  # the verification passes
     if stype not in QUANT_TYPES:
         from .. import kernels
 
@@ -72,6 +73,22 @@ def _warm_kernels(stype: str) -> None:
         t, x, ws = QTensor.from_buffer(w.layout, buf), np.ones((2, 64), np.float32), kernels.Workspace(2, 64, 1, 1)
         kernels.matvec(t, x[0], np.zeros(8, np.float32), ws)
         kernels.matmul(t, x, np.zeros((2, 8), np.float32), ws)
+
+
+def _prompt(model, a: dict, repeat: int) -> list[int]:
+    """The chat `messages` in the model's template when given (grounded or open requests), else random ids."""
+    if a.get("messages"):
+        from ..chat.conversation import encode_chat
+
+        return encode_chat(model.chat_template(None, lambda _: None), model.tokenizer, a["messages"])
+    rng = np.random.default_rng(repeat)
+    return [int(i) for i in rng.integers(3, model.config.vocab_size, a.get("prompt_tokens", 16))]
+
+
+def _end_ids(model) -> set:
+    from ..chat.conversation import end_of_turn_ids
+
+    return set(end_of_turn_ids(model.tokenizer))
 
 
 def _one(a: dict, repeat: int) -> dict:
@@ -95,13 +112,17 @@ def _one(a: dict, repeat: int) -> dict:
     load_s = time.perf_counter() - t0
     try:
         prov = model.provider
-        rng = np.random.default_rng(repeat)
-        prompt = [int(i) for i in rng.integers(3, model.config.vocab_size, a.get("prompt_tokens", 16))]
+        prompt = _prompt(model, a, repeat)
         read0 = prov.bytes_read
         stats = Stats()
         trace_tokens = a.get("trace_tokens", 0) if repeat == 0 else 0
         token_times, io1, units1, read1, trace = [], None, None, None, None
-        for n, _ in enumerate(generate_tokens(model.session, prompt, max_tokens=a.get("gen_tokens", 32), stats=stats)):
+        steps_of = generate_tokens(
+            model.session, prompt, max_tokens=a.get("gen_tokens", 32), speculative=a.get("speculative"), stats=stats
+        )
+        tokens: list[int] = []
+        ends = _end_ids(model) if a.get("messages") else set()  # a chat reply ends at its end of turn
+        for n, (token, _) in enumerate(steps_of):
             token_times.append(time.perf_counter())
             if n == 0:  # the decode phase starts here: snapshot what the prompt cost
                 io1, read1 = dict(prov.io_stats()), prov.bytes_read
@@ -110,6 +131,9 @@ def _one(a: dict, repeat: int) -> dict:
                     prov.stats.trace = []
             elif n == trace_tokens:
                 trace, prov.stats.trace = prov.stats.trace, None
+            if token in ends:
+                break
+            tokens.append(token)
         if prov.stats.trace is not None:  # fewer tokens than asked to trace
             trace, prov.stats.trace = prov.stats.trace, None
         # gen_tokens >= 1 and generate_tokens yields once per step: the n == 0 snapshot was taken
@@ -145,6 +169,11 @@ def _one(a: dict, repeat: int) -> dict:
             "ttft_s": stats.ttft_seconds,
             "generated_tokens": stats.generated_tokens,
             "decode_tps": stats.decode_tps,
+            "passes": stats.passes,
+            "drafted": stats.drafted,
+            "accepted": stats.accepted,
+            "tokens_per_pass": stats.tokens_per_pass,
+            "tokens": tokens,
             "bytes_read": prov.bytes_read - read0,
             "prompt_bytes_read": read1 - read0,
             "decode_bytes_per_token": (prov.bytes_read - read1) / steps,

@@ -15,6 +15,7 @@ from .options import (
     add_context_argument,
     add_device_argument,
     add_model_argument,
+    add_speculative_argument,
     add_threads_argument,
 )
 
@@ -42,6 +43,7 @@ def add_arguments(p) -> None:
         "several --sweep run every combination (default: one configuration)",
     )
     p.add_argument("--layers", action="store_true", help="print per-layer times of every configuration")
+    add_speculative_argument(p)
     p.add_argument("--json", default=None, metavar="FILE", help="write the full result as JSON (default: not written)")
     p.add_argument(
         "--plot",
@@ -109,6 +111,7 @@ def run(args) -> int:
         threads=args.threads,
         context=args.context,
         sweep=sweep,
+        speculative=args.speculative,
         progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
     print_result(result, layers=args.layers)

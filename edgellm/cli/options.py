@@ -118,6 +118,17 @@ def add_sampling_arguments(p, temp: float = 0.0, top_p: float = 1.0) -> None:
         help="stop string, repeatable (default: none; the model's end-of-text token always stops)",
     )
     p.add_argument("--stats", action="store_true", help="print speed, memory and I/O statistics to stderr")
+    add_speculative_argument(p)
+
+
+def add_speculative_argument(p) -> None:
+    p.add_argument(
+        "--speculative",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draft tokens by prompt lookup and verify several per pass over the weights: the output is the same, "
+        "greedy token for token (default: on wherever that holds, i.e. every matrix quantized)",
+    )
 
 
 def sampling_params(args) -> SamplingParams:
@@ -131,4 +142,5 @@ def sampling_params(args) -> SamplingParams:
         repetition_penalty=args.repeat_penalty,
         seed=args.seed,
         stop=tuple(args.stop or ()),
+        speculative=args.speculative,
     )

@@ -49,7 +49,8 @@ def format_stats(stats, model) -> str:
     lines = [
         f"prompt: {stats.prompt_tokens} tokens ({stats.cached_tokens} cached), "
         f"{stats.prompt_tps:.1f} tok/s; time to first token {stats.ttft_seconds * 1e3:.0f} ms",
-        f"decode: {stats.generated_tokens} tokens, {stats.decode_tps:.2f} tok/s",
+        f"decode: {stats.generated_tokens} tokens, {stats.decode_tps:.2f} tok/s; {stats.passes} passes, "
+        f"{stats.tokens_per_pass:.2f} tokens a pass ({stats.accepted} of {stats.drafted} drafted accepted)",
         f"memory: peak RSS {stats.peak_rss_bytes / 1e6:,.0f} MB"
         + (
             f"; plan {plan.total / 1e6:,.1f} MB of a {plan.budget / 1e6:,.1f} MB budget, "

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import EdgeLLMError
+from ..errors import EdgeLLMError, InvalidArgumentError
 from ..kernels import blas, default_threads
 from ..kernels.parallel import ThreadTuner, using_threads
-from .sampling import apply_repetition_penalty, make_sampler
+from .draft import PromptLookup
+from .sampling import Sampler, apply_repetition_penalty, make_sampler
 
+NO_LOGITS = np.zeros(1, np.float32)  # an empty prompt's "distribution": token 0, as argmax(None) gave
 REPETITION_WINDOW = 64  # recent tokens the repetition penalty looks at (llama.cpp's default)
 
 
@@ -30,6 +32,9 @@ class Stats:
     peak_rss_bytes: int = 0
     bytes_read: int = 0
     io: dict = field(default_factory=dict)  # streaming runtime detail (read/decompress/wait seconds...)
+    passes: int = 0  # decode forward passes (the prefill not counted)
+    drafted: int = 0  # tokens speculative decoding drafted
+    accepted: int = 0  # drafted tokens the model agreed with (each one a token without a pass of its own)
 
     @property
     def prompt_tps(self) -> float:
@@ -39,9 +44,14 @@ class Stats:
     def decode_tps(self) -> float:
         return (self.generated_tokens - 1) / self.decode_seconds if self.decode_seconds else 0.0
 
+    @property
+    def tokens_per_pass(self) -> float:
+        """Generated tokens after the first, per decode pass (1.0 without speculation)."""
+        return (self.generated_tokens - 1) / self.passes if self.passes else 0.0
+
     def as_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d.update(prompt_tps=self.prompt_tps, decode_tps=self.decode_tps)
+        d.update(prompt_tps=self.prompt_tps, decode_tps=self.decode_tps, tokens_per_pass=self.tokens_per_pass)
         return d
 
 
@@ -88,6 +98,27 @@ class Session:
                 self.ids.extend(part.tolist())  # commit the pass (one list call: Ctrl-C cannot split it)
         return logits
 
+    @property
+    def exact_batches(self) -> bool:
+        """A pass over several tokens gives each exactly the logits decoding them one by one gives: true when
+        every matrix takes the integer kernels (f32/f16 ones prefill through BLAS), so speculation is lossless."""
+        return not self.t.state.blas
+
+    def verify(self, tokens: list[int]) -> np.ndarray:
+        """Feed tokens (the current one, then drafted ones) in one pass at the end of the cache and commit them
+        all; returns their logits rows (a view of the run state's buffer, valid until the next pass). The caller
+        rolls back what it rejects (rollback)."""
+        n = self.threads.decode_threads()
+        rows = self.t.state.verify_logits[: len(tokens)]
+        with using_threads(n):
+            self.t.forward(np.asarray(tokens, dtype=np.int64), len(self.ids), rows)
+        self.ids.extend(tokens)  # commit the pass
+        return rows
+
+    def rollback(self, n: int) -> None:
+        """Forget every position from n on (their KV entries get overwritten by the next pass)."""
+        del self.ids[n:]
+
     def step(self, token: int) -> np.ndarray:
         n = self.threads.decode_threads()
         t0 = time.perf_counter()
@@ -109,10 +140,14 @@ def generate_tokens(
     min_p=0.0,
     repetition_penalty=1.0,
     seed=None,
+    speculative: bool | None = None,
     stats: Stats | None = None,
 ) -> Iterator[tuple[int, bool]]:
     """An iterator of (token, context_full) pairs; the caller decides when to stop (EOS, stop strings...).
 
+    `speculative`: draft tokens by prompt lookup and verify them several per pass (None: wherever it is
+    lossless, i.e. session.exact_batches; True: forced, an error where it is not; False: one token a pass).
+    The output is the same either way: greedy token for token, sampling in distribution.
     The prompt and sampling settings are checked now; the prefill runs at the first next().
     """
     if len(prompt_ids) >= session.context:
@@ -121,30 +156,95 @@ def generate_tokens(
             f"shorten it or raise the context length"
         )
     sampler = make_sampler(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
-    return _steps(session, list(prompt_ids), max_tokens, sampler, repetition_penalty, stats or Stats())
+    if speculative and not session.exact_batches:
+        raise InvalidArgumentError(
+            "speculative (--speculative) needs every weight matrix quantized (q8, q4, q4a): this file's f32/f16 "
+            "matrices prefill through BLAS, whose numbers differ from decode's; leave it to the default"
+        )
+    drafter = PromptLookup(prompt_ids) if (session.exact_batches if speculative is None else speculative) else None
+    return _steps(session, list(prompt_ids), max_tokens, sampler, repetition_penalty, stats or Stats(), drafter)
+
+
+def _smooth(avg: float | None, x: float, w: float = 0.3) -> float:
+    return x if avg is None else (1 - w) * avg + w * x
 
 
 def _steps(
-    session: Session, prompt_ids: list[int], max_tokens: int, sampler, repetition_penalty: float, stats: Stats
+    session: Session,
+    prompt_ids: list[int],
+    max_tokens: int,
+    sampler: Sampler,
+    repetition_penalty: float,
+    stats: Stats,
+    drafter: PromptLookup | None = None,
 ) -> Iterator[tuple[int, bool]]:
     t0 = time.perf_counter()
     logits = session.prefill(prompt_ids)
     stats.prompt_tokens, stats.cached_tokens = len(prompt_ids), session.reused
     history = list(prompt_ids[-REPETITION_WINDOW:])
     t_first = None
-    for n in range(max_tokens):
-        if repetition_penalty != 1.0 and logits is not None:  # None: an empty prompt, so no history either
-            apply_repetition_penalty(logits, history[-REPETITION_WINDOW:], repetition_penalty)
-        token = int(sampler(logits))
+    n, pending = 0, None  # pending: the next token, when a rejected draft already decided it
+    one_pass = None  # seconds a one-token pass takes (running), to price a drafted token
+    while n < max_tokens:
+        if pending is None:
+            if repetition_penalty != 1.0 and logits is not None:  # None: an empty prompt, so no history either
+                apply_repetition_penalty(logits, history[-REPETITION_WINDOW:], repetition_penalty)
+            token = sampler(logits if logits is not None else NO_LOGITS)
+        else:
+            token, pending = pending, None
         now = time.perf_counter()
         if t_first is None:
             t_first = now
             stats.ttft_seconds = stats.prompt_seconds = now - t0
-        stats.generated_tokens = n + 1
-        stats.decode_seconds = now - t_first
+        n += 1
+        stats.generated_tokens, stats.decode_seconds = n, now - t_first
         history.append(token)
         full = len(session.ids) + 1 >= session.context
         yield token, full
-        if full or n + 1 == max_tokens:
+        if full or n == max_tokens:
             return
-        logits = session.step(token)
+        drafts = []
+        if drafter is not None:  # room: tokens still wanted, positions left, rows a pass holds
+            state = session.t.state
+            room = (
+                min(max_tokens - n, session.context - len(session.ids) - 1, state.chunk, len(state.verify_logits)) - 1
+            )
+            drafter.extend([token])
+            drafts = drafter.draft(room)
+        stats.passes += 1
+        t_pass = time.perf_counter()
+        if not drafts:
+            logits = session.step(token)
+            one_pass = _smooth(one_pass, time.perf_counter() - t_pass)
+            continue
+        assert drafter is not None  # only a drafter drafts
+        base = len(session.ids)
+        rows = session.verify([token, *drafts])
+        took = time.perf_counter() - t_pass
+        cost = (took / one_pass - 1.0) / len(drafts) if one_pass else None  # what a drafted token added
+        kept = 0
+        for i, d in enumerate(drafts):
+            row = rows[i]
+            if repetition_penalty != 1.0:
+                row = row.copy()
+                apply_repetition_penalty(row, history[-REPETITION_WINDOW:], repetition_penalty)
+            ok, chosen = sampler.judge(row, d)
+            if not ok:
+                pending = chosen
+                break
+            kept += 1
+            history.append(d)
+        session.rollback(base + 1 + kept)  # the current token and the accepted drafts stay
+        drafter.feedback(len(drafts), kept, cost)
+        stats.drafted += len(drafts)
+        stats.accepted += kept
+        if pending is None:
+            logits = rows[kept].copy()  # every draft accepted: the last row is the next distribution
+        for j, d in enumerate(drafts[:kept]):  # d sits at position base + 1 + j, already in the cache
+            n += 1
+            stats.generated_tokens, stats.decode_seconds = n, time.perf_counter() - t_first
+            drafter.extend([d])
+            full = base + 2 + j >= session.context
+            yield d, full
+            if full or n == max_tokens:
+                return

@@ -31,6 +31,7 @@ FLAGS = {
     "slots": "--slots",
     "ram_budget": "--ram-budget",
     "quant": "--quant",
+    "speculative": "--speculative",
 }
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -80,6 +81,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0  # 1: off
     seed: int | None = None  # None: a fresh random seed
     stop: tuple[str, ...] = ()
+    speculative: bool | None = None  # None: draft and verify several tokens a pass wherever that is lossless
 
     def __post_init__(self) -> None:
         check_int("max_tokens", self.max_tokens, 0)
@@ -91,6 +93,8 @@ class SamplingParams:
         if self.seed is not None:
             check_int("seed", self.seed, 0)  # numpy refuses negative seeds
         object.__setattr__(self, "stop", _stops(self.stop))
+        if self.speculative not in (None, True, False):
+            raise InvalidArgumentError(f"{_name('speculative')} must be None, True or False, got {self.speculative!r}")
 
     def as_kwargs(self) -> dict:
         return asdict(self)

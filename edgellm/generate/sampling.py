@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 
@@ -36,20 +34,46 @@ def filter_probs(
     return ids, p / p.sum()
 
 
+class Sampler:
+    """logits[vocab] -> token id (call it). Temperature 0 is greedy; `seed` makes sampling reproducible.
+
+    judge() is speculative decoding's acceptance rule for a token a drafter proposed with certainty (prompt
+    lookup's drafts are deterministic: q is one-hot), so that the tokens kept have exactly the distribution
+    plain sampling gives: accept with probability min(1, p/q) = p(token); on a rejection draw from the
+    normalised residual max(0, p - q), which is p without that token. Greedy accepts the argmax only."""
+
+    def __init__(self, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, seed=None):
+        _check(temperature, top_k, top_p, min_p)
+        self.temperature, self.top_k, self.top_p, self.min_p = temperature, top_k, top_p, min_p
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, logits: np.ndarray) -> int:
+        if self.temperature == 0:
+            return int(np.argmax(logits))
+        ids, p = filter_probs(logits, self.temperature, self.top_k, self.top_p, self.min_p)
+        return int(ids[self.rng.choice(len(ids), p=p)])
+
+    def judge(self, logits: np.ndarray, drafted: int) -> tuple[bool, int]:
+        """(accepted, the token at this position): `drafted` itself, or what replaces it."""
+        if self.temperature == 0:
+            best = int(np.argmax(logits))
+            return best == drafted, best
+        ids, p = filter_probs(logits, self.temperature, self.top_k, self.top_p, self.min_p)
+        hit = np.flatnonzero(ids == drafted)
+        p_draft = float(p[hit[0]]) if hit.size else 0.0
+        if self.rng.random() < p_draft:
+            return True, drafted
+        rest = p.copy()
+        if hit.size:
+            rest[hit[0]] = 0.0
+        return False, int(ids[self.rng.choice(len(ids), p=rest / rest.sum())])
+
+
 def make_sampler(
     temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, seed: int | None = None
-) -> Callable[[np.ndarray], int]:
-    """A function logits[vocab] -> token id. Temperature 0 is greedy; `seed` makes sampling reproducible."""
-    _check(temperature, top_k, top_p, min_p)
-    if temperature == 0:
-        return lambda logits: int(np.argmax(logits))
-    rng = np.random.default_rng(seed)
-
-    def sample(logits: np.ndarray) -> int:
-        ids, p = filter_probs(logits, temperature, top_k, top_p, min_p)
-        return int(ids[rng.choice(len(ids), p=p)])
-
-    return sample
+) -> Sampler:
+    """A Sampler: a function logits[vocab] -> token id, with the speculative acceptance rule beside it."""
+    return Sampler(temperature, top_k, top_p, min_p, seed)
 
 
 def apply_repetition_penalty(logits: np.ndarray, recent_ids, penalty: float) -> None:

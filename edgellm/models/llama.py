@@ -43,6 +43,8 @@ NAMES = TensorNames(
 # the mean KL by ~0.10 nats for 1.7% more bytes, 4x the gain per byte of any other layer matrix (GQA makes
 # them small; llama.cpp's K-quant mixes widen attn_v for the same reason).
 SENSITIVE = frozenset({"self_attn.v_proj"})
+VERIFY_ROWS = 9  # a speculative pass: the current token and up to 8 drafted ones (generate/draft.py: MAX_DRAFT)
+
 LAYER_PIECES = (
     ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
     ("self_attn.o_proj",),
@@ -183,6 +185,7 @@ class RunState:
     hb: np.ndarray = field(init=False)  # (chunk, intermediate) gate, then silu(gate) * up
     hb2: np.ndarray = field(init=False)  # (chunk, intermediate) up
     logits: np.ndarray = field(init=False)  # (vocab,) logits of the last position
+    verify_logits: np.ndarray = field(init=False)  # (VERIFY_ROWS, vocab) a speculative pass's logits, per token
     key_cache: np.ndarray = field(init=False)  # (n_layers, context, n_kv_heads, head_dim) f32 or f16
     value_cache: np.ndarray = field(init=False)  # (n_layers, context, n_kv_heads, head_dim) f32 or f16
     cos: np.ndarray = field(init=False)  # (context, head_dim // 2) rotary tables
@@ -199,6 +202,7 @@ class RunState:
         self.hb = np.zeros((t, a.intermediate_size), f32)
         self.hb2 = np.zeros((t, a.intermediate_size), f32)
         self.logits = np.zeros(a.vocab_size, f32)
+        self.verify_logits = np.zeros((VERIFY_ROWS, a.vocab_size), f32)
         kv = (a.num_hidden_layers, c, a.num_key_value_heads, a.head_dim)
         kv_type = KV_DTYPES[self.kv_dtype]
         self.key_cache, self.value_cache = np.zeros(kv, kv_type), np.zeros(kv, kv_type)
@@ -222,7 +226,7 @@ class RunState:
         ws = kernels.Workspace.nbytes_for(
             chunk, max(a.hidden_size, a.intermediate_size, a.q_dim), a.num_attention_heads, context, blas
         )
-        return 4 * (chunk * per_tok + a.vocab_size + rope) + kv + ws
+        return 4 * (chunk * per_tok + (1 + VERIFY_ROWS) * a.vocab_size + rope) + kv + ws
 
 
 def _project(w, bias, x, out, scratch, prompt: bool) -> None:

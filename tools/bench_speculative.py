@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Speculative decoding benchmark: decode tok/s with speculation off and on, same run, same prompts.
+
+    python tools/bench_speculative.py MODEL.ellm [MODEL2.ellm ...] [--budgets ram,50] [--gen-tokens 128]
+        [--cgroup] [--repeat 1] [--json out.json]
+
+Per model, budget (`ram`: the default, everything pinned; N: N% of the file, so layers stream) and prompt:
+greedy chat replies (ending at the end of turn, at most --gen-tokens) with speculation off, then on, each in a
+child process (edgellm.bench.child, as `edgellm bench` runs them). Prompts: grounded requests, whose answers
+repeat their source (rewrite, summarise, edit code, quote), and open ones. Prints tok/s off and on, the ratio,
+tokens per pass and whether the replies are token-identical (they must be). --cgroup runs every child in a
+cgroup v1 memory limit of budget + its baseline + 64 MiB, with the page cache dropped first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from pathlib import Path
+
+from edgellm.bench.runner import run_child
+
+SLACK = 64 << 20
+SOURCE = (
+    "Speculative decoding drafts several tokens cheaply and lets the large model check them all in one pass. "
+    "Each pass over the weights reads every layer once, so when the drafts are right the model produces several "
+    "tokens for the price of one. The output does not change: a drafted token is kept only when the model would "
+    "have produced it anyway, and the first disagreement is replaced by the model's own choice."
+)
+CODE = """def total(items):
+    result = 0
+    for item in items:
+        result = result + item.price * item.count
+    return result
+"""
+PROMPTS = {
+    "grounded: rewrite": f"Rewrite this paragraph as a bulleted list, keeping its sentences:\n\n{SOURCE}",
+    "grounded: summarise": f"Summarise this paragraph in two sentences, using its own words:\n\n{SOURCE}",
+    "grounded: edit code": f"Rename the function `total` to `order_total` in this code, showing all of it:\n\n{CODE}",
+    "grounded: quote": f"Quote the second and third sentences of this text exactly:\n\n{SOURCE}",
+    "open: story": "Write a short story about a lighthouse keeper who finds a message in a bottle.",
+    "open: tips": "Give me five tips for learning to cook at home.",
+}
+
+
+def _run(model: str, budget: int | None, prompt: str, spec: bool, a, limit: int | None) -> dict:
+    args = {
+        "model": model,
+        "budget": budget,
+        "messages": [{"role": "user", "content": prompt}],
+        "gen_tokens": a.gen_tokens,
+        "context": 512,
+        "threads": a.threads,
+        "speculative": spec,
+        "repeat": a.repeat,
+    }
+    return run_child(args, cold=a.cgroup, memory_limit=limit)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--budgets", default="ram,50", help="ram and/or percentages of the file size")
+    ap.add_argument("--gen-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--cgroup", action="store_true", help="memory limit of budget + baseline + 64 MiB, cold cache")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    rows = []
+    for model in a.models:
+        size = os.path.getsize(model)
+        for b in a.budgets.split(","):
+            budget = None if b == "ram" else size * int(b) // 100
+            limit = None
+            if a.cgroup and budget is not None:
+                probe = run_child({"model": model, "budget": budget, "gen_tokens": 2, "prompt_tokens": 2})
+                limit = budget + probe.get("baseline_rss", 0) + SLACK if "error" not in probe else None
+            for name, prompt in PROMPTS.items():
+                off, on = (_run(model, budget, prompt, spec, a, limit) for spec in (False, True))
+                if "error" in off or "error" in on:
+                    rows.append({"model": model, "budget": b, "prompt": name, "error": off.get("error") or on["error"]})
+                    print(json.dumps(rows[-1]))
+                    continue
+                tps = [statistics.fmean(x["decode_tps"] for x in r["repeats"]) for r in (off, on)]
+                rows.append(
+                    {
+                        "model": Path(model).name,
+                        "budget": b,
+                        "prompt": name,
+                        "off_tps": tps[0],
+                        "on_tps": tps[1],
+                        "ratio": tps[1] / tps[0] if tps[0] else 0.0,
+                        "tokens_per_pass": on["tokens_per_pass"],
+                        "tokens": len(on["tokens"]),
+                        "identical": on["tokens"] == off["tokens"],
+                        "streamed_units": len(on["streamed"]),
+                    }
+                )
+                print(json.dumps(rows[-1]))
+    print(
+        f"\n{'model':<22} {'budget':>6} {'prompt':<22} {'off tok/s':>9} {'on tok/s':>9} {'ratio':>6} "
+        f"{'tok/pass':>8} {'tokens':>6} {'same':>5}"
+    )
+    for r in rows:
+        if "error" in r:
+            print(f"{r['model']:<22} {r['budget']:>6} {r['prompt']:<22} error: {r['error']}")
+            continue
+        print(
+            f"{r['model']:<22} {r['budget']:>6} {r['prompt']:<22} {r['off_tps']:>9.1f} {r['on_tps']:>9.1f} "
+            f"{r['ratio']:>5.2f}x {r['tokens_per_pass']:>8.2f} {r['tokens']:>6} {'yes' if r['identical'] else 'NO':>5}"
+        )
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
