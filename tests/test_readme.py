@@ -98,8 +98,8 @@ def test_example_runs(index, workdir):
         r = run([sys.executable, "-c", substitute(code, table)], cwd)
         assert r.returncode == 0, f"README python example {index} failed:\n{code}\n{r.stderr[-3000:]}"
         if "model.stream(" in code:
-            # the streamed text ends before the finish line: that line is the finish reason alone
-            assert re.search(r"^(length|stop) [0-9.e+-]+ \d+$", r.stdout, re.MULTILINE), r.stdout
+            # the streamed text ends before the finish line: reason, decode tok/s, bytes read, tokens per pass
+            assert re.search(r"^(length|stop) [0-9.e+-]+ \d+ [0-9.]+$", r.stdout, re.MULTILINE), r.stdout
         return
     steps = [s for s in shell_steps(code) if exemption(s) is None]
     if not steps:

@@ -73,7 +73,7 @@ def bench(path: str, prompt_tokens: int, gen_tokens: int, threads: int, repeat: 
         pre, dec = [], []
         for _ in range(repeat):
             m.session.ids = []  # no prefix reuse between repeats
-            last = list(m.stream(prompt, max_tokens=gen_tokens))[-1]
+            last = list(m.stream(prompt, max_tokens=gen_tokens, speculative=False))[-1]  # one token a pass
             pre.append(last.stats.prompt_tps)
             dec.append(last.stats.decode_tps)
         weights = sum(

@@ -108,7 +108,7 @@ class Session:
         """Feed tokens (the current one, then drafted ones) in one pass at the end of the cache and commit them
         all; returns their logits rows (a view of the run state's buffer, valid until the next pass). The caller
         rolls back what it rejects (rollback)."""
-        n = self.threads.decode_threads()
+        n = self.threads.chosen()  # untimed: a verification's length varies from pass to pass
         rows = self.t.state.verify_logits[: len(tokens)]
         with using_threads(n):
             self.t.forward(np.asarray(tokens, dtype=np.int64), len(self.ids), rows)

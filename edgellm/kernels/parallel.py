@@ -95,6 +95,9 @@ class FixedThreads:
     def decode_threads(self) -> int:
         return self.most
 
+    def chosen(self) -> int:
+        return self.most
+
     def record(self, n: int, seconds: float) -> None:
         pass
 
@@ -139,6 +142,11 @@ class ThreadTuner:
             n = self.current
         self.warm, self.last = n == self.last, n
         return n
+
+    def chosen(self) -> int:
+        """The count chosen so far, for a pass that is not timed (a speculative verification: its length
+        varies, so its time says nothing about the count) and takes no probe's turn."""
+        return self.current
 
     def record(self, n: int, seconds: float) -> None:
         """The pass decode_threads() chose took `seconds`."""
