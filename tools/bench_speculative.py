@@ -2,13 +2,14 @@
 """Speculative decoding benchmark: decode tok/s with speculation off and on, same run, same prompts.
 
     python tools/bench_speculative.py MODEL.ellm [MODEL2.ellm ...] [--budgets ram,50] [--gen-tokens 128]
-        [--cgroup] [--repeat 1] [--json out.json]
+        [--cgroup] [--repeat 3] [--json out.json]
 
 Per model, budget (`ram`: the default, everything pinned; N: N% of the file, so layers stream) and prompt:
 greedy chat replies (ending at the end of turn, at most --gen-tokens) with speculation off, then on, each in a
 child process (edgellm.bench.child, as `edgellm bench` runs them). Prompts: grounded requests, whose answers
 repeat their source (rewrite, summarise, edit code, quote), and open ones. Prints tok/s off and on, the ratio,
-tokens per pass and whether the replies are token-identical (they must be). --cgroup runs every child in a
+tokens per pass and whether the replies are token-identical (they must be). Off and on alternate --repeat
+times (medians). --cgroup runs every child in a
 cgroup v1 memory limit of budget + its baseline + 64 MiB, with the page cache dropped first.
 """
 
@@ -54,7 +55,6 @@ def _run(model: str, budget: int | None, prompt: str, spec: bool, a, limit: int 
         "context": 512,
         "threads": a.threads,
         "speculative": spec,
-        "repeat": a.repeat,
     }
     return run_child(args, cold=a.cgroup, memory_limit=limit)
 
@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--budgets", default="ram,50", help="ram and/or percentages of the file size")
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3, help="alternated off/on pairs per prompt (medians)")
     ap.add_argument("--cgroup", action="store_true", help="memory limit of budget + baseline + 64 MiB, cold cache")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
@@ -79,12 +79,17 @@ def main() -> None:
                 probe = run_child({"model": model, "budget": budget, "gen_tokens": 2, "prompt_tokens": 2})
                 limit = budget + probe.get("baseline_rss", 0) + SLACK if "error" not in probe else None
             for name, prompt in PROMPTS.items():
-                off, on = (_run(model, budget, prompt, spec, a, limit) for spec in (False, True))
-                if "error" in off or "error" in on:
-                    rows.append({"model": model, "budget": b, "prompt": name, "error": off.get("error") or on["error"]})
+                # off, on, off, on ...: this VM's speed drifts by several percent between child processes
+                pairs = [
+                    [_run(model, budget, prompt, spec, a, limit) for spec in (False, True)] for _ in range(a.repeat)
+                ]
+                failed = [r["error"] for pair in pairs for r in pair if "error" in r]
+                if failed:
+                    rows.append({"model": model, "budget": b, "prompt": name, "error": failed[0]})
                     print(json.dumps(rows[-1]))
                     continue
-                tps = [statistics.fmean(x["decode_tps"] for x in r["repeats"]) for r in (off, on)]
+                tps = [statistics.median(pair[i]["decode_tps"] for pair in pairs) for i in (0, 1)]
+                off, on = pairs[0]
                 rows.append(
                     {
                         "model": Path(model).name,
@@ -95,7 +100,7 @@ def main() -> None:
                         "ratio": tps[1] / tps[0] if tps[0] else 0.0,
                         "tokens_per_pass": on["tokens_per_pass"],
                         "tokens": len(on["tokens"]),
-                        "identical": on["tokens"] == off["tokens"],
+                        "identical": all(r["tokens"] == off["tokens"] for pair in pairs for r in pair),
                         "streamed_units": len(on["streamed"]),
                     }
                 )
