@@ -31,3 +31,7 @@ class InvalidArgumentError(EdgeLLMError, ValueError):
 
 class ModelBusyError(EdgeLLMError):
     """A Model is already generating on this thread (an unfinished stream() iterator): finish or close it first."""
+
+
+class MissingExtraError(EdgeLLMError):
+    """A feature needs an optional dependency group that is not installed (e.g. `pip install "edgellm[server]"`)."""

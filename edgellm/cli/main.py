@@ -24,6 +24,7 @@ COMMANDS = {
     "verify": ("verify", "check every checksum of an .ellm file"),
     "run": ("run", "generate text from a prompt"),
     "chat": ("chat", "chat with a model in the terminal (offline; line-per-turn when piped)"),
+    "serve": ("serve", 'OpenAI-compatible HTTP server for a model (needs the extra: pip install "edgellm[server]")'),
     "perplexity": ("perplexity", "perplexity of a text, and KL divergence / top-1 agreement vs a reference"),
     "bench": ("bench", "I/O-latency benchmark: load, TTFT, prefill/decode tok/s, bytes and time per layer; sweeps"),
     "plan": ("plan", "show what a RAM budget pins and streams, and the predicted speed on a device"),
