@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import BudgetError, EdgeLLMError, TokenizerError
+from .errors import BudgetError, EdgeLLMError, InvalidArgumentError, TokenizerError
 from .format import EllmFile
 from .generate.generate import Session, generate_tokens  # noqa: F401  (the token loop, for callers of api)
 from .generate.lock import LockedStream, ModelLock
@@ -19,7 +19,16 @@ from .models.tensors import check_tensors
 from .runtime.budget import parse_budget
 from .runtime.device import DeviceProfile, load_device
 from .runtime.pager import Pager
-from .runtime.plan import DEFAULT_SLOTS, Plan, blas_for, default_budget, kv_dtype_for, plan_file, too_small_message
+from .runtime.plan import (
+    DEFAULT_SLOTS,
+    DRAFT_MODEL,
+    Plan,
+    blas_for,
+    default_budget,
+    kv_dtype_for,
+    plan_file,
+    too_small_message,
+)
 from .runtime.predict import predict
 from .runtime.provider import WeightProvider
 from .source import resolve_model
@@ -63,6 +72,7 @@ class Model:
         self.load_seconds = 0.0
         self._templates: dict[str, tuple[ChatTemplate, str | None]] = {}  # chat template spec -> (ChatTemplate, notice)
         self._lock = ModelLock()  # one call at a time touches the KV cache (see the class docstring)
+        self.draft: Model | None = None  # the draft model speculative decoding drafts with (load(draft=...))
 
     # -- generation -----------------------------------------------------------------------------------
     def stream(
@@ -168,7 +178,9 @@ class Model:
 
     def _stream_ids(self, ids, **kwargs) -> LockedStream:
         """generate.stream.stream_text over this Model's session, run under its lock (checks happen now)."""
-        return LockedStream(self._lock, stream_text(self.session, self.tokenizer, ids, weights=self.provider, **kwargs))
+        draft = self.draft.session if self.draft is not None else None
+        chunks = stream_text(self.session, self.tokenizer, ids, weights=self.provider, draft=draft, **kwargs)
+        return LockedStream(self._lock, chunks)
 
     def _prompt_ids(self, prompt) -> list[int]:
         if isinstance(prompt, str):
@@ -199,6 +211,8 @@ class Model:
         with self._lock:
             self.provider.close()
             self.file.close()
+            if self.draft is not None:
+                self.draft.close()
 
     def __enter__(self):
         return self
@@ -234,6 +248,7 @@ def plan(
     slots: int = DEFAULT_SLOTS,
     decode_threads: int = 1,
     quant: str | None = None,
+    draft=None,
 ) -> Plan:
     """What load() with the same arguments would allocate, from the file header alone (no weight is read, no
     buffer allocated): pinned and streamed units, the breakdown, `fits`, `minimum_budget` (the smallest budget
@@ -243,14 +258,27 @@ def plan(
     dev = load_device(device) if device is not None else None
     with EllmFile(resolve_model(path, quant)) as f:
         module = get_model_module(f.config.get("model_type"))
-        return _plan(f, module, module.ModelArgs.from_dict(f.config), ram_budget, context, dev, slots, decode_threads)
+        args = module.ModelArgs.from_dict(f.config)
+        if draft is None:
+            return _plan(f, module, args, ram_budget, context, dev, slots, decode_threads)
+        with _open_draft(draft, f) as d:
+            return _plan(f, module, args, ram_budget, context, dev, slots, decode_threads, d)
 
 
 def _plan(
-    f: EllmFile, module, args, ram_budget, context, device: DeviceProfile | None, slots: int, decode_threads: int
+    f: EllmFile,
+    module,
+    args,
+    ram_budget,
+    context,
+    device: DeviceProfile | None,
+    slots: int,
+    decode_threads: int,
+    draft: EllmFile | None = None,
 ) -> Plan:
     """plan() for an opened file. The default context halves (down to MIN_AUTO_CONTEXT) while its KV cache
-    does not fit the budget (it can outweigh a layer); a context the caller asked for is kept."""
+    does not fit the budget (it can outweigh a layer); a context the caller asked for is kept. A `draft`
+    model is pinned whole at the same context, and its plan's total comes off the budget first."""
     check_tensors(f)  # one FormatError naming a missing tensor, before anything is sized from it
     budget = parse_budget(ram_budget, f.size)  # None only for None: the default
     if budget is None:
@@ -261,15 +289,61 @@ def _plan(
         raise EdgeLLMError(f"context {ctx} is outside 1..{args.max_context()} for this model")
     kv, blas = kv_dtype_for(f), blas_for(f)
     while True:
+        dp = _draft_plan(draft, ctx) if draft is not None else None
+        reserved = dp.total if dp is not None else 0
         run_bytes = module.RunState.nbytes_for(args, ctx, min(PREFILL_CHUNK, ctx), kv, blas)
-        p = plan_file(f, args.num_hidden_layers, args.tie_word_embeddings, run_bytes, budget, slots, decode_threads)
+        p = plan_file(
+            f, args.num_hidden_layers, args.tie_word_embeddings, run_bytes, budget - reserved, slots, decode_threads
+        )
         if p.fits or context or ctx <= MIN_AUTO_CONTEXT:
             break
         ctx = max(MIN_AUTO_CONTEXT, ctx // 2)
+    if dp is not None:  # the draft's bytes become a line of the breakdown, inside the whole budget
+        p.draft, p.budget, p.minimum_budget = dp, budget, p.minimum_budget + dp.total
+        p.fixed[DRAFT_MODEL] = dp.total
     p.kv_dtype, p.blas = kv, blas
     p.context, p.default_context, p.device = ctx, default, device
     stype = next(iter(f.weight_types()), "q4")  # the type holding most weight bytes
     p.predicted = predict(p, p.device, stype, sum(e.stored_bytes for e in f.entries))
+    return p
+
+
+def _open_draft(path, f: EllmFile) -> EllmFile:
+    """The draft model's file, checked to share `f`'s vocabulary (its drafts are token ids of the model)."""
+    df = EllmFile(resolve_model(path))
+    try:
+        _check_vocab(_tokenizer(f).vocab(), _tokenizer(df).vocab(), path)
+        get_model_module(df.config.get("model_type"))
+    except BaseException:
+        df.close()
+        raise
+    return df
+
+
+def _check_vocab(ours: dict[str, int], theirs: dict[str, int], path) -> None:
+    if ours == theirs:
+        return
+    piece = next((t for t in sorted(ours, key=ours.__getitem__) if theirs.get(t) != ours[t]), None)
+    if piece is None:  # every piece of ours agrees: the draft has more
+        piece = min(set(theirs) - set(ours), key=theirs.__getitem__)
+    raise InvalidArgumentError(
+        f"{path}: the draft model's vocabulary differs from the model's ({len(theirs)} tokens against "
+        f"{len(ours)}; {piece!r} is id {ours.get(piece)} in the model, {theirs.get(piece)} in the draft): "
+        "a draft model must share the model's tokenizer"
+    )
+
+
+def _draft_plan(df: EllmFile, context: int) -> Plan:
+    """The draft model pinned whole (it runs up to MAX_DRAFT passes per pass of the model) at `context`."""
+    module = get_model_module(df.config.get("model_type"))
+    args = module.ModelArgs.from_dict(df.config)
+    if context > args.max_context():
+        raise InvalidArgumentError(
+            f"{df.path}: the draft model holds {args.max_context()} tokens of context, fewer than the {context} "
+            "asked for; choose a shorter --context"
+        )
+    p = _plan(df, module, args, 2**62, context, None, 1, 1)  # a budget nothing exceeds: everything pinned
+    p.budget = p.total
     return p
 
 
@@ -284,22 +358,28 @@ def load(
     direct_io: bool = True,
     decode_threads: int = 1,
     quant: str | None = None,
+    draft=None,
 ) -> Model:
     """Open an .ellm file, or a Hugging Face directory or GGUF file (converted once to `quant` into the cache:
     default q4 for a directory, auto for GGUF), for
     generation within `ram_budget` (bytes, "512MB", or "50%" of the model file; default: half of the
     available memory). Layers that do not fit stream from flash; `device` emulates a device's flash.
     Streamed layers are read with O_DIRECT (measured faster than buffered reads + fadvise at every budget;
-    falls back to buffered reads where O_DIRECT is unavailable); direct_io=False selects the other."""
+    falls back to buffered reads where O_DIRECT is unavailable); direct_io=False selects the other.
+    `draft`: a small model of the same vocabulary (any path the model takes) that speculative decoding drafts
+    with instead of prompt lookup; it is pinned whole, inside `ram_budget`."""
     t0 = time.perf_counter()
     check_load_args(threads=threads, context=context, slots=slots, ram_budget=ram_budget, decode_threads=decode_threads)
     dev = load_device(device) if device is not None else None
     f = EllmFile(resolve_model(path, quant))
+    df: EllmFile | None = None
+    model: Model | None = None
     try:
         cfg = f.config
         module = get_model_module(cfg.get("model_type"))
         args = module.ModelArgs.from_dict(cfg)
-        p = _plan(f, module, args, ram_budget, context, dev, slots, decode_threads)
+        df = _open_draft(draft, f) if draft is not None else None
+        p = _plan(f, module, args, ram_budget, context, dev, slots, decode_threads, df)
         if not p.fits:
             raise BudgetError(too_small_message(p.budget, p.minimum_budget))
         if p.default_context and p.context < p.default_context:
@@ -312,8 +392,16 @@ def load(
             )
         provider = Pager(f, p, direct_io=direct_io, decode_threads=decode_threads)
         model = Model(f, args, module, provider, p, threads)
+        if df is not None and p.draft is not None:
+            dmodule = get_model_module(df.config.get("model_type"))
+            dprovider = Pager(df, p.draft, direct_io=direct_io)
+            model.draft = Model(df, dmodule.ModelArgs.from_dict(df.config), dmodule, dprovider, p.draft, threads)
     except BaseException:
+        if model is not None:
+            model.close()  # and its provider
         f.close()
+        if df is not None:
+            df.close()
         raise
     model.load_seconds = time.perf_counter() - t0
     return model

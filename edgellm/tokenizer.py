@@ -56,6 +56,10 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
+    def vocab(self) -> dict[str, int]:
+        """piece -> id, added tokens included."""
+        return self._tok.get_vocab(with_added_tokens=True)
+
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Token ids; by default with the special tokens the tokenizer adds itself (and BOS when the
         tokenizer_config asks for it), with add_bos=True/False exactly one BOS or none."""

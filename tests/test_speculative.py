@@ -112,12 +112,17 @@ def test_the_acceptance_rule_keeps_the_sampling_distribution(temperature, top_k,
         assert abs(accepted - want[drafted]) < 0.03  # accepted with probability p(d)
 
 
-def test_sampling_with_speculation_is_reproducible_by_seed(stories_ellm):
+def test_sampling_with_speculation_gives_plain_samplings_tokens_for_a_seed(stories_ellm):
+    """judge() spends one draw per emitted token, as plain sampling does, so a seed reproduces a run whatever
+    was drafted: the same tokens with speculation on (twice: draft lengths follow timings) and off."""
     with edgellm.load(stories_ellm["q4"]) as m:
-        kw = {"max_tokens": 40, "temperature": 0.8, "seed": 5, "speculative": True}
-        a, sa = _run(m, REPEATING, **kw)
-        b, _ = _run(m, REPEATING, **kw)
-    assert a == b and sa.drafted > 0
+        kw = {"max_tokens": 40, "temperature": 0.8, "seed": 5}
+        a, sa = _run(m, REPEATING, speculative=True, **kw)
+        b, sb = _run(m, REPEATING, speculative=True, **kw)
+        off, _ = _run(m, REPEATING, speculative=False, **kw)
+        other, _ = _run(m, REPEATING, speculative=True, **{**kw, "seed": 6})
+    assert a == b == off and sa.drafted > 0 and sb.accepted > 0
+    assert other != a  # the seed matters
 
 
 def test_speculation_is_refused_where_it_would_change_the_output(stories_ellm):
@@ -166,3 +171,53 @@ def test_the_cli_takes_speculative_flags(stories_ellm, capsys):
     assert on.out == off.out  # the same story
     assert "tokens a pass" in on.err and "(0 of 0 drafted accepted)" in off.err
     assert "(0 of 0 drafted accepted)" not in on.err
+
+
+# -- a draft model ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [None, "streams"])
+def test_a_draft_model_changes_no_token_and_is_counted_in_the_budget(stories_ellm, budget):
+    """stories260K q8 drafted by its own q4 copy (same vocabulary, mostly the same argmax): greedy and seeded
+    sampling give plain decoding's tokens; the draft's bytes are a line of the plan, inside the budget."""
+    kw: dict = {"context": 128, "draft": stories_ellm["q4"]}
+    if budget:  # the main model streams beside the pinned draft
+        kw["ram_budget"] = edgellm.plan(stories_ellm["q8"], ram_budget=1000, **kw).minimum_budget
+    with edgellm.load(stories_ellm["q8"], **kw) as m:
+        assert m.draft is not None and not m.draft.plan.streamed  # the draft is pinned whole
+        assert m.plan.fixed["draft model"] == m.draft.plan.total > 0
+        assert m.plan.total <= m.plan.budget
+        if budget:
+            assert m.plan.streamed
+        prompt = REPEATING[:6]  # short: little for prompt lookup, so the tokens come from the draft model
+        for sampling in ({}, {"temperature": 0.8, "seed": 3}):
+            off, _ = _run(m, prompt, max_tokens=40, speculative=False, **sampling)
+            on, st = _run(m, prompt, max_tokens=40, **sampling)
+            assert on == off, sampling
+            assert st.drafted > 0 and st.accepted > 0 and st.passes < len(on) - 1
+    assert m.draft.file._f.closed  # closing the model closed its draft
+
+
+def test_a_draft_model_drafts_where_prompt_lookup_has_nothing(stories_ellm):
+    with (
+        edgellm.load(stories_ellm["q8"], context=128) as plain,
+        edgellm.load(stories_ellm["q8"], context=128, draft=stories_ellm["q4"]) as drafted,
+    ):
+        prompt = [1, 403, 407]  # nothing repeats yet
+        _, lookup = _run(plain, prompt, max_tokens=40)
+        _, model = _run(drafted, prompt, max_tokens=40)
+    assert model.accepted > lookup.accepted and model.tokens_per_pass > lookup.tokens_per_pass
+
+
+def test_a_budget_without_room_for_the_draft_is_refused(stories_ellm):
+    alone = edgellm.plan(stories_ellm["q8"], context=128, ram_budget=1000).minimum_budget
+    with_draft = edgellm.plan(stories_ellm["q8"], context=128, ram_budget=1000, draft=stories_ellm["q4"])
+    assert with_draft.minimum_budget == alone + with_draft.draft.total
+    with pytest.raises(edgellm.BudgetError, match="minimum workable budget"):
+        edgellm.load(stories_ellm["q8"], context=128, ram_budget=alone, draft=stories_ellm["q4"])
+
+
+def test_a_draft_with_another_vocabulary_is_one_clear_error(stories_ellm, tiny_model, tmp_path):
+    other = edgellm.convert(tiny_model(), tmp_path / "other.ellm", quant="q8", progress=False).path
+    with pytest.raises(InvalidArgumentError, match="vocabulary differs.*must share the model's tokenizer"):
+        edgellm.load(stories_ellm["q8"], draft=other)

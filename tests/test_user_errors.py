@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import make_tiny_model
 
 import edgellm
 from edgellm.errors import EdgeLLMError, InvalidArgumentError
@@ -107,6 +108,7 @@ RUN_FLAGS = [
     (["--device", "toaster"], "unknown device"),
     (["--max-tokens", "abc"], "invalid int value"),
     (["--quant", "q5"], "invalid choice"),
+    (["--draft", "/nonexistent/d.ellm"], "no such file"),
 ]
 
 
@@ -118,6 +120,8 @@ def test_run_bad_flag_is_one_line(model, env, flags, match):
 OTHER_FLAGS = [
     (["chat", "{m}", "--max-tokens", "-2"], "--max-tokens"),
     (["chat", "{m}", "--top-p", "0"], "--top-p"),
+    (["chat", "{m}", "--draft", "{empty}"], "truncated"),
+    (["bench", "{m}", "--draft", "/nonexistent/d.ellm"], "no such file"),
     (["perplexity", "{m}", "--text", str(TEXT), "--window", "1"], "--window"),
     (["perplexity", "{m}", "--text", str(TEXT), "--window", "99999"], "--window must be between 2 and"),
     (["perplexity", "{m}", "--text", "/nonexistent/t.txt"], "cannot read"),
@@ -154,6 +158,12 @@ def test_other_commands_bad_flag_is_one_line(model, stories_dir, bad_paths, env,
     r = cli(*(a.format(**fill) for a in args), stdin=b"hi\n", env=env)
     assert_one_line_error(r, match)
     assert not (tmp_path / "o.ellm").exists()
+
+
+def test_a_draft_model_of_another_vocabulary_is_one_line(model, env, tmp_path):
+    other = edgellm.convert(make_tiny_model(tmp_path / "tiny"), tmp_path / "other.ellm", progress=False).path
+    r = cli("run", model, "-p", "hi", "--draft", other, env=env)
+    assert_one_line_error(r, "the draft model's vocabulary differs from the model's")
 
 
 MODEL_COMMANDS = {

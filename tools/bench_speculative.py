@@ -2,15 +2,16 @@
 """Speculative decoding benchmark: decode tok/s with speculation off and on, same run, same prompts.
 
     python tools/bench_speculative.py MODEL.ellm [MODEL2.ellm ...] [--budgets ram,50] [--gen-tokens 128]
-        [--cgroup] [--repeat 3] [--json out.json]
+        [--cgroup] [--repeat 3] [--draft DRAFT.ellm] [--json out.json]
 
 Per model, budget (`ram`: the default, everything pinned; N: N% of the file, so layers stream) and prompt:
 greedy chat replies (ending at the end of turn, at most --gen-tokens) with speculation off, then on, each in a
 child process (edgellm.bench.child, as `edgellm bench` runs them). Prompts: grounded requests, whose answers
 repeat their source (rewrite, summarise, edit code, quote), and open ones. Prints tok/s off and on, the ratio,
 tokens per pass and whether the replies are token-identical (they must be). Off and on alternate --repeat
-times (medians). --cgroup runs every child in a
-cgroup v1 memory limit of budget + its baseline + 64 MiB, with the page cache dropped first.
+times (medians). --draft adds a third run per pair: speculation drafted by that model, loaded inside the
+same budget. --cgroup runs every child in a cgroup v1 memory limit of budget + its baseline + 64 MiB, with
+the page cache dropped first.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ PROMPTS = {
 }
 
 
-def _run(model: str, budget: int | None, prompt: str, spec: bool, a, limit: int | None) -> dict:
+def _run(model: str, budget: int | None, prompt: str, mode: str, a, limit: int | None) -> dict:
     args = {
         "model": model,
         "budget": budget,
@@ -54,7 +55,8 @@ def _run(model: str, budget: int | None, prompt: str, spec: bool, a, limit: int 
         "gen_tokens": a.gen_tokens,
         "context": 512,
         "threads": a.threads,
-        "speculative": spec,
+        "speculative": mode != "off",
+        "draft": a.draft if mode == "draft" else None,
     }
     return run_child(args, cold=a.cgroup, memory_limit=limit)
 
@@ -67,8 +69,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="alternated off/on pairs per prompt (medians)")
     ap.add_argument("--cgroup", action="store_true", help="memory limit of budget + baseline + 64 MiB, cold cache")
+    ap.add_argument("--draft", default=None, help="also run speculation drafted by this .ellm (same vocabulary)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    modes = ["off", "on"] + (["draft"] if a.draft else [])
     rows = []
     for model in a.models:
         size = os.path.getsize(model)
@@ -80,42 +84,35 @@ def main() -> None:
                 limit = budget + probe.get("baseline_rss", 0) + SLACK if "error" not in probe else None
             for name, prompt in PROMPTS.items():
                 # off, on, off, on ...: this VM's speed drifts by several percent between child processes
-                pairs = [
-                    [_run(model, budget, prompt, spec, a, limit) for spec in (False, True)] for _ in range(a.repeat)
-                ]
-                failed = [r["error"] for pair in pairs for r in pair if "error" in r]
+                runs = [[_run(model, budget, prompt, m, a, limit) for m in modes] for _ in range(a.repeat)]
+                failed = [r["error"] for group in runs for r in group if "error" in r]
                 if failed:
                     rows.append({"model": model, "budget": b, "prompt": name, "error": failed[0]})
                     print(json.dumps(rows[-1]))
                     continue
-                tps = [statistics.median(pair[i]["decode_tps"] for pair in pairs) for i in (0, 1)]
-                off, on = pairs[0]
-                rows.append(
-                    {
-                        "model": Path(model).name,
-                        "budget": b,
-                        "prompt": name,
-                        "off_tps": tps[0],
-                        "on_tps": tps[1],
-                        "ratio": tps[1] / tps[0] if tps[0] else 0.0,
-                        "tokens_per_pass": on["tokens_per_pass"],
-                        "tokens": len(on["tokens"]),
-                        "identical": all(r["tokens"] == off["tokens"] for pair in pairs for r in pair),
-                        "streamed_units": len(on["streamed"]),
-                    }
-                )
+                tps = [statistics.median(group[i]["decode_tps"] for group in runs) for i in range(len(modes))]
+                off = runs[0][0]
+                row = {"model": Path(model).name, "budget": b, "prompt": name, "off_tps": tps[0]}
+                for i, m in enumerate(modes[1:], 1):
+                    row[f"{m}_tps"], row[f"{m}_ratio"] = tps[i], tps[i] / tps[0] if tps[0] else 0.0
+                    row[f"{m}_tokens_per_pass"] = runs[0][i]["tokens_per_pass"]
+                row["tokens"] = len(off["tokens"])
+                row["identical"] = all(r["tokens"] == off["tokens"] for group in runs for r in group)
+                row["streamed_units"] = len(off["streamed"])
+                rows.append(row)
                 print(json.dumps(rows[-1]))
-    print(
-        f"\n{'model':<22} {'budget':>6} {'prompt':<22} {'off tok/s':>9} {'on tok/s':>9} {'ratio':>6} "
-        f"{'tok/pass':>8} {'tokens':>6} {'same':>5}"
-    )
+    head = "".join(f" {m + ' tok/s':>11} {'ratio':>6} {'tok/pass':>8}" for m in modes[1:])
+    print(f"\n{'model':<22} {'budget':>6} {'prompt':<22} {'off tok/s':>9}{head} {'tokens':>6} {'same':>5}")
     for r in rows:
         if "error" in r:
             print(f"{r['model']:<22} {r['budget']:>6} {r['prompt']:<22} error: {r['error']}")
             continue
+        cells = "".join(
+            f" {r[m + '_tps']:>11.1f} {r[m + '_ratio']:>5.2f}x {r[m + '_tokens_per_pass']:>8.2f}" for m in modes[1:]
+        )
         print(
-            f"{r['model']:<22} {r['budget']:>6} {r['prompt']:<22} {r['off_tps']:>9.1f} {r['on_tps']:>9.1f} "
-            f"{r['ratio']:>5.2f}x {r['tokens_per_pass']:>8.2f} {r['tokens']:>6} {'yes' if r['identical'] else 'NO':>5}"
+            f"{r['model']:<22} {r['budget']:>6} {r['prompt']:<22} {r['off_tps']:>9.1f}{cells} {r['tokens']:>6} "
+            f"{'yes' if r['identical'] else 'NO':>5}"
         )
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))

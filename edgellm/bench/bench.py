@@ -121,9 +121,11 @@ def run_bench(
     sweep: dict[str, list[str]] | None = None,
     trace_tokens: int = 4,
     speculative: bool | None = None,
+    draft=None,
     progress=None,
 ) -> dict:
-    """Run every configuration of the sweep (the cartesian product of its keys) and return the JSON result."""
+    """Run every configuration of the sweep (the cartesian product of its keys) and return the JSON result.
+    `draft`: a draft model's .ellm path, loaded beside the model in every configuration (load(draft=...))."""
     path = Path(model)
     if not path.is_file():
         raise EdgeLLMError(f"{model}: no such file")
@@ -151,6 +153,7 @@ def run_bench(
         "context": ctx,
         "trace_tokens": trace_tokens,
         "speculative": speculative,
+        "draft": str(draft) if draft is not None else None,
     }
     runs = []
     with tempfile.TemporaryDirectory(prefix="edgellm-bench-", dir=_tmp_dir(path)) as tmp:

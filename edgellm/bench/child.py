@@ -108,6 +108,7 @@ def _one(a: dict, repeat: int) -> dict:
         slots=a.get("slots", 2),
         direct_io=a.get("direct_io", True),
         decode_threads=a.get("decode_threads", 1),
+        draft=a.get("draft"),
     )
     load_s = time.perf_counter() - t0
     try:
@@ -118,7 +119,12 @@ def _one(a: dict, repeat: int) -> dict:
         trace_tokens = a.get("trace_tokens", 0) if repeat == 0 else 0
         token_times, io1, units1, read1, trace = [], None, None, None, None
         steps_of = generate_tokens(
-            model.session, prompt, max_tokens=a.get("gen_tokens", 32), speculative=a.get("speculative"), stats=stats
+            model.session,
+            prompt,
+            max_tokens=a.get("gen_tokens", 32),
+            speculative=a.get("speculative"),
+            draft=model.draft.session if model.draft is not None else None,
+            stats=stats,
         )
         tokens: list[int] = []
         ends = _end_ids(model) if a.get("messages") else set()  # a chat reply ends at its end of turn

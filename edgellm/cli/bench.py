@@ -15,7 +15,7 @@ from .options import (
     add_context_argument,
     add_device_argument,
     add_model_argument,
-    add_speculative_argument,
+    add_speculative_arguments,
     add_threads_argument,
 )
 
@@ -43,7 +43,7 @@ def add_arguments(p) -> None:
         "several --sweep run every combination (default: one configuration)",
     )
     p.add_argument("--layers", action="store_true", help="print per-layer times of every configuration")
-    add_speculative_argument(p)
+    add_speculative_arguments(p)
     p.add_argument("--json", default=None, metavar="FILE", help="write the full result as JSON (default: not written)")
     p.add_argument(
         "--plot",
@@ -112,6 +112,7 @@ def run(args) -> int:
         context=args.context,
         sweep=sweep,
         speculative=args.speculative,
+        draft=resolve_model(args.draft) if args.draft else None,
         progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
     print_result(result, layers=args.layers)

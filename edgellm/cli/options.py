@@ -118,16 +118,23 @@ def add_sampling_arguments(p, temp: float = 0.0, top_p: float = 1.0) -> None:
         help="stop string, repeatable (default: none; the model's end-of-text token always stops)",
     )
     p.add_argument("--stats", action="store_true", help="print speed, memory and I/O statistics to stderr")
-    add_speculative_argument(p)
+    add_speculative_arguments(p)
 
 
-def add_speculative_argument(p) -> None:
+def add_speculative_arguments(p) -> None:
     p.add_argument(
         "--speculative",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="draft tokens by prompt lookup and verify several per pass over the weights: the output is the same, "
         "greedy token for token (default: on wherever that holds, i.e. every matrix quantized)",
+    )
+    p.add_argument(
+        "--draft",
+        default=None,
+        metavar="PATH",
+        help="a small model with the same vocabulary (.ellm, or what MODEL takes) that drafts instead of prompt "
+        "lookup; pinned whole inside the RAM budget (default: none)",
     )
 
 

@@ -39,6 +39,7 @@ def load_model(args, **overrides):
         slots=args.slots,
         direct_io=args.direct_io,
         quant=args.quant,
+        draft=args.draft,
     )
     return load(args.model, **{**kwargs, **overrides})
 

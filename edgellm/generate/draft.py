@@ -1,15 +1,23 @@
-"""Drafting tokens for speculative decoding: prompt lookup (no model, no memory beyond an n-gram index).
+"""Drafting tokens for speculative decoding: prompt lookup (no model, no memory beyond an n-gram index), or a
+small draft model of the same vocabulary.
 
 A pass of the model over the current token plus k drafted ones reads every streamed layer once and costs
 little more than a pass over one token (the integer tiles serve all tokens from one read of the weights), so
 each drafted token that the model agrees with is a token for free. Prompt lookup drafts by finding the last
 few tokens earlier in the prompt and the text so far and proposing what followed them there: summaries,
-rewrites, code edits and answers quoting their source repeat long runs of it.
+rewrites, code edits and answers quoting their source repeat long runs of it. A draft model guesses on open
+text too, for the price of its own (pinned, small) passes.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .generate import Session
 
 MAX_NGRAM = 3  # the longest suffix matched; shorter ones are tried when it is not found
 MIN_NGRAM = 1
@@ -18,25 +26,35 @@ SMOOTH = 0.3  # weight of the newest pass in the running acceptance and cost est
 PROBE_EVERY = 16  # passes between one-token probes while drafting does not pay
 
 
-class PromptLookup:
-    """Drafts continuations of `ids` (the prompt, then every emitted token, by extend()) by matching its last
-    MAX_NGRAM..MIN_NGRAM tokens at their latest earlier occurrence.
+class Drafter(Protocol):
+    """What the token loop needs of a drafter: the text so far, proposals, and how each proposal went."""
 
-    How many tokens to draft follows from two running estimates: `rate`, the chance that the model agrees
-    with the next drafted token (accepted / (accepted + rejections), the geometric law's estimate), and
-    `cost`, what one more token adds to a pass, as a share of a one-token pass (measured by the caller:
-    ~10% in RAM, ~0 when the pass waits on flash). The i-th drafted token pays when rate^i > cost, so the
-    draft is floor(log(cost) / log(rate)) tokens long (at most MAX_DRAFT); while rate <= cost nothing is
-    drafted but a one-token probe every PROBE_EVERY passes, so on open-ended text drafting fades out."""
+    def extend(self, tokens) -> None:
+        """Append tokens to the text the drafts continue (the prompt first, then every emitted token)."""
 
-    def __init__(self, ids: list[int]):
-        self.ids: list[int] = []
-        # n -> {n-gram: index of the token that followed its latest occurrence}; an n-gram enters once a
-        # token follows it, so the current suffix never matches itself
-        self.index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in range(MIN_NGRAM, MAX_NGRAM + 1)}
-        self.rate, self.cost = 0.6, 0.1  # priors: most of a first draft taken, a token 10% of a pass
+    def prepare(self) -> None:
+        """Called once the model has read the prompt: do the prompt's work now, not inside a timed pass."""
+
+    def draft(self, limit: int) -> list[int]:
+        """At most `limit` tokens proposed to follow the text (maybe none)."""
+
+    def feedback(self, drafted: int, accepted: int, cost: float | None = None) -> None:
+        """A pass verified `drafted` tokens and kept `accepted`; `cost`: what each drafted token added to the
+        pass (drafting included), as a share of a one-token pass (None: not measured)."""
+
+
+class AdaptiveLength:
+    """How many tokens to draft, from two running estimates: `rate`, the chance that the model agrees with
+    the next drafted token (accepted / (accepted + rejections), the geometric law's estimate), and `cost`,
+    what one more drafted token adds to a pass, as a share of a one-token pass (measured by the caller: ~10%
+    in RAM, ~0 when the pass waits on flash, more with a draft model's own pass). The i-th drafted token pays
+    when rate^i > cost, so the draft is floor(log(cost) / log(rate)) tokens long (at most MAX_DRAFT); while
+    rate <= cost nothing is drafted but a one-token probe every PROBE_EVERY passes, so a drafter that keeps
+    missing fades out."""
+
+    def __init__(self, rate: float = 0.6, cost: float = 0.1):
+        self.rate, self.cost = rate, cost  # priors: most of a first draft taken, a token 10% of a pass
         self.idle = 0  # passes since the last draft
-        self.extend(ids)
 
     @property
     def length(self) -> int:
@@ -47,6 +65,37 @@ class PromptLookup:
             return MAX_DRAFT
         return max(1, min(MAX_DRAFT, int(math.log(self.cost) / math.log(self.rate))))
 
+    def wanted(self, limit: int) -> int:
+        """Tokens to draft now: the adaptive length, a one-token probe after PROBE_EVERY idle passes, or 0."""
+        k = self.length
+        if k == 0 and self.idle + 1 >= PROBE_EVERY:
+            k = 1  # a probe: has the text turned predictable?
+        k = min(limit, k)
+        if k <= 0:
+            self.idle += 1
+        return max(k, 0)
+
+    def feedback(self, drafted: int, accepted: int, cost: float | None = None) -> None:
+        if not drafted:
+            return
+        trials = accepted + (accepted < drafted)  # the tokens judged: every accepted one and the first rejection
+        self.rate = (1 - SMOOTH) * self.rate + SMOOTH * accepted / trials
+        if cost is not None:
+            self.cost = (1 - SMOOTH) * self.cost + SMOOTH * min(1.0, max(0.0, cost))
+
+
+class PromptLookup(AdaptiveLength):
+    """Drafts continuations of `ids` (the prompt, then every emitted token, by extend()) by matching its last
+    MAX_NGRAM..MIN_NGRAM tokens at their latest earlier occurrence; AdaptiveLength says how many."""
+
+    def __init__(self, ids: list[int]):
+        super().__init__()
+        self.ids: list[int] = []
+        # n -> {n-gram: index of the token that followed its latest occurrence}; an n-gram enters once a
+        # token follows it, so the current suffix never matches itself
+        self.index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in range(MIN_NGRAM, MAX_NGRAM + 1)}
+        self.extend(ids)
+
     def extend(self, tokens) -> None:
         for t in tokens:
             i = len(self.ids)  # t's index: the n-grams ending just before it are now followed by it
@@ -55,14 +104,13 @@ class PromptLookup:
                     self.index[n][tuple(self.ids[i - n : i])] = i
             self.ids.append(int(t))
 
+    def prepare(self) -> None:
+        pass  # the index grows as tokens arrive
+
     def draft(self, limit: int) -> list[int]:
         """Up to min(limit, length) tokens that followed the longest matching suffix."""
-        k = self.length
-        if k == 0 and self.idle + 1 >= PROBE_EVERY:
-            k = 1  # a probe: has the text turned repetitive?
-        k = min(limit, k)
-        if k <= 0:
-            self.idle += 1
+        k = self.wanted(limit)
+        if k == 0:
             return []
         for n in range(MAX_NGRAM, MIN_NGRAM - 1, -1):
             if len(self.ids) < n:
@@ -74,12 +122,31 @@ class PromptLookup:
         self.idle += 1
         return []
 
-    def feedback(self, drafted: int, accepted: int, cost: float | None = None) -> None:
-        """A pass verified `drafted` tokens and kept `accepted` of them; `cost`: what each drafted token added
-        to that pass, as a share of a one-token pass (None: not measured)."""
-        if not drafted:
-            return
-        trials = accepted + (accepted < drafted)  # the tokens judged: every accepted one and the first rejection
-        self.rate = (1 - SMOOTH) * self.rate + SMOOTH * accepted / trials
-        if cost is not None:
-            self.cost = (1 - SMOOTH) * self.cost + SMOOTH * min(1.0, max(0.0, cost))
+
+class DraftModel(AdaptiveLength):
+    """Drafts with a small model sharing the vocabulary: its greedy continuation of the text, from its own KV
+    cache (`session`, which reuses the prefix it already holds, so each draft first catches up on the tokens
+    accepted since the last one). Greedy drafts are certain (q one-hot), which keeps Sampler.judge exact."""
+
+    def __init__(self, session: Session, ids: list[int]):
+        super().__init__(cost=0.2)  # prior: a draft model's pass adds more than a lookup
+        self.session = session
+        self.ids = [int(t) for t in ids]
+
+    def extend(self, tokens) -> None:
+        self.ids.extend(int(t) for t in tokens)
+
+    def prepare(self) -> None:
+        self.session.prefill(self.ids)  # the prompt (its reused prefix skipped), a part of the time to first token
+
+    def draft(self, limit: int) -> list[int]:
+        k = self.wanted(limit)
+        if k == 0:
+            return []
+        self.idle = 0
+        logits = self.session.prefill(self.ids)
+        out: list[int] = []
+        while logits is not None and len(out) < k:
+            out.append(int(np.argmax(logits)))
+            logits = self.session.step(out[-1]) if len(out) < k else None
+        return out

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import EdgeLLMError, InvalidArgumentError
 from ..kernels import blas, default_threads
 from ..kernels.parallel import ThreadTuner, using_threads
-from .draft import PromptLookup
+from .draft import Drafter, DraftModel, PromptLookup
 from .sampling import Sampler, apply_repetition_penalty, make_sampler
 
 NO_LOGITS = np.zeros(1, np.float32)  # an empty prompt's "distribution": token 0, as argmax(None) gave
@@ -71,6 +71,7 @@ class Session:
         self.t = transformer
         self.ids: list[int] = []
         self.reused = 0  # prompt tokens the last prefill found already in the cache
+        self.one_pass: float | None = None  # seconds a one-token decode pass takes (running), to price drafts
         # thread count per pass: all of them for prefill, tuned per decode pass unless the caller fixed it
         self.threads = threads or ThreadTuner(default_threads())
 
@@ -124,7 +125,9 @@ class Session:
         t0 = time.perf_counter()
         with using_threads(n):
             logits = self.t.forward(np.array([token], dtype=np.int64), len(self.ids), prompt=False)
-        self.threads.record(n, time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        self.threads.record(n, took)
+        self.one_pass = _smooth(self.one_pass, took)
         self.ids.append(token)  # commit the pass
         return logits
 
@@ -141,12 +144,14 @@ def generate_tokens(
     repetition_penalty=1.0,
     seed=None,
     speculative: bool | None = None,
+    draft: Session | None = None,
     stats: Stats | None = None,
 ) -> Iterator[tuple[int, bool]]:
     """An iterator of (token, context_full) pairs; the caller decides when to stop (EOS, stop strings...).
 
     `speculative`: draft tokens by prompt lookup and verify them several per pass (None: wherever it is
     lossless, i.e. session.exact_batches; True: forced, an error where it is not; False: one token a pass).
+    `draft`: a draft model's session (same vocabulary, context >= this one's) drafting instead of prompt lookup.
     The output is the same either way: greedy token for token, sampling in distribution.
     The prompt and sampling settings are checked now; the prefill runs at the first next().
     """
@@ -161,12 +166,20 @@ def generate_tokens(
             "speculative (--speculative) needs every weight matrix quantized (q8, q4, q4a): this file's f32/f16 "
             "matrices prefill through BLAS, whose numbers differ from decode's; leave it to the default"
         )
-    drafter = PromptLookup(prompt_ids) if (session.exact_batches if speculative is None else speculative) else None
+    drafter: Drafter | None = None
+    if session.exact_batches if speculative is None else speculative:
+        drafter = DraftModel(draft, prompt_ids) if draft is not None else PromptLookup(prompt_ids)
     return _steps(session, list(prompt_ids), max_tokens, sampler, repetition_penalty, stats or Stats(), drafter)
 
 
 def _smooth(avg: float | None, x: float, w: float = 0.3) -> float:
     return x if avg is None else (1 - w) * avg + w * x
+
+
+def _room(session: Session, wanted: int) -> int:
+    """Tokens a draft may have: one fewer than the tokens still wanted, the positions left, the rows a pass holds."""
+    state = session.t.state
+    return min(wanted, session.context - len(session.ids) - 1, state.chunk, len(state.verify_logits)) - 1
 
 
 def _steps(
@@ -176,15 +189,16 @@ def _steps(
     sampler: Sampler,
     repetition_penalty: float,
     stats: Stats,
-    drafter: PromptLookup | None = None,
+    drafter: Drafter | None = None,
 ) -> Iterator[tuple[int, bool]]:
     t0 = time.perf_counter()
     logits = session.prefill(prompt_ids)
     stats.prompt_tokens, stats.cached_tokens = len(prompt_ids), session.reused
+    if drafter is not None:
+        drafter.prepare()
     history = list(prompt_ids[-REPETITION_WINDOW:])
     t_first = None
     n, pending = 0, None  # pending: the next token, when a rejected draft already decided it
-    one_pass = None  # seconds a one-token pass takes (running), to price a drafted token
     while n < max_tokens:
         if pending is None:
             if repetition_penalty != 1.0 and logits is not None:  # None: an empty prompt, so no history either
@@ -204,24 +218,19 @@ def _steps(
         if full or n == max_tokens:
             return
         drafts = []
-        if drafter is not None:  # room: tokens still wanted, positions left, rows a pass holds
-            state = session.t.state
-            room = (
-                min(max_tokens - n, session.context - len(session.ids) - 1, state.chunk, len(state.verify_logits)) - 1
-            )
+        t_pass = time.perf_counter()  # a pass's cost includes its drafting
+        if drafter is not None:
             drafter.extend([token])
-            drafts = drafter.draft(room)
+            if session.one_pass is not None:  # until a plain pass is timed, drafts cannot be priced
+                drafts = drafter.draft(_room(session, max_tokens - n))
         stats.passes += 1
-        t_pass = time.perf_counter()
         if not drafts:
             logits = session.step(token)
-            one_pass = _smooth(one_pass, time.perf_counter() - t_pass)
             continue
-        assert drafter is not None  # only a drafter drafts
+        assert drafter is not None and session.one_pass is not None  # only a drafter drafts, once priced
         base = len(session.ids)
         rows = session.verify([token, *drafts])
-        took = time.perf_counter() - t_pass
-        cost = (took / one_pass - 1.0) / len(drafts) if one_pass else None  # what a drafted token added
+        cost = ((time.perf_counter() - t_pass) / session.one_pass - 1.0) / len(drafts)  # what a drafted token added
         kept = 0
         for i, d in enumerate(drafts):
             row = rows[i]

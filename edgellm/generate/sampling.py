@@ -38,9 +38,13 @@ class Sampler:
     """logits[vocab] -> token id (call it). Temperature 0 is greedy; `seed` makes sampling reproducible.
 
     judge() is speculative decoding's acceptance rule for a token a drafter proposed with certainty (prompt
-    lookup's drafts are deterministic: q is one-hot), so that the tokens kept have exactly the distribution
-    plain sampling gives: accept with probability min(1, p/q) = p(token); on a rejection draw from the
-    normalised residual max(0, p - q), which is p without that token. Greedy accepts the argmax only."""
+    lookup's and a greedy draft model's drafts are deterministic: q is one-hot). It samples the position as
+    plain decoding would, from the same random stream, and accepts the draft when the two agree: that accepts
+    with probability p(draft) = min(1, p/q), and a rejection's token is a draw from p without the draft, the
+    normalised residual max(0, p - q) -- the standard rule. One draw per emitted token either way, so with the
+    same seed (and the exact logits the integer kernels give) speculation emits the very tokens plain sampling
+    does. Greedy accepts the argmax only.
+    """
 
     def __init__(self, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, seed=None):
         _check(temperature, top_k, top_p, min_p)
@@ -55,18 +59,8 @@ class Sampler:
 
     def judge(self, logits: np.ndarray, drafted: int) -> tuple[bool, int]:
         """(accepted, the token at this position): `drafted` itself, or what replaces it."""
-        if self.temperature == 0:
-            best = int(np.argmax(logits))
-            return best == drafted, best
-        ids, p = filter_probs(logits, self.temperature, self.top_k, self.top_p, self.min_p)
-        hit = np.flatnonzero(ids == drafted)
-        p_draft = float(p[hit[0]]) if hit.size else 0.0
-        if self.rng.random() < p_draft:
-            return True, drafted
-        rest = p.copy()
-        if hit.size:
-            rest[hit[0]] = 0.0
-        return False, int(ids[self.rng.choice(len(ids), p=rest / rest.sum())])
+        token = self(logits)
+        return token == drafted, token
 
 
 def make_sampler(

@@ -24,6 +24,7 @@ from .device import DeviceProfile
 DEFAULT_FRACTION = 0.5  # of available memory, when no budget is given
 HEAD_RESIDENT = "streamed head's norm and scales"  # the breakdown line of what a streamed head keeps
 DEFAULT_SLOTS = 2
+DRAFT_MODEL = "draft model"  # the breakdown line of a speculative draft model: its weights and run state
 _UNITS = {
     "": 1,
     "b": 1,
@@ -86,6 +87,7 @@ class Plan:
     predicted: dict = field(default_factory=dict)  # tok/s bounds on that device (predict.py)
     kv_dtype: str = "f32"  # what the KV cache stores: f16 for quantized weights (kv_dtype_for)
     blas: bool = True  # the run state holds prefill's dequantization blocks (blas_for)
+    draft: Plan | None = None  # the draft model's plan (all pinned), counted in `fixed` as DRAFT_MODEL
 
     @property
     def pinned_bytes(self) -> int:
