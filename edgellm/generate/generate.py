@@ -18,6 +18,7 @@ from .draft import Drafter, DraftModel, PromptLookup
 from .sampling import Sampler, apply_repetition_penalty, make_sampler
 
 NO_LOGITS = np.zeros(1, np.float32)  # an empty prompt's "distribution": token 0, as argmax(None) gave
+WARMUP_PASSES = 1  # plain passes after load whose time does not price a drafted token (cold caches, tuning)
 REPETITION_WINDOW = 64  # recent tokens the repetition penalty looks at (llama.cpp's default)
 
 
@@ -72,6 +73,7 @@ class Session:
         self.ids: list[int] = []
         self.reused = 0  # prompt tokens the last prefill found already in the cache
         self.one_pass: float | None = None  # seconds a one-token decode pass takes (running), to price drafts
+        self.timed = 0  # decode passes timed; the first one after load warms up (measured 1.5x slower)
         # thread count per pass: all of them for prefill, tuned per decode pass unless the caller fixed it
         self.threads = threads or ThreadTuner(default_threads())
 
@@ -127,7 +129,8 @@ class Session:
             logits = self.t.forward(np.array([token], dtype=np.int64), len(self.ids), prompt=False)
         took = time.perf_counter() - t0
         self.threads.record(n, took)
-        self.one_pass = _smooth(self.one_pass, took)
+        self.timed += 1
+        self.one_pass = took if self.timed <= WARMUP_PASSES + 1 else _smooth(self.one_pass, took)
         self.ids.append(token)  # commit the pass
         return logits
 
@@ -221,7 +224,7 @@ def _steps(
         t_pass = time.perf_counter()  # a pass's cost includes its drafting
         if drafter is not None:
             drafter.extend([token])
-            if session.one_pass is not None:  # until a plain pass is timed, drafts cannot be priced
+            if session.timed > WARMUP_PASSES:  # until a warm plain pass is timed, drafts cannot be priced
                 drafts = drafter.draft(_room(session, max_tokens - n))
         stats.passes += 1
         if not drafts:
