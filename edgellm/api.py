@@ -257,8 +257,7 @@ def plan(
     check_load_args(context=context, slots=slots, ram_budget=ram_budget, decode_threads=decode_threads)
     dev = load_device(device) if device is not None else None
     with EllmFile(resolve_model(path, quant)) as f:
-        module = get_model_module(f.config.get("model_type"))
-        args = module.ModelArgs.from_dict(f.config)
+        module, args = _model_of(f)
         if draft is None:
             return _plan(f, module, args, ram_budget, context, dev, slots, decode_threads)
         with _open_draft(draft, f) as d:
@@ -308,12 +307,18 @@ def _plan(
     return p
 
 
+def _model_of(f: EllmFile):
+    """(the architecture's module, its ModelArgs) for an opened file."""
+    module = get_model_module(f.config.get("model_type"))
+    return module, module.ModelArgs.from_dict(f.config)
+
+
 def _open_draft(path, f: EllmFile) -> EllmFile:
     """The draft model's file, checked to share `f`'s vocabulary (its drafts are token ids of the model)."""
     df = EllmFile(resolve_model(path))
     try:
         _check_vocab(_tokenizer(f).vocab(), _tokenizer(df).vocab(), path)
-        get_model_module(df.config.get("model_type"))
+        _model_of(df)  # an architecture and config it can run, before anything is planned from it
     except BaseException:
         df.close()
         raise
@@ -335,8 +340,7 @@ def _check_vocab(ours: dict[str, int], theirs: dict[str, int], path) -> None:
 
 def _draft_plan(df: EllmFile, context: int) -> Plan:
     """The draft model pinned whole (it runs up to MAX_DRAFT passes per pass of the model) at `context`."""
-    module = get_model_module(df.config.get("model_type"))
-    args = module.ModelArgs.from_dict(df.config)
+    module, args = _model_of(df)
     if context > args.max_context():
         raise InvalidArgumentError(
             f"{df.path}: the draft model holds {args.max_context()} tokens of context, fewer than the {context} "
@@ -375,9 +379,7 @@ def load(
     df: EllmFile | None = None
     model: Model | None = None
     try:
-        cfg = f.config
-        module = get_model_module(cfg.get("model_type"))
-        args = module.ModelArgs.from_dict(cfg)
+        module, args = _model_of(f)
         df = _open_draft(draft, f) if draft is not None else None
         p = _plan(f, module, args, ram_budget, context, dev, slots, decode_threads, df)
         if not p.fits:
@@ -393,9 +395,8 @@ def load(
         provider = Pager(f, p, direct_io=direct_io, decode_threads=decode_threads)
         model = Model(f, args, module, provider, p, threads)
         if df is not None and p.draft is not None:
-            dmodule = get_model_module(df.config.get("model_type"))
-            dprovider = Pager(df, p.draft, direct_io=direct_io)
-            model.draft = Model(df, dmodule.ModelArgs.from_dict(df.config), dmodule, dprovider, p.draft, threads)
+            dmodule, dargs = _model_of(df)
+            model.draft = Model(df, dargs, dmodule, Pager(df, p.draft, direct_io=direct_io), p.draft, threads)
     except BaseException:
         if model is not None:
             model.close()  # and its provider

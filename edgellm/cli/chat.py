@@ -325,7 +325,7 @@ def _save_history(readline, hist) -> None:
 
 def run(args) -> int:
     sampling_kwargs(args)  # a bad flag fails before the model loads
-    with load_model(args) as model:
+    with load_model(args, draft=args.draft) as model:
         loop = ChatLoop(model, args, interactive=sys.stdin.isatty() and not args.jsonl)
         if args.jsonl:
             loop.run_jsonl()

@@ -10,7 +10,6 @@ from .run import add_model_arguments, load_model
 
 def add_arguments(p) -> None:
     add_model_arguments(p)
-    p.set_defaults(draft=None)  # scoring takes one pass over the text: nothing to draft
     p.add_argument("--text", required=True, help="UTF-8 text file to score (invalid bytes become U+FFFD, with a note)")
     p.add_argument(
         "--reference",

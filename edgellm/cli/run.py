@@ -25,7 +25,8 @@ def sampling_kwargs(args) -> dict:
 
 
 def load_model(args, **overrides):
-    """The model MODEL names (an .ellm file, or a Hugging Face directory converted once), under the flags."""
+    """The model MODEL names (an .ellm file, or a Hugging Face directory converted once), under the shared flags;
+    `overrides`: load() arguments of the commands that have them (run, chat and serve pass --draft)."""
     from .. import load
     from ..generate.params import check_load_args
 
@@ -39,7 +40,6 @@ def load_model(args, **overrides):
         slots=args.slots,
         direct_io=args.direct_io,
         quant=args.quant,
-        draft=args.draft,
     )
     return load(args.model, **{**kwargs, **overrides})
 
@@ -85,7 +85,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     sampling = sampling_kwargs(args)  # a bad flag fails before the model loads
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    with load_model(args) as model:
+    with load_model(args, draft=args.draft) as model:
         last = None
         for chunk in model.stream(prompt, **sampling):
             sys.stdout.write(chunk.text)

@@ -93,7 +93,7 @@ def run(args) -> int:
         )
     sock = bind(config.host, config.port)
     try:
-        with load_model(args) as model:
+        with load_model(args, draft=args.draft) as model:
             serve(model, sock, config)
     finally:
         sock.close()
