@@ -8,7 +8,7 @@ import pytest
 from edgellm import kernels
 from edgellm.errors import UnsupportedModelError
 from edgellm.kernels.ops import inv_freq
-from edgellm.quant import QTensor
+from edgellm.quant import Layout, QTensor, integer_kernels
 
 RNG = np.random.default_rng(0)
 
@@ -197,11 +197,55 @@ def test_row_tiles_of_every_lowering_agree_with_integer_formula(stype):
         per_group += mins.astype(np.float64)[None] * xsum[:, None, :]
     want = (per_group * xs[:, None, :]).sum(2)
     for name in simd.available_lowerings():  # aarch64 with dot products: "dot" (sdot)
+        rows = lanes.ROWS_OF[name]
+        pc, ps, pm = codes.copy(), sc.copy(), mins.copy()  # the packed tile layout at this lowering's width
+        lanes.pack(pc, ps, pm if stype == "q4a" else None, stype, rows)
+        assert not np.array_equal(pc, codes)
         for slots in (8, 4, 1):
             out = np.zeros((t, n), np.float32)
-            call = _tile_caller(lanes._tile(stype, name, slots), slots, lanes.ROWS_OF[name])
+            call = _tile_caller(lanes._tile(stype, name, slots), slots, rows)
             call(codes, sc.view(np.uint16), mins.view(np.uint16), xq, xs, xsum, out, ng)
             np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4 * np.abs(want).max(), err_msg=f"{name} {slots}")
+            packed = np.zeros((t, n), np.float32)
+            call = _tile_caller(lanes._tile(stype, name, slots, True), slots, rows)
+            call(pc, ps.view(np.uint16), (pm if stype == "q4a" else ps).view(np.uint16), xq, xs, xsum, packed, ng)
+            np.testing.assert_array_equal(packed, out, err_msg=f"packed {name} {slots}")  # only the loads differ
+
+
+@pytest.mark.parametrize(("stype", "group"), [("q4", 32), ("q4a", 32), ("q8", 32), ("q8", 128)])
+def test_packed_matrices_give_row_majors_bits_and_rows(stype, group):
+    """A pinned matrix packed for the tiles (lanes.pack): row_tiles at every token count give the row-major
+    matrix's very bits, the short last tile included; row_major() and dequantize() give back its rows."""
+    from edgellm.kernels import lanes
+    from edgellm.kernels.matvec import _lanes_args, quantize_activations
+
+    assert integer_kernels(Layout(stype, 8, 256, group))
+    n = 3 * lanes.ROWS + 5  # three whole tiles and a short one
+    w = RNG.standard_normal((n, 256)).astype(np.float32)
+    plain, packed = QTensor.quantize(w, stype, group), QTensor.quantize(w, stype, group)
+    lanes.pack(packed.codes, packed.scales, packed.mins, stype)
+    packed.packed = lanes.ROWS
+    assert not np.array_equal(plain.codes, packed.codes)
+    assert np.array_equal(packed.codes[3 * lanes.ROWS :], plain.codes[3 * lanes.ROWS :])  # the short tile stays
+    np.testing.assert_array_equal(packed.dequantize(), plain.dequantize())
+    rows = np.array([0, 1, lanes.ROWS, n - 6, n - 1, 7])
+    again = packed.row_major(rows)
+    for a, b in ((again.codes, plain.codes[rows]), (again.scales, plain.scales[rows])):
+        np.testing.assert_array_equal(a, b)
+    if stype == "q4a":
+        np.testing.assert_array_equal(again.mins, plain.mins[rows])
+    tail = np.zeros((9, lanes.ROWS), np.float32)
+    for t in (1, 3, 9):
+        x = RNG.standard_normal((t, 256)).astype(np.float32)
+        xq, xs, xsum = np.zeros((t, 256), np.int8), np.zeros((t, 8), np.float32), np.zeros((t, 8), np.int32)
+        quantize_activations(x, 32, 256, xq, xs, xsum)
+        outs = []
+        for q in (plain, packed):
+            c, s, m, kind, shift = _lanes_args(q)
+            out = np.zeros((t, n), np.float32)
+            lanes.row_tiles(c, s, m, xq, xs, xsum, out, tail[:t], kind, shift, 0, -(-n // lanes.ROWS))
+            outs.append(out)
+        np.testing.assert_array_equal(outs[1], outs[0], err_msg=f"{t} tokens")
 
 
 @pytest.fixture

@@ -121,7 +121,7 @@ def _prefetch_ahead(builder, cp, sp, c0, s0, rb, ngs, g, stride: int, rows: int)
     _prefetch(builder, sp, builder.add(sahead, builder.mul(g, c(rows))))
 
 
-def _tile_codegen(context, builder, signature, args, kind: str, lowering: str, tokens: int):
+def _tile_codegen(context, builder, signature, args, kind: str, lowering: str, tokens: int, packed: bool):
     R = ROWS_OF[lowering]
     VF, VI = _vf(R), _vec(R, 32)
     at = signature.args
@@ -173,8 +173,19 @@ def _tile_codegen(context, builder, signature, args, kind: str, lowering: str, t
     # the tile's weights of block g as steps: (weight vector, activation dword, the signed weights for avx2's q8)
     steps: list[tuple] = []
     wsum = None  # q8 through vnni: sum of each row's block, for the +128 taken on the activations
+    dwords = 8 if kind == "q8" else 4  # dwords of one row's 32-weight block
+
+    def block_vectors():
+        """vs[d] = every row's dword d of block g, lane r for row r: loaded so from a packed tile, transposed
+        in registers from row-major rows."""
+        if packed:  # tile bytes [g][d][r][4]
+            first = builder.add(cbase[0], builder.mul(g, c(dwords * 4 * R)))
+            return [load(cp, builder.add(first, c(d * 4 * R)), VI) for d in range(dwords)]
+        off = builder.mul(g, c(4 * dwords))
+        return _transpose(builder, [load(cp, builder.add(b, off), _vec(dwords, 32)) for b in cbase])
+
     if kind == "q8":
-        vs = _transpose(builder, [load(cp, builder.add(b, builder.mul(g, c(32))), _vec(8, 32)) for b in cbase])
+        vs = block_vectors()
         w8 = [builder.bitcast(v, _vec(4 * R, 8)) for v in vs]
         steps = [(w8[d], d, None) for d in range(8)]
         if lowering == "vnni":
@@ -183,7 +194,7 @@ def _tile_codegen(context, builder, signature, args, kind: str, lowering: str, t
                 wsum = _dot4(lowering, builder, wsum, _splat(4 * R, 8, 1), w, False)
             wsum = builder.shl(wsum, ir.Constant(VI, [7] * R))
     else:
-        vs = _transpose(builder, [load(cp, builder.add(b, builder.mul(g, c(16))), _vec(4, 32)) for b in cbase])
+        vs = block_vectors()
         nib = ir.Constant(VI, [0x0F0F0F0F] * R)
         for d, v in enumerate(vs):
             steps.append((builder.bitcast(builder.and_(v, nib), _vec(4 * R, 8)), d, None))  # weights 4d..
@@ -199,6 +210,10 @@ def _tile_codegen(context, builder, signature, args, kind: str, lowering: str, t
     si = [builder.add(b, builder.ashr(g, shift)) for b in sbase]
 
     def halves(ptr):
+        if packed:  # a tile's scales (mins) [scale group][r]
+            off = builder.add(sbase[0], builder.mul(builder.ashr(g, shift), c(R)))
+            v = load(ptr, off, ir.VectorType(i16, R))
+            return builder.fpext(builder.bitcast(v, ir.VectorType(ir.HalfType(), R)), VF)
         v = ir.Constant(ir.VectorType(i16, R), ir.Undefined)
         for r in range(R):
             v = builder.insert_element(v, builder.load(builder.gep(ptr, [si[r]])), ir.Constant(i32, r))
@@ -206,9 +221,13 @@ def _tile_codegen(context, builder, signature, args, kind: str, lowering: str, t
 
     svec = halves(sp)
     mvec = halves(mp) if kind == "q4a" else None
+    # avx2 with nibbles: the block's pmaddubsw pairs summed in i16 (8 steps x 2 x 15 x 128 = 30720 < 2^15) and
+    # widened once by pmaddwd, instead of once a step: the same integers, 7 fewer instructions a block a token
+    pairs16 = lowering == "avx2" and kind != "q8"
     new_accs = []
     for j in range(tokens):
         dot = ir.Constant(VI, [0] * R)
+        p16 = None
         xo = builder.add(xbase[j], builder.mul(g, c(32)))
         for step in steps:
             xd = builder.load(
@@ -226,9 +245,15 @@ def _tile_codegen(context, builder, signature, args, kind: str, lowering: str, t
                 xb = builder.bitcast(_splat_i32(builder, xd, R), _vec(4 * R, 8))
                 b = _call(builder, "llvm.x86.avx2.psign.b", _vec(32, 8), xb, step[2])
                 dot = _dot4(lowering, builder, dot, step[0], b, False)
+            elif pairs16:
+                xb = builder.bitcast(_splat_i32(builder, xd, R), _vec(4 * R, 8))
+                m = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(16, 16), step[0], xb)
+                p16 = m if p16 is None else builder.add(p16, m)
             else:
                 xb = builder.bitcast(_splat_i32(builder, xd, R), _vec(4 * R, 8))
                 dot = _dot4(lowering, builder, dot, step[0], xb, kind == "q8")
+        if p16 is not None:
+            dot = _call(builder, "llvm.x86.avx2.pmadd.wd", VI, p16, _splat(16, 16, 1))
         gi = builder.add(xgbase[j], g)
         xsj = builder.load(builder.gep(xsp, [gi]))
         if kind == "q4":  # nibble v stands for v - 8
@@ -265,59 +290,92 @@ def _tile_codegen(context, builder, signature, args, kind: str, lowering: str, t
     return context.get_dummy_value()
 
 
-def _tile(kind: str, lowering: str, tokens: int):
+def _tile(kind: str, lowering: str, tokens: int, packed: bool = False):
     """An intrinsic: tile(codes, row_bytes, scales, mins, scale_groups, r0, n, xq, xs, xsum, x_stride,
     x_groups, tok0, ntok, out, out_col, nb, shift) computes rows r0..r0+R-1 (R = ROWS_OF[lowering]; rows
     past n - 1 repeat it) for tokens tok0..tok0+ntok-1 (ntok <= tokens; slots past it repeat the last) and
     stores each token's R floats at out[tok, out_col:] (out 2-D f32, any row stride). codes, scales, mins
     are flat (bytes, f16 bits); xq/xs/xsum flat [tokens, ...] at strides x_stride bytes / x_groups; nb
-    32-weight blocks per row; a scale spans 1 << shift blocks."""
+    32-weight blocks per row; a scale spans 1 << shift blocks. `packed`: the tile's rows are stored as pack()
+    leaves them (a whole tile only: r0 + R <= n)."""
 
     def tile(typingctx, codes, rb, scales, mins, ngs, r0, n, xq, xs, xsum, px, ngx, tok0, ntok, out, ocol, nb, shift):
         args = (codes, rb, scales, mins, ngs, r0, n, xq, xs, xsum, px, ngx, tok0, ntok, out, ocol, nb, shift)
         return types.none(*args), lambda context, builder, signature, a: _tile_codegen(
-            context, builder, signature, a, kind, lowering, tokens
+            context, builder, signature, a, kind, lowering, tokens, packed
         )
 
     return intrinsic(tile)
 
 
 KIND = {"q8": 0, "q4": 1, "q4a": 2}  # the stored types of the tiles, as numba sees them
+PACKED = 3  # kind + PACKED: the matrix's whole tiles are packed (pack())
 SLOTS = (8, 4, 2, 1) if TOKENS == 8 else (4, 2, 1)  # tile widths a run of tokens is cut into, widest first
 q8_8, q8_4, q8_2, q8_1 = (_tile("q8", LOWERING, n) for n in (8, 4, 2, 1))
 q4_8, q4_4, q4_2, q4_1 = (_tile("q4", LOWERING, n) for n in (8, 4, 2, 1))
 q4a_8, q4a_4, q4a_2, q4a_1 = (_tile("q4a", LOWERING, n) for n in (8, 4, 2, 1))
+pq8_8, pq8_4, pq8_2, pq8_1 = (_tile("q8", LOWERING, n, True) for n in (8, 4, 2, 1))
+pq4_8, pq4_4, pq4_2, pq4_1 = (_tile("q4", LOWERING, n, True) for n in (8, 4, 2, 1))
+pq4a_8, pq4a_4, pq4a_2, pq4a_1 = (_tile("q4a", LOWERING, n, True) for n in (8, 4, 2, 1))
 
 
 @njit(nogil=True, cache=True, inline="always")
 def _one(kind, slots, c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, out, ocol, nb, shift):
     """One tile of `slots` tokens from tok (a literal tile width each: numba inlines the intrinsics)."""
-    if kind == 1:
+    a = (c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, slots, out, ocol, nb, shift)
+    if kind == 0:
         if slots == 8:
-            q4_8(c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, 8, out, ocol, nb, shift)
+            q8_8(*a)
         elif slots == 4:
-            q4_4(c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, 4, out, ocol, nb, shift)
+            q8_4(*a)
         elif slots == 2:
-            q4_2(c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, 2, out, ocol, nb, shift)
+            q8_2(*a)
         else:
-            q4_1(c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, 1, out, ocol, nb, shift)
+            q8_1(*a)
+    elif kind == 1:
+        if slots == 8:
+            q4_8(*a)
+        elif slots == 4:
+            q4_4(*a)
+        elif slots == 2:
+            q4_2(*a)
+        else:
+            q4_1(*a)
     elif kind == 2:
         if slots == 8:
-            q4a_8(c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, 8, out, ocol, nb, shift)
+            q4a_8(*a)
         elif slots == 4:
-            q4a_4(c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, 4, out, ocol, nb, shift)
+            q4a_4(*a)
         elif slots == 2:
-            q4a_2(c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, 2, out, ocol, nb, shift)
+            q4a_2(*a)
         else:
-            q4a_1(c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, 1, out, ocol, nb, shift)
+            q4a_1(*a)
+    elif kind == 3:
+        if slots == 8:
+            pq8_8(*a)
+        elif slots == 4:
+            pq8_4(*a)
+        elif slots == 2:
+            pq8_2(*a)
+        else:
+            pq8_1(*a)
+    elif kind == 4:
+        if slots == 8:
+            pq4_8(*a)
+        elif slots == 4:
+            pq4_4(*a)
+        elif slots == 2:
+            pq4_2(*a)
+        else:
+            pq4_1(*a)
     elif slots == 8:
-        q8_8(c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, 8, out, ocol, nb, shift)
+        pq4a_8(*a)
     elif slots == 4:
-        q8_4(c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, 4, out, ocol, nb, shift)
+        pq4a_4(*a)
     elif slots == 2:
-        q8_2(c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, 2, out, ocol, nb, shift)
+        pq4a_2(*a)
     else:
-        q8_1(c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, 1, out, ocol, nb, shift)
+        pq4a_1(*a)
 
 
 @njit(nogil=True, cache=True)
@@ -325,9 +383,11 @@ def row_tiles(codes, scales, mins, xq, xs, xsum, out, tail, kind, shift, t0, t1)
     """Row tiles t0..t1-1 (rows R*t..R*t+R-1, R = ROWS) of out[T, N] = x @ W.T for every token: codes i8[N, P]
     | u8[N, P/2], scales and mins u16[N, groups] (mins read for q4a only), xq i8[T, P], xs f32[T, P/32], xsum
     i32[T, P/32] from quantize_activation at group 32; tail f32[T, R] takes a last tile shorter than R. The tokens
-    go through tiles of SLOTS widths, widest first; a token's result is the same in any of them."""
+    go through tiles of SLOTS widths, widest first; a token's result is the same in any of them. kind: KIND of
+    the stored type, + PACKED when pack() has packed the whole tiles (a short last tile stays row-major)."""
     n, rb, ngs = codes.shape[0], codes.shape[1], scales.shape[1]
-    nb = rb // (32 if kind == 0 else 16)  # 32-weight blocks per row
+    stored = kind % PACKED
+    nb = rb // (32 if stored == 0 else 16)  # 32-weight blocks per row
     c, s, m = codes.reshape(-1).view(np.uint8), scales.reshape(-1), mins.reshape(-1)
     xqf, xsf, xsumf = xq.reshape(-1), xs.reshape(-1), xsum.reshape(-1)
     px, ngx, t = xq.shape[1], xs.shape[1], xq.shape[0]
@@ -336,12 +396,51 @@ def row_tiles(codes, scales, mins, xq, xs, xsum, out, tail, kind, shift, t0, t1)
         short = r0 + ROWS > n
         dst = tail if short else out
         ocol = 0 if short else r0
+        k = stored if short else kind
         tok = 0
         for slots in SLOTS:
             while t - tok >= slots:
-                _one(kind, slots, c, rb, s, m, ngs, r0, n, xqf, xsf, xsumf, px, ngx, tok, dst, ocol, nb, shift)
+                _one(k, slots, c, rb, s, m, ngs, r0, n, xqf, xsf, xsumf, px, ngx, tok, dst, ocol, nb, shift)
                 tok += slots
         if short:
             for j in range(t):
                 for r in range(n - r0):
                     out[j, r0 + r] = tail[j, r]
+
+
+@njit(nogil=True, cache=True)
+def _pack_tiles(codes, scales, mins, rows, dwords, with_mins):
+    """pack()'s work, in place, one tile at a time through a tile-sized scratch."""
+    n, rb, ngs = codes.shape[0], codes.shape[1], scales.shape[1]
+    per = rb // 4  # dwords per row
+    cw = np.empty(rows * per, np.uint32)
+    sw = np.empty(rows * ngs, np.uint16)
+    for t in range(n // rows):
+        r0 = t * rows
+        cv = codes[r0 : r0 + rows].reshape(-1).view(np.uint32)  # rows x per dwords, row-major
+        cw[:] = cv
+        for r in range(rows):
+            for e in range(per):  # dword e = block e // dwords, dword e % dwords: [g][d][r] = [e][r]
+                cv[e * rows + r] = cw[r * per + e]
+        for which in range(2 if with_mins else 1):
+            sv = (scales if which == 0 else mins)[r0 : r0 + rows].reshape(-1)
+            sw[:] = sv
+            for r in range(rows):
+                for g in range(ngs):
+                    sv[g * rows + r] = sw[r * ngs + g]
+
+
+def pack(codes: np.ndarray, scales: np.ndarray, mins: np.ndarray | None, stype: str, rows: int = ROWS) -> None:
+    """Rearrange a matrix's whole tiles of `rows` rows in place so the tiles load each vector straight: a tile's
+    codes as [block][dword][row][4 bytes] (vector d of block g holds every row's dword d, the very vectors the
+    row-major tiles build by transposing in registers) and its scales (mins) as [group][row]. Same bytes, same
+    place per tile, same integers and floats in the kernels: only the loads change. A last tile shorter than
+    `rows` stays row-major. codes [N, row bytes] (a multiple of 4), scales/mins u16 or f16 [N, groups]."""
+    _pack_tiles(
+        codes.view(np.uint8),
+        scales.view(np.uint16),
+        (scales if mins is None else mins).view(np.uint16),
+        rows,
+        8 if stype == "q8" else 4,
+        mins is not None,
+    )

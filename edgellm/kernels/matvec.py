@@ -25,6 +25,7 @@ from .simd import q4_dot16
 with np.errstate(invalid="ignore"):  # widening f16 signalling NaNs raises the invalid flag on aarch64
     F16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 MAX_SET = 3  # matrices of one input per fused call: q, k, v
+PHASES = 10  # a layer's phases in stack.Stack (there: A-J)
 
 MATMUL_BLOCK = 256  # weight rows dequantized at once for prefill (x padded cols f32), all threads
 
@@ -32,9 +33,9 @@ MATMUL_BLOCK = 256  # weight rows dequantized at once for prefill (x padded cols
 class Workspace:
     """Scratch the kernels write, allocated once per model (no allocation in the decode loop)."""
 
-    def __init__(self, max_rows: int, max_cols: int, n_heads: int, context: int, blas: bool = True):
+    def __init__(self, max_rows: int, max_cols: int, n_heads: int, context: int, blas: bool = True, n_layers: int = 0):
         """`blas`: some matrix takes prefill's dequantize + BLAS path (f32, f16, q4 at group 64/128): only then
-        are its blocks allocated."""
+        are its blocks allocated. `n_layers`: the layers a stack.Stack may run (its phase counters)."""
         pc = -(-max_cols // 128) * 128
         block = MATMUL_BLOCK if blas else 0
         self.xq = np.zeros((max_rows, pc), np.int8)  # (tokens, padded cols) quantized activations
@@ -46,13 +47,16 @@ class Workspace:
         self.mm = np.zeros((block, max_rows), np.float32)  # (block rows, tokens) product staging
         self.scores = np.zeros((n_heads, context), np.float32)  # (heads, context) attention scores
         self.claims = claim_counter()  # (1,) int64 tiles claimed in a shared kernel
+        self.phases = np.zeros(((n_layers + 1) * PHASES, 2), np.int64)  # (phases, claimed / done) stack.Stack's
 
     @staticmethod
-    def nbytes_for(max_rows: int, max_cols: int, n_heads: int, context: int, blas: bool = True) -> int:
+    def nbytes_for(
+        max_rows: int, max_cols: int, n_heads: int, context: int, blas: bool = True, n_layers: int = 0
+    ) -> int:
         pc = -(-max_cols // 128) * 128
         xq = max_rows * (pc + pc // 32 * 8 + MAX_SET * lanes.ROWS * 4)
         block = MATMUL_BLOCK if blas else 0
-        return xq + block * (pc + max_rows) * 4 + n_heads * context * 4 + 8
+        return xq + block * (pc + max_rows) * 4 + n_heads * context * 4 + 8 + (n_layers + 1) * PHASES * 16
 
 
 @njit(nogil=True, cache=True)
@@ -228,7 +232,11 @@ def _lanes_args(w: QTensor) -> tuple:
         sc = w.scales.view(np.uint16)
         mins = sc if w.mins is None else w.mins.view(np.uint16)  # read by the q4a tiles only
         shift = (w.layout.group // 32).bit_length() - 1  # a weight group spans 1 << shift blocks of 32
-        w.kernel_args = (w.codes.view(np.uint8), sc, mins, lanes.KIND[w.layout.stype], shift)
+        kind = lanes.KIND[w.layout.stype]
+        if w.packed:
+            assert w.packed == lanes.ROWS, "packed for this host's tiles"
+            kind += lanes.PACKED
+        w.kernel_args = (w.codes.view(np.uint8), sc, mins, kind, shift)
     return w.kernel_args
 
 

@@ -48,6 +48,52 @@ def claim(typingctx, counter, n):
     return sig, codegen
 
 
+@intrinsic
+def add_at(typingctx, counters, i, n):
+    """Atomically add n to counters[i] (int64) and return the value before: acquire and release, so what one
+    thread wrote before adding is seen by another that reads the sum (aarch64 needs it said; x86 gives it)."""
+    sig = types.int64(counters, i, n)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        val = args[2] if args[2].type == ir.IntType(64) else builder.sext(args[2], ir.IntType(64))
+        return builder.atomic_rmw("add", ptr, val, "acq_rel")
+
+    return sig, codegen
+
+
+@intrinsic
+def load_at(typingctx, counters, i):
+    """counters[i] (int64) read atomically, acquire: the writes made before the add_at that set it are seen."""
+    sig = types.int64(counters, i)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def relax(typingctx):
+    """A spin-wait's pause: x86 `pause`, aarch64 `yield` (the sibling hyperthread or core gets the pipeline),
+    nothing elsewhere."""
+    sig = types.none()
+
+    def codegen(context, builder, signature, args):
+        import platform
+
+        machine = platform.machine().lower()
+        asm = "pause" if machine in ("x86_64", "amd64", "i686") else "yield" if machine in ("aarch64", "arm64") else ""
+        if asm:
+            builder.asm(ir.FunctionType(ir.VoidType(), []), asm, "", [], True)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(nogil=True, cache=True)
 def reset(counter):
     counter[0] = 0

@@ -76,6 +76,17 @@ def half(typingctx, bits):
     return sig, codegen
 
 
+@intrinsic
+def half_bits(typingctx, value):
+    """The bits (u16) of the IEEE binary16 nearest a float32, ties to even: numpy's astype(float16)."""
+    sig = types.uint16(value)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return sig, codegen
+
+
 def _ptr(context, builder, aryty, ary):
     return context.make_array(aryty)(context, builder, ary).data
 

@@ -2,7 +2,8 @@
 
 Pure numpy primitives (gpt-fast style): `quantize` turns an f32 matrix into the byte streams the file stores,
 `QTensor.dequantize` turns them back. The byte layout is the one the kernels consume straight from the
-decompressed layer buffer, so loading never repacks (see formats/SPEC.md, "Storage types").
+decompressed layer buffer, so a streamed layer is never repacked (see formats/SPEC.md, "Storage types"); a
+pinned matrix is rearranged once, in place, into the tiles' packed layout (QTensor.packed, kernels/lanes.pack).
 
     f32, f16  row-major [rows, cols]
     q8        codes int8 [rows, padded_cols]      + scales f16 [rows, groups]   w = scale * code
@@ -164,6 +165,9 @@ class QTensor:
     codes: np.ndarray  # f32/f16 [rows, cols] | int8 [rows, pcols] | uint8 [rows, pcols/2]
     scales: np.ndarray | None = None  # f16 [rows, groups] for q8/q4/q4a
     mins: np.ndarray | None = None  # f16 [rows, groups] for q4a
+    # 0: row-major as stored; R: the whole tiles of R rows rearranged in place for the kernels (a pinned matrix,
+    # kernels/lanes.pack), the rows past the last whole tile still row-major
+    packed: int = field(default=0, kw_only=True)
     # the views the integer kernels pass to numba, made on first use (kernels/matvec.py)
     kernel_args: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -194,6 +198,8 @@ class QTensor:
         """f32[rows, cols] (all rows, or the `rows` slice or index array)."""
         lay = self.layout
         sl = rows if rows is not None else slice(None)
+        if self.packed:
+            return self.row_major(np.arange(lay.rows)[sl]).dequantize()
         codes = self.codes[sl]
         if lay.stype in ("f32", "f16"):
             return codes.astype(np.float32)
@@ -208,6 +214,30 @@ class QTensor:
         if self.mins is not None:
             w += self.mins[sl].astype(np.float32)[..., None]
         return w.reshape(n, lay.padded_cols)[:, : lay.cols]
+
+    def row_major(self, rows: np.ndarray) -> QTensor:
+        """Rows `rows` (indices) of a packed matrix as a row-major QTensor (copies): undoes lanes.pack, whose
+        tile keeps dword e of its row i at [e][i] and scale group g at [g][i]."""
+        lay, r = self.layout, self.packed
+        rows = np.asarray(rows, dtype=np.int64)
+        if not r:
+            pick = [None if a is None else a[rows] for a in (self.codes, self.scales, self.mins)]
+            return QTensor(Layout(lay.stype, len(rows), lay.cols, lay.group), *pick)  # type: ignore[arg-type]
+        whole = lay.rows // r * r
+        tile, i = np.minimum(rows, max(whole - 1, 0)) // r, rows % r
+        inside = rows < whole
+
+        def unpack(a: np.ndarray, unit) -> np.ndarray:
+            flat = a.view(unit)
+            per = flat.shape[1]
+            tiles = flat[:whole].reshape(-1, per, r)  # [tile][dword or group][row]
+            got = tiles[tile, :, i] if whole else flat[rows]
+            return np.where(inside[:, None], got, flat[rows]).view(a.dtype)
+
+        codes = unpack(self.codes, np.uint32)
+        scales = None if self.scales is None else unpack(self.scales, np.uint16)
+        mins = None if self.mins is None else unpack(self.mins, np.uint16)
+        return QTensor(Layout(lay.stype, len(rows), lay.cols, lay.group), codes, scales, mins)
 
     def to_bytes(self) -> bytes:
         """The raw (uncompressed) bytes as stored: codes then scales."""
