@@ -173,9 +173,10 @@ def test_the_kv_cache_is_f16_for_quantized_weights_and_counted_at_its_size(stori
             assert (m.state.scratch.deq.size > 0) == (q in ("f32", "f16")) == m.plan.blas
             run = llama.RunState.nbytes_for(a, 64, m.state.chunk, want, m.plan.blas)
             ws = m.state.scratch
-            held = sum(b.nbytes for b in (ws.xq, ws.xs, ws.xsum, ws.tail, ws.deq, ws.mm, ws.scores, ws.claims))
+            buffers = (ws.xq, ws.xs, ws.xsum, ws.tail, ws.deq, ws.mm, ws.scores, ws.claims, ws.phases)
+            held = sum(b.nbytes for b in buffers)
             assert held == kernels.Workspace.nbytes_for(
-                m.state.chunk, ws.xq.shape[1], a.num_attention_heads, 64, m.plan.blas
+                m.state.chunk, ws.xq.shape[1], a.num_attention_heads, 64, m.plan.blas, a.num_hidden_layers
             )
             assert run > held
             if q == "f16":  # f32 activations (BLAS prefill): the cache's rounding alone

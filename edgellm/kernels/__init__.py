@@ -23,6 +23,8 @@ import psutil  # noqa: E402
 
 from .matvec import Workspace, matmul, matmuls, matvec, matvecs  # noqa: E402
 from .ops import apply_rope, attention, rmsnorm, rope_tables, silu_mul  # noqa: E402
+from .parallel import SMALL_BATCH, threads  # noqa: E402
+from .stack import Stack  # noqa: E402
 
 
 def default_threads() -> int:
@@ -41,6 +43,9 @@ def set_threads(n: int | None = None) -> int:
 
 
 __all__ = [
+    "SMALL_BATCH",
+    "Stack",
+    "threads",
     "Workspace",
     "matvec",
     "matmul",

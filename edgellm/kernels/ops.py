@@ -12,7 +12,7 @@ from numba.extending import overload
 from ..errors import UnsupportedModelError
 from .parallel import SMALL_BATCH, claim, is_large, threads
 from .pool import share
-from .simd import half
+from .simd import dot8, half
 
 
 def as_f32(v):
@@ -27,16 +27,24 @@ def _as_f32(v):
     return lambda v: v
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+# No fastmath in this file: with it LLVM may reorder a sum (or fuse a multiply-add) differently wherever a kernel is
+# inlined, and the layer-by-layer pass and kernels/stack.py, which inlines these, must give the same bits. The
+# long sums run instead through simd.dot8: LANES partial sums in vector registers, added in a fixed tree.
+LANES = 8
+
+
+@njit(nogil=True, cache=True)
 def _rmsnorm_rows(x, weight, eps, out, t0, t1):
     d = x.shape[1]
+    whole = d // LANES * LANES
     for t in range(t0, t1):
-        ss = np.float32(0.0)
-        for j in range(d):
-            ss += x[t, j] * x[t, j]
+        row = x[t]
+        ss = dot8(row, 0, row, 0, whole)
+        for j in range(whole, d):
+            ss += row[j] * row[j]
         inv = np.float32(1.0) / np.sqrt(ss / np.float32(d) + np.float32(eps))
         for j in range(d):
-            out[t, j] = x[t, j] * inv * weight[j]
+            out[t, j] = row[j] * inv * weight[j]
 
 
 def rmsnorm(x, weight, eps, out, ws) -> None:
@@ -45,7 +53,7 @@ def rmsnorm(x, weight, eps, out, ws) -> None:
     _rmsnorm_rows(x, weight, eps, out, 0, x.shape[0])
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True)
 def silu_mul(gate, up, out):
     """out = silu(gate) * up, element-wise over [T, I]."""
     for t in range(gate.shape[0]):
@@ -81,7 +89,7 @@ def rope_tables(head_dim: int, max_pos: int, theta: float, scaling: dict | None)
     return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True)
 def apply_rope(x, positions, cos, sin):
     """Rotate x[T, heads, head_dim] in place: pairs (i, i + head_dim/2), HF's rotate_half convention."""
     half = x.shape[2] // 2
@@ -95,21 +103,24 @@ def apply_rope(x, positions, cos, sin):
                 x[t, h, i + half] = b * c + a * s
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@njit(nogil=True, cache=True)
 def _attention_heads(q, kc, vc, start, out, scores, h0, h1):
     """Heads h0..h1-1 of causal GQA attention (see attention())."""
     t_n, n_heads, hd = q.shape
     heads_per_kv = n_heads // kc.shape[1]
     scale = np.float32(1.0 / np.sqrt(hd))
+    whole = hd // LANES * LANES
     for h in range(h0, h1):
         kv = h // heads_per_kv
         sc = scores[h]  # (context,) reused for every query row
         for t in range(t_n):
             n = start + t + 1  # causal: positions 0..start+t
             mx = np.float32(-np.inf)
+            qt = q[t, h]
             for p in range(n):
-                acc = np.float32(0.0)
-                for i in range(hd):
+                kp = kc[p, kv]
+                acc = dot8(qt, 0, kp, 0, whole)
+                for i in range(whole, hd):
                     acc += q[t, h, i] * as_f32(kc[p, kv, i])
                 acc *= scale
                 sc[p] = acc
@@ -127,7 +138,7 @@ def _attention_heads(q, kc, vc, start, out, scores, h0, h1):
                     out[t, h, i] += wgt * as_f32(vc[p, kv, i])
 
 
-@njit(parallel=True, nogil=True, cache=True, fastmath=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _attention_shared(q, kc, vc, start, out, scores, ctr, nt):
     n_heads = q.shape[1]
     ctr[0] = 0

@@ -13,11 +13,15 @@ against 1,247 at one). Two rules avoid that:
 
 from __future__ import annotations
 
+import platform
+
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
+
+from .simd import _call
 
 # Work below this many bytes of weights (or element operations) runs on the calling thread: a fork + join
 # costs ~5-20 us, about what one thread needs for this much work at memory speed.
@@ -83,12 +87,11 @@ def relax(typingctx):
     sig = types.none()
 
     def codegen(context, builder, signature, args):
-        import platform
-
-        machine = platform.machine().lower()
-        asm = "pause" if machine in ("x86_64", "amd64", "i686") else "yield" if machine in ("aarch64", "arm64") else ""
-        if asm:
-            builder.asm(ir.FunctionType(ir.VoidType(), []), asm, "", [], True)
+        machine = platform.machine().lower()  # LLVM intrinsics: numba's JIT takes no inline assembly
+        if machine in ("x86_64", "amd64", "i686"):
+            _call(builder, "llvm.x86.sse2.pause", ir.VoidType())
+        elif machine in ("aarch64", "arm64"):
+            _call(builder, "llvm.aarch64.hint", ir.VoidType(), ir.Constant(ir.IntType(32), 1))  # hint #1: yield
         return context.get_dummy_value()
 
     return sig, codegen

@@ -87,6 +87,41 @@ def half_bits(typingctx, value):
     return sig, codegen
 
 
+@intrinsic
+def dot8(typingctx, a, a0, b, b0, n):
+    """sum_i a[a0 + i] * b[b0 + i] for i < n (a multiple of 8): a f32, b f32 or f16 bits (u16), both flat and
+    contiguous. Eight lanes of partial sums, added in a fixed tree: the same bits wherever it is inlined (a
+    fastmath loop's reduction order is LLVM's choice, which may differ from one caller to another)."""
+    sig = types.float32(a, a0, b, b0, n)
+    f16 = b.dtype == types.uint16
+
+    def codegen(context, builder, signature, args):
+        from numba.core import cgutils
+
+        f32, i64 = ir.FloatType(), ir.IntType(64)
+        v8 = ir.VectorType(f32, 8)
+        pa = builder.gep(_ptr(context, builder, signature.args[0], args[0]), [args[1]])
+        pb = builder.gep(_ptr(context, builder, signature.args[2], args[2]), [args[3]])
+        acc = cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8))
+        count = builder.sext(args[4], i64) if args[4].type.width < 64 else args[4]
+        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), count, ir.Constant(i64, 8)) as (i, _):
+            va = builder.load(builder.bitcast(builder.gep(pa, [i]), v8.as_pointer()), align=4)
+            if f16:
+                vb = builder.load(
+                    builder.bitcast(builder.gep(pb, [i]), ir.VectorType(ir.IntType(16), 8).as_pointer()), align=2
+                )
+                vb = builder.fpext(builder.bitcast(vb, ir.VectorType(ir.HalfType(), 8)), v8)
+            else:
+                vb = builder.load(builder.bitcast(builder.gep(pb, [i]), v8.as_pointer()), align=4)
+            builder.store(builder.fadd(builder.load(acc), builder.fmul(va, vb)), acc)
+        v = builder.load(acc)
+        e = [builder.extract_element(v, ir.Constant(ir.IntType(32), k)) for k in range(8)]
+        pairs = [builder.fadd(e[0], e[1]), builder.fadd(e[2], e[3]), builder.fadd(e[4], e[5]), builder.fadd(e[6], e[7])]
+        return builder.fadd(builder.fadd(pairs[0], pairs[1]), builder.fadd(pairs[2], pairs[3]))
+
+    return sig, codegen
+
+
 def _ptr(context, builder, aryty, ary):
     return context.make_array(aryty)(context, builder, ary).data
 

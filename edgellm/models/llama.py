@@ -213,6 +213,7 @@ class RunState:
             n_heads=a.num_attention_heads,
             context=c,
             blas=self.blas,
+            n_layers=a.num_hidden_layers,
         )
 
     @staticmethod
@@ -224,7 +225,12 @@ class RunState:
         kv = 2 * a.num_hidden_layers * context * a.kv_dim * np.dtype(KV_DTYPES[kv_dtype]).itemsize
         rope = context * a.head_dim
         ws = kernels.Workspace.nbytes_for(
-            chunk, max(a.hidden_size, a.intermediate_size, a.q_dim), a.num_attention_heads, context, blas
+            chunk,
+            max(a.hidden_size, a.intermediate_size, a.q_dim),
+            a.num_attention_heads,
+            context,
+            blas,
+            a.num_hidden_layers,
         )
         return 4 * (chunk * per_tok + (1 + VERIFY_ROWS) * a.vocab_size + rope) + kv + ws
 
@@ -255,6 +261,24 @@ class Transformer:
 
     def __init__(self, args: ModelArgs, provider: WeightProvider, state: RunState):
         self.args, self.provider, self.state = args, provider, state
+        self.stacks: dict[tuple[int, int], kernels.Stack | None] = {}  # (first, end) -> a resident run's kernel
+
+    def _stack(self, first: int, end: int) -> kernels.Stack | None:
+        """The one-call kernel of pinned layers first..end-1, built on first use; None if some matrix is off the
+        integer tiles (f32, f16, q4 at group 64/128: those layers go one by one)."""
+        key = (first, end)
+        if key not in self.stacks:
+            a = self.args
+            layers = self.provider.layers(first, end)
+            fits = all(kernels.Stack.fits(w) for w in layers)
+            self.stacks[key] = (
+                kernels.Stack(first, layers, a.num_attention_heads, a.num_key_value_heads, a.head_dim, a.rms_norm_eps)
+                if fits
+                else None
+            )
+            for j in range(first, end):
+                self.provider.release(j)
+        return self.stacks[key]
 
     def forward(
         self, tokens: np.ndarray, start_pos: int, all_logits: np.ndarray | None = None, *, prompt: bool = True
@@ -270,7 +294,20 @@ class Transformer:
         hb, hb2 = s.hb[:n], s.hb2[:n]
         positions = np.arange(start_pos, start_pos + n, dtype=np.int64)
         self.provider.embed(tokens, x)  # x = embedding rows
-        for i in range(a.num_hidden_layers):
+        i = 0
+        while i < a.num_hidden_layers:
+            # a few tokens (decode, verification, a short turn) through a run of pinned layers: one kernel call,
+            # the very numbers of the layer-by-layer code below (kernels/stack.py)
+            end = self.provider.resident_run(i) if n <= kernels.SMALL_BATCH else i
+            stack = self._stack(i, end) if end > i else None
+            if stack is not None:
+                self.provider.layers(i, end)
+                stack.run((x, xb, q, k, v, att, hb, hb2), s.key_cache, s.value_cache, s.cos, s.sin, positions,
+                          start_pos, s.scratch, kernels.threads())  # fmt: skip
+                for j in range(i, end):
+                    self.provider.release(j)
+                i = end
+                continue
             w = self.provider.layer(i)  # asked in LAYER_PIECES order
             kernels.rmsnorm(x, w["input_layernorm.weight"].codes[0], a.rms_norm_eps, xb, s.scratch)
             qkv = [(w[f"self_attn.{p}_proj.weight"], w.get(f"self_attn.{p}_proj.bias")) for p in "qkv"]
@@ -299,6 +336,7 @@ class Transformer:
             _project(w["mlp.down_proj.weight"], w.get("mlp.down_proj.bias"), hb, xb, s.scratch, prompt)
             x += xb  # residual
             self.provider.release(i)
+            i += 1
         norm, blocks = self.provider.head()
         if all_logits is not None:
             kernels.rmsnorm(x, norm.codes[0], a.rms_norm_eps, xb, s.scratch)

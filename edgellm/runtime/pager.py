@@ -83,6 +83,8 @@ class Pager:
                 decode_threads=decode_threads,
             )
         self._acquired: dict[int, float] = {}  # unit -> when the model got it (compute time = until release)
+        self._together: dict[int, range] = {}  # unit -> the layers taken with it by layers() (one clock)
+        self._views = {u: self._strip(u) for u in self.pinned if u < self.n_layers}  # layer() of a pinned layer
         self._waited: dict[int, float] = {}  # unit -> its wait_s then (waits for later pieces are not compute)
 
     def _pack_pinned(self) -> None:
@@ -127,29 +129,45 @@ class Pager:
             out[t] = fetch_row(self.f, int(i), self.stats)
 
     def layer(self, i: int) -> LayerWeights:
-        prefix = self.names.layer(i)
-        if i in self.pinned:
-            return self._pinned_unit(i, prefix)
+        if i in self._views:
+            return self._pinned_unit(i)
         self._acquire(i)
-        return StreamedLayer(self, i, prefix)
+        return StreamedLayer(self, i, self.names.layer(i))
+
+    def resident_run(self, i: int) -> int:
+        end = i
+        while end < self.n_layers and end in self._views:
+            end += 1
+        return end
+
+    def layers(self, first: int, end: int) -> list[LayerWeights]:
+        assert self.resident_run(first) >= end, "layers() takes pinned layers"
+        now, run = time.perf_counter(), range(first, end)
+        for u in run:
+            self._acquired[u], self._together[u] = now, run
+        return [self._views[u] for u in run]
 
     def release(self, i: int) -> None:
         t0 = self._acquired.pop(i, None)
         if t0 is not None:
             now = time.perf_counter()
-            rec = self.stats.unit(i)
-            busy = now - t0 - (rec["wait_s"] - self._waited.pop(i, rec["wait_s"]))  # minus waits for pieces
-            rec["compute_s"] += busy
-            rec["uses"] += 1
-            self.stats.compute_s += busy
-            self.stats.event("compute", i, t0, now)
+            run = self._together.pop(i, range(i, i + 1))
+            for u in run:  # the first release of a run books all of it, a share each
+                self._acquired.pop(u, None)
+                self._together.pop(u, None)
+                rec = self.stats.unit(u)
+                busy = (now - t0) / len(run) - (rec["wait_s"] - self._waited.pop(u, rec["wait_s"]))  # minus waits
+                rec["compute_s"] += busy
+                rec["uses"] += 1
+                self.stats.compute_s += busy
+            self.stats.event("compute", run[0], t0, now)
         if self.prefetch is not None:
             self.prefetch.give_back(i)
 
     def head(self) -> tuple[QTensor, Iterable[tuple[int, QTensor]]]:
         u = self.n_layers
         if u in self.pinned:
-            return self._pinned_unit(u, "")[head_names(self.f)[0]], self.pinned_head
+            return self._pinned_unit(u)[head_names(self.f)[0]], self.pinned_head
         self._acquire(u)
         return self.head_norm, self._head_blocks()
 
@@ -218,10 +236,14 @@ class Pager:
         self._acquired[u] = time.perf_counter()
         self._waited[u] = self.stats.unit(u)["wait_s"]
 
-    def _pinned_unit(self, u: int, prefix: str) -> dict[str, QTensor]:
+    def _pinned_unit(self, u: int) -> dict[str, QTensor]:
         self._acquire(u)
-        w = self.pinned[u]
-        return {n[len(prefix) :]: t for n, t in w.items()} if prefix else w
+        return self._views[u] if u < self.n_layers else self.pinned[u]
+
+    def _strip(self, u: int) -> dict[str, QTensor]:
+        """Pinned layer u's tensors named without the layer prefix (made once: layer() hands out the same)."""
+        prefix = self.names.layer(u)
+        return {n[len(prefix) :]: t for n, t in self.pinned[u].items()}
 
 
 def _block(lay: Layout, codes: np.ndarray, scales, mins, r0: int) -> QTensor:

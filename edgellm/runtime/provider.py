@@ -36,6 +36,13 @@ class WeightProvider(Protocol):
     def release(self, i: int) -> None:
         """The forward pass is done with unit i (a layer, or n_layers for the head)."""
 
+    def resident_run(self, i: int) -> int:
+        """The end of the run of pinned layers that starts at layer i: i itself when layer i streams."""
+
+    def layers(self, first: int, end: int) -> list[LayerWeights]:
+        """Pinned layers first..end-1 (a resident_run) taken together, for a pass that runs them in one kernel
+        call: each valid until its release(j); their compute time is shared evenly between them."""
+
     def head(self) -> tuple[QTensor, Iterable[tuple[int, QTensor]]]:
         """(final norm, the logits matrix as (first row, QTensor of rows) blocks covering it in order): unit
         n_layers. A pinned head is one block; a streamed one comes a block at a time, each valid until the next

@@ -1,0 +1,260 @@
+"""A run of resident layers in one call: decode (and other passes of up to parallel.SMALL_BATCH tokens) through
+every pinned layer of a Llama-style model with one numba call and one parallel region.
+
+Layer by layer a decoded token costs ~15 calls from Python and 5 OpenMP regions a layer, and on a small model
+that is most of its time: SmolLM2-135M q4's 30 layers (2 MB of weights each) took 7.5 ms a token layer by layer
+and 4.3 ms through a stack (Zen 3, 2 threads; 104 -> 159 tok/s with the head). Here the threads enter once per token and go through the layers' phases together, each phase's work
+claimed from a shared counter (parallel.py's rule: a thread that starts late finds the work taken, a descheduled
+thread holds up only what it claimed), a phase starting when the one before is done:
+
+    A  norm the residual stream, quantize it          (one thread)
+    B  q, k, v row tiles                              (claimed in runs of tiles)
+    C  biases, rotate q and k, append k and v         (one thread)
+    D  attention, a head a claim
+    E  quantize the attention output                  (one thread)
+    F  o row tiles
+    G  residual, norm, quantize                       (one thread)
+    H  gate and up row tiles
+    I  silu(gate) * up, quantize                      (one thread)
+    J  down row tiles; the next layer's A adds it to the residual stream
+
+Each step is the very function the layer-by-layer path calls (rmsnorm rows, quantize_activation, lanes.row_tiles,
+apply_rope, the attention heads, silu_mul), so a token gets the same bits either way: a pinned layer and a
+streamed one agree exactly, at any thread count. (Hence no fastmath in ops.py: a reordered sum would differ
+between a kernel inlined here and the same kernel called from Python.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+from numba.typed import List
+
+from ..quant import QTensor, integer_kernels
+from . import lanes
+from .matvec import PHASES, _lanes_args, quantize_activations
+from .ops import _attention_heads, _rmsnorm_rows, apply_rope, silu_mul
+from .parallel import CLAIMS_PER_MATRIX, TILES_PER_CLAIM, add_at, load_at, relax
+from .simd import half_bits
+
+MATRICES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+            "mlp.up_proj", "mlp.down_proj")  # fmt: skip
+NORMS = ("input_layernorm.weight", "post_attention_layernorm.weight")
+Q, K, V, OUT, GATE, UP, DOWN = range(7)
+
+
+def store(v, like):
+    """A KV cache element from an f32 v: itself for an f32 cache, its f16 bits for an f16 one (u16 view; `like`
+    is an element of the cache, for its type)."""
+    raise NotImplementedError("numba only")
+
+
+@overload(store, inline="always")
+def _store(v, like):
+    if like == types.uint16:
+        return lambda v, like: half_bits(v)
+    return lambda v, like: v
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _alone(ctr, p):
+    """Whether this thread takes phase p's one item."""
+    return add_at(ctr.reshape(-1), 2 * p, 1) == 0
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _done(ctr, p, n):
+    add_at(ctr.reshape(-1), 2 * p + 1, n)
+
+
+@njit(nogil=True, cache=True)
+def _wait(ctr, p, total):
+    """Until phase p's `total` items are done (by whichever threads took them)."""
+    flat = ctr.reshape(-1)
+    while load_at(flat, 2 * p + 1) < total:
+        relax()
+
+
+@njit(nogil=True, cache=True)
+def _tiles(ctr, p, codes, scales, mins, meta, m, count, xq, xs, xsum, o0, o1, o2, tails):
+    """Phase p: the row tiles of up to three matrices m.. of one input (xq, xs, xsum) into o0, o1, o2, claimed in
+    runs from their joined range; returns once all are done."""
+    t = xq.shape[0]
+    r = lanes.ROWS
+    n0 = -(-codes[m].shape[0] // r)
+    n1 = -(-codes[m + 1].shape[0] // r) if count > 1 else 0
+    n2 = -(-codes[m + 2].shape[0] // r) if count > 2 else 0
+    total = n0 + n1 + n2
+    step = max(TILES_PER_CLAIM, total // CLAIMS_PER_MATRIX)
+    flat = ctr.reshape(-1)
+    while True:
+        a = add_at(flat, 2 * p, step)
+        if a >= total:
+            break
+        b = min(a + step, total)
+        if a < n0:
+            j = m
+            lanes.row_tiles(codes[j], scales[j], mins[j], xq, xs, xsum, o0, tails[0, :t], meta[j, 0], meta[j, 1], a,
+                            min(b, n0))  # fmt: skip
+        if b > n0 and a < n0 + n1:
+            j = m + 1
+            lanes.row_tiles(codes[j], scales[j], mins[j], xq, xs, xsum, o1, tails[1, :t], meta[j, 0], meta[j, 1],
+                            max(a, n0) - n0, min(b, n0 + n1) - n0)  # fmt: skip
+        if b > n0 + n1:
+            j = m + 2
+            lanes.row_tiles(codes[j], scales[j], mins[j], xq, xs, xsum, o2, tails[2, :t], meta[j, 0], meta[j, 1],
+                            max(a, n0 + n1) - n0 - n1, b - n0 - n1)  # fmt: skip
+        _done(ctr, p, b - a)
+    _wait(ctr, p, total)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _add(x, b):
+    """x[T, N] += b[N] (b empty: no bias)."""
+    if b.shape[0]:
+        for t in range(x.shape[0]):
+            for j in range(x.shape[1]):
+                x[t, j] += b[j]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _residual(x, y, b):
+    """x += y (+ b): y[T, N] a projection's output, b its bias (empty: none)."""
+    _add(y, b)
+    for t in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            x[t, j] += y[t, j]
+
+
+@njit(nogil=True, cache=True)
+def _work(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases, norms, meta, dims, eps, l0, l1,
+          xq, xs, xsum, tails, scores, ctr):  # fmt: skip
+    """One thread's share of layers l0..l1-1 (see the module's phases)."""
+    x, xb, q, k, v, att, hb, hb2 = bufs
+    t = x.shape[0]
+    nh, nkv, hd = dims[0], dims[1], dims[2]
+    xq, xs, xsum = xq[:t], xs[:t], xsum[:t]
+    q3, k3, v3, att3 = q.reshape(t, nh, hd), k.reshape(t, nkv, hd), v.reshape(t, nkv, hd), att.reshape(t, nh, hd)
+    p = 0
+    for layer in range(l0, l1):
+        i = layer - l0
+        m = 7 * i
+        if _alone(ctr, p):  # A
+            if i > 0:
+                _residual(x, xb, biases[m - 1])  # the layer before's down projection
+            _rmsnorm_rows(x, norms[2 * i], eps, xb, 0, t)
+            quantize_activations(xb, 32, meta[m + Q, 2], xq, xs, xsum)
+            _done(ctr, p, 1)
+        _wait(ctr, p, 1)
+        p += 1
+        _tiles(ctr, p, codes, scales, mins, meta, m + Q, 3, xq, xs, xsum, q, k, v, tails)  # B
+        p += 1
+        if _alone(ctr, p):  # C
+            _add(q, biases[m + Q])
+            _add(k, biases[m + K])
+            _add(v, biases[m + V])
+            apply_rope(q3, positions, cos, sin)
+            apply_rope(k3, positions, cos, sin)
+            kl, vl = kc[layer], vc[layer]
+            for j in range(t):
+                for h in range(nkv):
+                    for d in range(hd):
+                        kl[start + j, h, d] = store(k3[j, h, d], kl[0, 0, 0])
+                        vl[start + j, h, d] = store(v3[j, h, d], vl[0, 0, 0])
+            _done(ctr, p, 1)
+        _wait(ctr, p, 1)
+        p += 1
+        flat = ctr.reshape(-1)
+        while True:  # D: one head a claim
+            h = add_at(flat, 2 * p, 1)
+            if h >= nh:
+                break
+            _attention_heads(q3, kc[layer], vc[layer], start, att3, scores, h, h + 1)
+            _done(ctr, p, 1)
+        _wait(ctr, p, nh)
+        p += 1
+        if _alone(ctr, p):  # E
+            quantize_activations(att, 32, meta[m + OUT, 2], xq, xs, xsum)
+            _done(ctr, p, 1)
+        _wait(ctr, p, 1)
+        p += 1
+        _tiles(ctr, p, codes, scales, mins, meta, m + OUT, 1, xq, xs, xsum, xb, xb, xb, tails)  # F
+        p += 1
+        if _alone(ctr, p):  # G
+            _residual(x, xb, biases[m + OUT])
+            _rmsnorm_rows(x, norms[2 * i + 1], eps, xb, 0, t)
+            quantize_activations(xb, 32, meta[m + GATE, 2], xq, xs, xsum)
+            _done(ctr, p, 1)
+        _wait(ctr, p, 1)
+        p += 1
+        _tiles(ctr, p, codes, scales, mins, meta, m + GATE, 2, xq, xs, xsum, hb, hb2, hb2, tails)  # H
+        p += 1
+        if _alone(ctr, p):  # I
+            _add(hb, biases[m + GATE])
+            _add(hb2, biases[m + UP])
+            silu_mul(hb, hb2, hb)
+            quantize_activations(hb, 32, meta[m + DOWN, 2], xq, xs, xsum)
+            _done(ctr, p, 1)
+        _wait(ctr, p, 1)
+        p += 1
+        _tiles(ctr, p, codes, scales, mins, meta, m + DOWN, 1, xq, xs, xsum, xb, xb, xb, tails)  # J
+        p += 1
+    if _alone(ctr, p):  # the last down projection into the residual stream
+        _residual(x, xb, biases[7 * (l1 - l0) - 1])
+        _done(ctr, p, 1)
+    _wait(ctr, p, 1)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _run(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases, norms, meta, dims, eps, l0, l1, xq,
+         xs, xsum, tails, scores, ctr, nt):  # fmt: skip
+    phases = (l1 - l0) * PHASES + 1
+    for i in range(phases):  # a plain loop: an array expression would be a parallel region of its own
+        ctr[i, 0] = 0
+        ctr[i, 1] = 0
+    for _ in prange(nt):
+        _work(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases, norms, meta, dims, eps, l0, l1,
+              xq, xs, xsum, tails, scores, ctr)  # fmt: skip
+
+
+class Stack:
+    """Layers first..end-1, resident, every matrix on the integer tiles: their arrays gathered once (typed lists,
+    7 matrices a layer in MATRICES order) for run()."""
+
+    def __init__(self, first: int, layers: list, n_heads: int, n_kv_heads: int, head_dim: int, eps: float):
+        self.first, self.end = first, first + len(layers)
+        self.codes, self.scales, self.mins, self.biases, self.norms = List(), List(), List(), List(), List()
+        meta = []  # per matrix (kind, shift, padded cols of its input)
+        no_bias = np.zeros(0, np.float32)
+        for w in layers:
+            for name in MATRICES:
+                t: QTensor = w[f"{name}.weight"]
+                c, s, mn, kind, shift = _lanes_args(t)
+                self.codes.append(c)
+                self.scales.append(s)
+                self.mins.append(mn)
+                bias = w.get(f"{name}.bias")
+                self.biases.append(no_bias if bias is None else np.ascontiguousarray(bias.codes[0], np.float32))
+                meta.append((kind, shift, t.layout.padded_cols))
+            for name in NORMS:
+                self.norms.append(np.ascontiguousarray(w[name].codes[0], np.float32))
+        self.meta = np.array(meta, np.int64)  # (7 * layers, 3)
+        self.dims = np.array([n_heads, n_kv_heads, head_dim], np.int64)
+        self.eps = float(eps)
+
+    @staticmethod
+    def fits(layer) -> bool:
+        """Whether a layer's weights (a LayerWeights) can go through a stack: every matrix on the integer tiles."""
+        return all(integer_kernels(layer[f"{name}.weight"].layout) for name in MATRICES)
+
+    def run(self, bufs: tuple, key_cache, value_cache, cos, sin, positions, start: int, ws, threads: int) -> None:
+        """Push the T tokens in bufs' x (x, xb, q, k, v, att, hb, hb2: the run state's buffers cut to T rows)
+        through the layers, writing their KV rows at start..; x leaves as the last layer's output."""
+        if key_cache.dtype == np.float16:  # kernels read and write an f16 cache through its bits
+            key_cache, value_cache = key_cache.view(np.uint16), value_cache.view(np.uint16)
+        _run(
+            bufs, key_cache, value_cache, cos, sin, positions, start, self.codes, self.scales, self.mins, self.biases,
+            self.norms, self.meta, self.dims, self.eps, self.first, self.end, ws.xq, ws.xs, ws.xsum, ws.tail,
+            ws.scores, ws.phases, threads,
+        )  # fmt: skip
