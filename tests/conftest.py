@@ -74,8 +74,10 @@ def make_tiny_model(
     rope_theta: float = 10000.0,
     dtype=np.float32,
     std: float = 0.2,
+    biases: bool = False,
 ) -> Path:
-    """Write a random HF-format checkpoint (config.json, model.safetensors, tokenizer files) to `path`."""
+    """Write a random HF-format checkpoint (config.json, model.safetensors, tokenizer files) to `path`. `biases`:
+    llama's attention_bias and mlp_bias, a bias on every projection."""
     rng = np.random.default_rng(seed)
     hd = head_dim or hidden // heads
     cfg = {
@@ -96,6 +98,7 @@ def make_tiny_model(
         "hidden_act": "silu",
         "bos_token_id": 1,
         "eos_token_id": 2,
+        **({"attention_bias": True, "mlp_bias": True} if biases else {}),
     }
     w = lambda *s: (rng.standard_normal(s) * std).astype(dtype)  # noqa: E731
     t = {"model.embed_tokens.weight": w(vocab, hidden), "model.norm.weight": (1 + w(hidden)).astype(dtype)}
@@ -113,6 +116,11 @@ def make_tiny_model(
         if model_type == "qwen2":
             for n, rows in (("q_proj", heads * hd), ("k_proj", kv_heads * hd), ("v_proj", kv_heads * hd)):
                 t[p + f"self_attn.{n}.bias"] = w(rows)
+        if biases:
+            for n, rows in (("self_attn.q_proj", heads * hd), ("self_attn.k_proj", kv_heads * hd),
+                            ("self_attn.v_proj", kv_heads * hd), ("self_attn.o_proj", hidden),
+                            ("mlp.gate_proj", inter), ("mlp.up_proj", inter), ("mlp.down_proj", hidden)):  # fmt: skip
+                t[p + f"{n}.bias"] = w(rows)
     if not tied:
         t["lm_head.weight"] = w(vocab, hidden)
     path.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,9 @@ from conftest import synthetic_ellm
 import edgellm
 from edgellm.kernels.parallel import using_threads
 
-CASES = {  # shapes whose rows leave short tiles, GQA, biases (qwen2), a tied head
+CASES = {  # shapes whose rows leave short tiles, GQA, biases (qwen2's q/k/v; llama's on every projection), tied
     "llama-gqa": dict(model_type="llama", heads=6, kv_heads=2, head_dim=16, inter=100),
+    "llama-biased": dict(model_type="llama", heads=4, kv_heads=2, head_dim=16, inter=72, biases=True),
     "qwen2": dict(model_type="qwen2", tied=True, heads=4, kv_heads=2, head_dim=12, hidden=36, inter=90),
 }
 

@@ -63,21 +63,26 @@ class Workspace:
 def quantize_activation(x, group, padded, xq, xs, xsum):
     """x[K] -> xq int8[padded] (zero past K), xs[padded/group] scales, xsum[padded/group] code sums; `padded`
     is the weights' padded column count, a multiple of group at least K."""
-    k = x.shape[0]
     for g in range(padded // group):
-        lo, hi = g * group, min(g * group + group, k)
-        amax = np.float32(0.0)
-        for j in range(lo, hi):
-            amax = max(amax, abs(x[j]))
-        s = amax / np.float32(127.0)
-        inv = np.float32(1.0) / s if s > 0 else np.float32(0.0)
-        tot = 0
-        for j in range(lo, lo + group):
-            v = int(np.rint(x[j] * inv)) if j < hi else 0
-            xq[j] = v
-            tot += v
-        xs[g] = s
-        xsum[g] = tot
+        quantize_group(x, g, group, xq, xs, xsum)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def quantize_group(x, g, group, xq, xs, xsum):
+    """Group g of quantize_activation (kernels/stack.py quantizes groups on several threads)."""
+    lo, hi = g * group, min(g * group + group, x.shape[0])
+    amax = np.float32(0.0)
+    for j in range(lo, hi):
+        amax = max(amax, abs(x[j]))
+    s = amax / np.float32(127.0)
+    inv = np.float32(1.0) / s if s > 0 else np.float32(0.0)
+    tot = 0
+    for j in range(lo, lo + group):
+        v = int(np.rint(x[j] * inv)) if j < hi else 0
+        xq[j] = v
+        tot += v
+    xs[g] = s
+    xsum[g] = tot
 
 
 @njit(nogil=True, cache=True, fastmath=True)

@@ -58,8 +58,13 @@ def silu_mul(gate, up, out):
     """out = silu(gate) * up, element-wise over [T, I]."""
     for t in range(gate.shape[0]):
         for j in range(gate.shape[1]):
-            g = gate[t, j]
-            out[t, j] = g / (np.float32(1.0) + np.exp(-g)) * up[t, j]
+            out[t, j] = silu_times(gate[t, j], up[t, j])
+
+
+@njit(nogil=True, cache=True, inline="always")
+def silu_times(g, u):
+    """silu(g) * u: one element of silu_mul."""
+    return g / (np.float32(1.0) + np.exp(-g)) * u
 
 
 def inv_freq(head_dim: int, theta: float, scaling: dict | None) -> np.ndarray:

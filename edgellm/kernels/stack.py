@@ -1,11 +1,12 @@
 """A run of resident layers in one call: decode (and other passes of up to parallel.SMALL_BATCH tokens) through
 every pinned layer of a Llama-style model with one numba call and one parallel region.
 
-Layer by layer a decoded token costs ~15 calls from Python and 5 OpenMP regions a layer, and on a small model
-that is most of its time: SmolLM2-135M q4's 30 layers (2 MB of weights each) took 7.5 ms a token layer by layer
-and 4.3 ms through a stack (Zen 3, 2 threads; 104 -> 159 tok/s with the head). Here the threads enter once per token and go through the layers' phases together, each phase's work
-claimed from a shared counter (parallel.py's rule: a thread that starts late finds the work taken, a descheduled
-thread holds up only what it claimed), a phase starting when the one before is done:
+Layer by layer a decoded token costs ~15 calls from Python and 5 OpenMP regions a layer, and on a small model that
+is most of its time: SmolLM2-135M q4's 30 layers (2 MB of weights each) took 7.5 ms a token layer by layer and 4.3
+ms through a stack (Zen 3, 2 threads; 104 -> 159 tok/s with the head). Here the threads enter once per token and go
+through the layers' phases together, each phase's work claimed from a shared counter (parallel.py's rule: a thread
+that starts late finds the work taken, a descheduled thread holds up only what it claimed), a phase starting when
+the one before is done:
 
     A  norm the residual stream, quantize it          (one thread)
     B  q, k, v row tiles                              (claimed in runs of tiles)
@@ -15,7 +16,7 @@ thread holds up only what it claimed), a phase starting when the one before is d
     F  o row tiles
     G  residual, norm, quantize                       (one thread)
     H  gate and up row tiles
-    I  silu(gate) * up, quantize                      (one thread)
+    I  silu(gate) * up, quantize                      (claimed in runs of groups)
     J  down row tiles; the next layer's A adds it to the residual stream
 
 Each step is the very function the layer-by-layer path calls (rmsnorm rows, quantize_activation, lanes.row_tiles,
@@ -33,15 +34,19 @@ from numba.typed import List
 
 from ..quant import QTensor, integer_kernels
 from . import lanes
-from .matvec import PHASES, _lanes_args, quantize_activations
-from .ops import _attention_heads, _rmsnorm_rows, apply_rope, silu_mul
-from .parallel import CLAIMS_PER_MATRIX, TILES_PER_CLAIM, add_at, load_at, relax
+from .matvec import PHASES, _lanes_args, quantize_activations, quantize_group
+from .ops import _attention_heads, _rmsnorm_rows, apply_rope, silu_times
+from .parallel import TILES_PER_CLAIM, add_at, load_at, relax
 from .simd import half_bits
 
 MATRICES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
             "mlp.up_proj", "mlp.down_proj")  # fmt: skip
 NORMS = ("input_layernorm.weight", "post_attention_layernorm.weight")
 Q, K, V, OUT, GATE, UP, DOWN = range(7)
+# a matrix in 4 claims, not CLAIMS_PER_MATRIX: SmolLM2 q4 through a stack, 30 layers, 2 threads, same runs: 3.4-3.9
+# ms a token against 4.2-4.9 at 16 (longer runs keep the prefetchers streaming; every phase ends in a barrier anyway)
+STACK_CLAIMS = 4
+GATED_GROUPS = 8  # groups of 32 a claim of the gated phase (I) takes
 
 
 def store(v, like):
@@ -86,7 +91,7 @@ def _tiles(ctr, p, codes, scales, mins, meta, m, count, xq, xs, xsum, o0, o1, o2
     n1 = -(-codes[m + 1].shape[0] // r) if count > 1 else 0
     n2 = -(-codes[m + 2].shape[0] // r) if count > 2 else 0
     total = n0 + n1 + n2
-    step = max(TILES_PER_CLAIM, total // CLAIMS_PER_MATRIX)
+    step = max(TILES_PER_CLAIM, total // STACK_CLAIMS)
     flat = ctr.reshape(-1)
     while True:
         a = add_at(flat, 2 * p, step)
@@ -106,6 +111,37 @@ def _tiles(ctr, p, codes, scales, mins, meta, m, count, xq, xs, xsum, o0, o1, o2
             lanes.row_tiles(codes[j], scales[j], mins[j], xq, xs, xsum, o2, tails[2, :t], meta[j, 0], meta[j, 1],
                             max(a, n0 + n1) - n0 - n1, b - n0 - n1)  # fmt: skip
         _done(ctr, p, b - a)
+    _wait(ctr, p, total)
+
+
+@njit(nogil=True, cache=True)
+def _gated(ctr, p, gate, up, gate_bias, up_bias, padded, xq, xs, xsum):
+    """Phase p: gate[T, I] = silu(gate + gate_bias) * (up + up_bias), then quantized per 32 up to `padded` columns
+    (the down projection's input), in claims of GATED_GROUPS groups of one token; returns once all are done.
+    Element by element the arithmetic of _add, silu_mul and quantize_activation."""
+    t, cols = gate.shape
+    per = -(-(padded // 32) // GATED_GROUPS)  # claims a token
+    total = t * per
+    flat = ctr.reshape(-1)
+    while True:
+        c = add_at(flat, 2 * p, 1)
+        if c >= total:
+            break
+        j, g0 = c // per, c % per * GATED_GROUPS
+        g1 = min(g0 + GATED_GROUPS, padded // 32)
+        row, urow = gate[j], up[j]
+        e0, e1 = g0 * 32, min(g1 * 32, cols)
+        if gate_bias.shape[0] or up_bias.shape[0]:
+            for e in range(e0, e1):
+                g = row[e] + gate_bias[e] if gate_bias.shape[0] else row[e]
+                u = urow[e] + up_bias[e] if up_bias.shape[0] else urow[e]
+                row[e] = silu_times(g, u)
+        else:
+            for e in range(e0, e1):
+                row[e] = silu_times(row[e], urow[e])
+        for g in range(g0, g1):
+            quantize_group(row, g, 32, xq[j], xs[j], xsum[j])
+        _done(ctr, p, 1)
     _wait(ctr, p, total)
 
 
@@ -190,13 +226,7 @@ def _work(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases,
         p += 1
         _tiles(ctr, p, codes, scales, mins, meta, m + GATE, 2, xq, xs, xsum, hb, hb2, hb2, tails)  # H
         p += 1
-        if _alone(ctr, p):  # I
-            _add(hb, biases[m + GATE])
-            _add(hb2, biases[m + UP])
-            silu_mul(hb, hb2, hb)
-            quantize_activations(hb, 32, meta[m + DOWN, 2], xq, xs, xsum)
-            _done(ctr, p, 1)
-        _wait(ctr, p, 1)
+        _gated(ctr, p, hb, hb2, biases[m + GATE], biases[m + UP], meta[m + DOWN, 2], xq, xs, xsum)  # I
         p += 1
         _tiles(ctr, p, codes, scales, mins, meta, m + DOWN, 1, xq, xs, xsum, xb, xb, xb, tails)  # J
         p += 1
