@@ -34,7 +34,7 @@ from numba.typed import List
 
 from ..quant import QTensor, integer_kernels
 from . import lanes
-from .matvec import PHASES, _lanes_args, quantize_activations, quantize_group
+from .matvec import PHASES, _claimed, _lanes_args, quantize_activations, quantize_group
 from .ops import _attention_heads, _rmsnorm_rows, apply_rope, silu_times
 from .parallel import TILES_PER_CLAIM, add_at, load_at, relax
 from .simd import half_bits
@@ -84,12 +84,14 @@ def _wait(ctr, p, total):
 @njit(nogil=True, cache=True)
 def _tiles(ctr, p, codes, scales, mins, meta, m, count, xq, xs, xsum, o0, o1, o2, tails):
     """Phase p: the row tiles of up to three matrices m.. of one input (xq, xs, xsum) into o0, o1, o2, claimed in
-    runs from their joined range; returns once all are done."""
+    runs from their joined range (matvec._claimed splits a run between them, as decode's drivers do); returns once
+    all are done."""
     t = xq.shape[0]
     r = lanes.ROWS
+    j1, j2 = m + min(count - 1, 1), m + min(count - 1, 2)  # an unused slot repeats a used matrix (never read)
     n0 = -(-codes[m].shape[0] // r)
-    n1 = -(-codes[m + 1].shape[0] // r) if count > 1 else 0
-    n2 = -(-codes[m + 2].shape[0] // r) if count > 2 else 0
+    n1 = -(-codes[j1].shape[0] // r) if count > 1 else 0
+    n2 = -(-codes[j2].shape[0] // r) if count > 2 else 0
     total = n0 + n1 + n2
     step = max(TILES_PER_CLAIM, total // STACK_CLAIMS)
     flat = ctr.reshape(-1)
@@ -98,18 +100,9 @@ def _tiles(ctr, p, codes, scales, mins, meta, m, count, xq, xs, xsum, o0, o1, o2
         if a >= total:
             break
         b = min(a + step, total)
-        if a < n0:
-            j = m
-            lanes.row_tiles(codes[j], scales[j], mins[j], xq, xs, xsum, o0, tails[0, :t], meta[j, 0], meta[j, 1], a,
-                            min(b, n0))  # fmt: skip
-        if b > n0 and a < n0 + n1:
-            j = m + 1
-            lanes.row_tiles(codes[j], scales[j], mins[j], xq, xs, xsum, o1, tails[1, :t], meta[j, 0], meta[j, 1],
-                            max(a, n0) - n0, min(b, n0 + n1) - n0)  # fmt: skip
-        if b > n0 + n1:
-            j = m + 2
-            lanes.row_tiles(codes[j], scales[j], mins[j], xq, xs, xsum, o2, tails[2, :t], meta[j, 0], meta[j, 1],
-                            max(a, n0 + n1) - n0 - n1, b - n0 - n1)  # fmt: skip
+        _claimed(codes[m], scales[m], mins[m], o0, meta[m, 0], meta[m, 1], codes[j1], scales[j1], mins[j1], o1,
+                 meta[j1, 0], meta[j1, 1], codes[j2], scales[j2], mins[j2], o2, meta[j2, 0], meta[j2, 1], n0, n1, xq,
+                 xs, xsum, tails[:, :t], a, b)  # fmt: skip
         _done(ctr, p, b - a)
     _wait(ctr, p, total)
 
