@@ -36,11 +36,10 @@ LANES = 8
 @njit(nogil=True, cache=True)
 def _rmsnorm_rows(x, weight, eps, out, t0, t1):
     d = x.shape[1]
-    whole = d // LANES * LANES
     for t in range(t0, t1):
         row = x[t]
-        ss = dot8(row, 0, row, 0, whole)
-        for j in range(whole, d):
+        ss = np.float32(0.0)  # in order: through simd.dot8 a later pass after a failed one flaked (test_stream)
+        for j in range(d):
             ss += row[j] * row[j]
         inv = np.float32(1.0) / np.sqrt(ss / np.float32(d) + np.float32(eps))
         for j in range(d):
