@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -175,6 +176,37 @@ def test_only_io_and_codec_errors_become_format_error(f32_file, exc, want):
         assert not isinstance(e.value, edgellm.FormatError) or "Input/output error" in str(e.value)
         m.file.decode_chunk = real
         np.testing.assert_array_equal(m.logits(PROMPT), ref_logits)
+
+
+def test_after_an_error_the_prefetcher_waits_for_the_next_pass(f32_file):
+    """A failed load stops the background reads until the model asks for a piece again: a failing device is not
+    read on, and a pass after the fault is mended never meets an error left by a load made in between (the old
+    prefetcher began the next cycle at once, failed again, and the mended pass raised that)."""
+    with edgellm.load(f32_file, context=CTX, ram_budget=_minimum(f32_file)) as m:
+        real = m.file.decode_chunk
+        _fail_decoding(m, OSError(5, "Input/output error"))
+        with pytest.raises(edgellm.FormatError):
+            m.logits(PROMPT)
+        time.sleep(0.3)  # time for a background load, were one made, to fail
+        m.file.decode_chunk = real
+        np.testing.assert_array_equal(m.logits(PROMPT), _reference(f32_file)[0])
+
+
+def test_a_discarded_load_never_frees_a_slot_again(f32_file):
+    """After an interrupted pass every slot is free; a load begun before it that finishes later must not put its
+    slot on the free list again, where a load of the new cycle may already have taken it (two pieces, one slot)."""
+    ref = _reference(f32_file)[0]
+    with edgellm.load(f32_file, context=CTX, ram_budget=_minimum(f32_file)) as m:
+        m.logits(PROMPT)
+        pf = m.provider.prefetch
+        with pf._cv:  # the loop thread waits on this lock: the steps below are its, in the order that raced
+            stale, key = pf._generation, pf.sequence[pf._expect]
+            pf._resync(pf._expect)
+            slot = pf._free.pop()  # taken by a load of the new generation
+            pf._publish(key, slot, stale, None)  # ... when a load of the old one finishes into it
+            assert slot not in pf._free and key not in pf._ready
+            pf._free.append(slot)
+        np.testing.assert_array_equal(m.logits(PROMPT), ref)
 
 
 def test_throttle_charges_latency_plus_bytes_over_bandwidth(monkeypatch):

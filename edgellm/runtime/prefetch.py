@@ -7,7 +7,8 @@ the free list when the model moves on to the next piece of the unit or releases 
 begun before that are discarded by their generation number.
 
 Errors: a failed read or a damaged chunk surfaces in the model's thread as FormatError; any other exception
-(a bug) is re-raised there as it is, never disguised as a damaged file. Either way the cycle restarts.
+(a bug) is re-raised there as it is, never disguised as a damaged file. Either way the cycle restarts, once the
+model asks for a piece again (not at once: a failing device is not read on in the background).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class Prefetcher:
         self._expect = 0  # index into sequence of the next piece the model wants
         self._error: BaseException | None = None
         self._generation = 0  # bumped by _resync: loads started before it are discarded
+        self._paused = False  # after an error, until the model asks for a piece again
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="edgellm-prefetch", daemon=True)
         self._thread.start()
@@ -112,11 +114,15 @@ class Prefetcher:
         with self._cv:
             if self.sequence[self._expect] != key:  # an interrupted pass: restart the cycle at key
                 self._resync(self.sequence.index(key))
+            if self._paused:
+                self._paused = False
+                self._cv.notify_all()
             while key not in self._ready and self._error is None:
                 self._cv.wait()
             if self._error is not None:
                 err, self._error = self._error, None
                 self._resync(self._expect)
+                self._paused = True
                 if isinstance(err, OSError):  # the file went away, a device error...
                     raise FormatError(f"reading {self.f.path}: {err}") from err
                 raise err  # FormatError (damaged chunk), or a bug as it is
@@ -143,7 +149,10 @@ class Prefetcher:
         while True:
             with self._cv:
                 while not self._stop and (
-                    not self._free or self._error is not None or self.sequence[self._next] in self._ready
+                    not self._free
+                    or self._error is not None
+                    or self._paused
+                    or self.sequence[self._next] in self._ready
                 ):
                     self._cv.wait()
                 if self._stop:
@@ -162,14 +171,16 @@ class Prefetcher:
                 self._publish(key, slot, gen, e)
 
     def _publish(self, key: Key, slot: int, gen: int, err: BaseException | None) -> None:
-        """A piece's last chunk is decoded (or failed): hand its slot to the model, or back to the free list."""
+        """A piece's last chunk is decoded (or failed): hand its slot to the model, or its error. A load of a
+        discarded generation leaves the free list alone: _resync already freed every slot, and this one may
+        since have been handed to a load of the new generation (freeing it again would give two pieces one slot)."""
         with self._cv:
-            if err is not None and gen == self._generation:
-                self._error = err
-            if err is None and gen == self._generation:
+            if gen != self._generation:
+                return
+            if err is not None:
+                self._error = err  # the model's _resync frees the slot
+            else:
                 self._ready[key] = slot
-            elif slot not in self._free:
-                self._free.append(slot)
             self._cv.notify_all()
 
     def _drain(self) -> None:
