@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import BudgetError, EdgeLLMError, InvalidArgumentError, TokenizerError
 from .format import EllmFile
-from .generate.generate import Session, generate_tokens  # noqa: F401  (the token loop, for callers of api)
+from .generate.generate import ForwardPass, Session, generate_tokens  # noqa: F401  (the token loop, for callers)
 from .generate.lock import LockedStream, ModelLock
 from .generate.params import check_load_args, check_sampling, clean_messages, clean_text
 from .generate.stream import stream_text
@@ -60,13 +61,28 @@ class Model:
     `session`, `state` and `transformer` are internals: using them directly bypasses the lock.
     """
 
-    def __init__(self, file: EllmFile, args, module, provider: WeightProvider, plan: Plan, threads: int | None = None):
-        """`plan` (edgellm.plan): what `provider` holds, the context and the device it was made for."""
+    def __init__(
+        self,
+        file: EllmFile,
+        args,
+        module,
+        provider: WeightProvider,
+        plan: Plan,
+        threads: int | None = None,
+        transformer: ForwardPass | None = None,
+    ):
+        """`plan` (edgellm.plan): what `provider` holds, the context and the device it was made for.
+        `transformer`: the forward pass when it is not this process's (a cluster's pipeline of stages)."""
         self.file, self.config, self.provider = file, args, provider
         self.plan, self.device = plan, plan.device
         self.tokenizer = _tokenizer(file)
-        self.state = module.RunState(args, plan.context, min(PREFILL_CHUNK, plan.context), plan.kv_dtype, plan.blas)
-        self.transformer = module.Transformer(args, provider, self.state)
+        if transformer is None:
+            self.state = module.RunState(args, plan.context, min(PREFILL_CHUNK, plan.context), plan.kv_dtype, plan.blas)
+            transformer = module.Transformer(args, provider, self.state)
+        else:
+            self.state = transformer.state
+        self.transformer = transformer
+        self.cluster_shutdown: Callable[[], None] | None = None  # set when load() started Ray for a cluster
         # threads=None: every core for prefill, and each decode pass on the count measured fastest right now
         self.session = Session(self.transformer, FixedThreads(threads) if threads else None)
         self.load_seconds = 0.0
@@ -213,6 +229,9 @@ class Model:
             self.file.close()
             if self.draft is not None:
                 self.draft.close()
+            if self.cluster_shutdown is not None:
+                self.cluster_shutdown()
+                self.cluster_shutdown = None
 
     def __enter__(self):
         return self
@@ -249,12 +268,22 @@ def plan(
     decode_threads: int = 1,
     quant: str | None = None,
     draft=None,
+    cluster: str | None = None,
+    node_budget=None,
 ) -> Plan:
     """What load() with the same arguments would allocate, from the file header alone (no weight is read, no
     buffer allocated): pinned and streamed units, the breakdown, `fits`, `minimum_budget` (the smallest budget
     that works at the plan's `context`) and the predicted tok/s on `device`. A budget too small is not an
-    error here: the plan says fits=False (load() raises BudgetError)."""
+    error here: the plan says fits=False (load() raises BudgetError). With `cluster`: the split over the nodes
+    (a cluster.driver.ClusterPlan, one Plan a stage; a split that fits nowhere raises BudgetError)."""
     check_load_args(context=context, slots=slots, ram_budget=ram_budget, decode_threads=decode_threads)
+    if cluster is not None:
+        from .cluster.driver import check_cluster_args, plan_cluster
+
+        check_cluster_args(cluster, ram_budget, draft)
+        return plan_cluster(  # type: ignore[return-value]
+            path, cluster=cluster, node_budget=node_budget, context=context, device=device, slots=slots, quant=quant
+        )
     dev = load_device(device) if device is not None else None
     with EllmFile(resolve_model(path, quant)) as f:
         module, args = _model_of(f)
@@ -363,6 +392,8 @@ def load(
     decode_threads: int = 1,
     quant: str | None = None,
     draft=None,
+    cluster: str | None = None,
+    node_budget=None,
 ) -> Model:
     """Open an .ellm file, or a Hugging Face directory or GGUF file (converted once to `quant` into the cache:
     default q4 for a directory, auto for GGUF), for
@@ -371,9 +402,23 @@ def load(
     Streamed layers are read with O_DIRECT (measured faster than buffered reads + fadvise at every budget;
     falls back to buffered reads where O_DIRECT is unavailable); direct_io=False selects the other.
     `draft`: a small model of the same vocabulary (any path the model takes) that speculative decoding drafts
-    with instead of prompt lookup; it is pinned whole, inside `ram_budget`."""
+    with instead of prompt lookup; it is pinned whole, inside `ram_budget`.
+    `cluster`: run the layers on several nodes (edgellm.cluster; pip install "edgellm[cluster]"): "auto" (the
+    Ray cluster this machine is part of), a Ray address, or "local:N" (N stage processes here). Each node holds
+    a contiguous range of layers within its `node_budget` (one value for every node or one per node; default:
+    half of each node's available memory); the same file must be at the same path on every node."""
     t0 = time.perf_counter()
     check_load_args(threads=threads, context=context, slots=slots, ram_budget=ram_budget, decode_threads=decode_threads)
+    if cluster is not None:
+        from .cluster.driver import check_cluster_args, load_cluster
+
+        check_cluster_args(cluster, ram_budget, draft)
+        spread = load_cluster(path, cluster=cluster, node_budget=node_budget, threads=threads, context=context,
+                              device=device, slots=slots, direct_io=direct_io, quant=quant)  # fmt: skip
+        spread.load_seconds = time.perf_counter() - t0
+        return spread
+    if node_budget is not None:
+        raise InvalidArgumentError("node_budget (--node-budget) is for a cluster: give cluster= (--cluster) too")
     dev = load_device(device) if device is not None else None
     f = EllmFile(resolve_model(path, quant))
     df: EllmFile | None = None

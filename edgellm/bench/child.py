@@ -19,11 +19,11 @@ from ..format import EllmFile
 from ..quant import QUANT_TYPES, QTensor
 
 
-def _rss() -> int:
+def rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def _reset_peak() -> bool:
+def reset_peak() -> bool:
     """Restart the kernel's peak-RSS mark (Linux), so the warm-up's own peak (it builds and converts a tiny
     model) does not count as the run's."""
     try:
@@ -34,8 +34,8 @@ def _reset_peak() -> bool:
         return False
 
 
-def _peak() -> int:
-    """Peak RSS since _reset_peak (VmHWM), else since the process started."""
+def peak_rss() -> int:
+    """Peak RSS since reset_peak (VmHWM), else since the process started."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -48,7 +48,7 @@ def _peak() -> int:
     return peak_rss_bytes()
 
 
-def _warm_kernels(stype: str) -> None:
+def warm_kernels(stype: str) -> None:
     """Run a tiny model of the same storage type through prefill and decode, so every kernel signature the
     real run needs is compiled or loaded from numba's cache now and counts in the baseline, not the budget."""
     import tempfile
@@ -191,7 +191,7 @@ def _one(a: dict, repeat: int) -> dict:
             "per_layer": per_layer,
             "predicted": predict(plan, dev, stype, weights),
             "stype": stype,
-            "peak_rss": _peak(),
+            "peak_rss": peak_rss(),
         }
         if trace is not None:
             base = token_times[0]
@@ -212,9 +212,9 @@ def main(a: dict) -> dict:
     with EllmFile(a["model"]) as f:
         stypes = list(f.weight_types()) or ["q4"]
     for stype in stypes:  # a GGUF import may mix types: each one's kernels
-        _warm_kernels(stype)
-    _reset_peak()
-    baseline = _rss()
+        warm_kernels(stype)
+    reset_peak()
+    baseline = rss()
     runs, dropped = [], None
     for r in range(max(1, a.get("repeat", 1))):
         if a.get("cold"):
@@ -226,8 +226,8 @@ def main(a: dict) -> dict:
         cold=bool(a.get("cold")),
         page_cache_dropped=dropped,
         baseline_rss=baseline,
-        peak_rss=_peak(),
-        rss_over_baseline=_peak() - baseline,
+        peak_rss=peak_rss(),
+        rss_over_baseline=peak_rss() - baseline,
     )
     return out
 

@@ -12,6 +12,7 @@ from ..generate.params import check_int
 from ..runtime.budget import check_budget
 from .options import (
     add_budget_argument,
+    add_cluster_arguments,
     add_context_argument,
     add_device_argument,
     add_model_argument,
@@ -23,6 +24,7 @@ from .options import (
 def add_arguments(p) -> None:
     add_model_argument(p)
     add_budget_argument(p)
+    add_cluster_arguments(p)
     add_device_argument(p)
     p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length (random token ids), >= 1")
     p.add_argument("--gen-tokens", type=int, default=64, help="tokens to generate, >= 2")
@@ -92,6 +94,8 @@ def run(args) -> int:
 
     check_run_flags(args)
     check_load_args(threads=args.threads, context=args.context, ram_budget=args.ram_budget)
+    if args.cluster is not None or args.node_budget is not None:
+        return _cluster(args)
     sweep = parse_sweep(args.sweep)
     for b in sweep.get("budget", []):
         check_budget(b)
@@ -141,3 +145,37 @@ def print_result(result: dict, layers: bool = False) -> None:
         label = " ".join(f"{k}={v}" for k, v in r["config"].items()) or "default"
         print(f"\nper layer, ms per decoded token ({label}):")
         print(format_layers(r))
+
+
+def _cluster(args) -> int:
+    """bench --cluster: one configuration, in this process (the driver) and the stages."""
+    from ..bench.cluster import format_cluster, run_cluster_bench
+    from ..cluster.driver import check_cluster_args
+    from ..errors import InvalidArgumentError
+    from ..source import resolve_model
+
+    if args.cluster is None:
+        raise InvalidArgumentError("node_budget (--node-budget) is for a cluster: give cluster= (--cluster) too")
+    check_cluster_args(args.cluster, args.ram_budget, args.draft)
+    alone = (("--sweep", args.sweep), ("--cold", args.cold), ("--plot", args.plot), ("--layers", args.layers))
+    for flag, given in alone:
+        if given:
+            raise InvalidArgumentError(f"{flag} is not available with --cluster (one configuration, measured whole)")
+    result = run_cluster_bench(
+        str(resolve_model(args.model, args.quant)),
+        cluster=args.cluster,
+        node_budget=args.node_budget,
+        prompt_tokens=args.prompt_tokens,
+        gen_tokens=args.gen_tokens,
+        repeat=args.repeat,
+        threads=args.threads,
+        context=args.context,
+        device=args.device,
+        speculative=args.speculative,
+        progress=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    print(format_cluster(result))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1)
+    return 0

@@ -86,9 +86,27 @@ def add_slots_argument(p) -> None:
     )
 
 
+def add_cluster_arguments(p) -> None:
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="ADDRESS",
+        help="run the layers on several nodes over Ray (pip install 'edgellm[cluster]'): auto (the Ray cluster "
+        "this machine is in), a Ray address, or local:N (N stage processes here); default: this process",
+    )
+    p.add_argument(
+        "--node-budget",
+        default=None,
+        metavar="SIZE[,SIZE...]",
+        help="RAM budget of each node with --cluster: one for all or one per node (bytes, 300MB, 50%% of the "
+        "file); default: half of each node's available memory",
+    )
+
+
 def add_runtime_arguments(p) -> None:
     """Everything edgellm.load() takes besides the model."""
     add_budget_argument(p)
+    add_cluster_arguments(p)
     add_device_argument(p)
     add_threads_argument(p)
     add_context_argument(p)

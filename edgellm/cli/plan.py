@@ -6,6 +6,7 @@ import json
 
 from .options import (
     add_budget_argument,
+    add_cluster_arguments,
     add_context_argument,
     add_device_argument,
     add_model_argument,
@@ -19,6 +20,7 @@ def add_arguments(p) -> None:
     add_device_argument(p, what="device profile for the speed prediction", none_means="this host")
     add_context_argument(p)
     add_slots_argument(p)
+    add_cluster_arguments(p)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
 
@@ -27,6 +29,8 @@ def run(args) -> int:
     from ..errors import BudgetError
     from ..runtime.plan import too_small_message
 
+    if args.cluster is not None or args.node_budget is not None:
+        return _cluster(args)
     # the header only: no weight is read, no buffer allocated
     p = plan(
         args.model,
@@ -103,3 +107,43 @@ def report_lines(model, plan, device: str) -> list[str]:
         f"(interpreter + numba baseline not counted)"
     )
     return out
+
+
+def _cluster(args) -> int:
+    """plan --cluster: the split of layers over the nodes, a line per stage."""
+    from ..api import plan
+    from ..cluster.driver import ClusterPlan
+    from ..errors import InvalidArgumentError
+
+    if args.cluster is None:
+        raise InvalidArgumentError("node_budget (--node-budget) is for a cluster: give cluster= (--cluster) too")
+    cp = plan(
+        args.model,
+        ram_budget=args.ram_budget,  # refused beside a cluster: its nodes have their own
+        cluster=args.cluster,
+        node_budget=args.node_budget,
+        context=args.context,
+        device=args.device,
+        slots=args.slots,
+        quant=args.quant,
+    )
+    assert isinstance(cp, ClusterPlan)
+    if args.json:
+        stages = [
+            {
+                "stage": s.index,
+                "layers": [s.first, s.end],
+                "head": s.last_stage,
+                "budget": s.budget,
+                "total": p.total,
+                "pinned": p.pinned,
+                "streamed": p.streamed,
+                "streamed_bytes_per_token": p.streamed_bytes_per_pass,
+                "breakdown": p.breakdown(),
+            }
+            for s, p in zip(cp.specs, cp.plans)
+        ]
+        print(json.dumps({"context": cp.context, "stages": stages}, indent=1))
+    else:
+        print(cp.describe())
+    return 0

@@ -40,6 +40,8 @@ def load_model(args, **overrides):
         slots=args.slots,
         direct_io=args.direct_io,
         quant=args.quant,
+        cluster=args.cluster,
+        node_budget=args.node_budget,
     )
     return load(args.model, **{**kwargs, **overrides})
 

@@ -57,8 +57,9 @@ def _int(v, what: str, lo: int = 0, hi: int = 1 << 62) -> int:
     return v
 
 
-def read_header(f, size: int, name: str) -> tuple[dict, int]:
-    """(header dict, first byte after the header). `f` is a binary file of `size` bytes."""
+def read_header(f, size: int, name: str) -> tuple[dict, int, str]:
+    """(header dict, first byte after the header, the header's checksum as 16 hex digits). `f` is a binary file
+    of `size` bytes."""
     _need(size >= PREAMBLE_SIZE, f"{name}: truncated: {size} bytes is shorter than the 24-byte preamble")
     magic, major, minor, hlen, hsum = PREAMBLE.unpack(f.read(PREAMBLE_SIZE))
     _need(magic == MAGIC, f"{name}: not an .ellm file (magic {magic!r})")
@@ -80,7 +81,7 @@ def read_header(f, size: int, name: str) -> tuple[dict, int]:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FormatError(f"{name}: header is not valid JSON: {e}") from None
     _need(isinstance(header, dict), f"{name}: header is not a JSON object")
-    return header, PREAMBLE_SIZE + hlen
+    return header, PREAMBLE_SIZE + hlen, f"{hsum:016x}"
 
 
 def parse_tensors(header: dict, data_start: int, size: int, name: str) -> list[TensorEntry]:
@@ -172,7 +173,8 @@ class EllmFile:
             raise FormatError(f"{path}: cannot open: {e.strerror}") from None
         try:
             self.size = os.fstat(self._f.fileno()).st_size
-            self.header, self.data_start = read_header(self._f, self.size, str(self.path))
+            # header_checksum names the file's contents: cluster stages compare theirs with the driver's
+            self.header, self.data_start, self.header_checksum = read_header(self._f, self.size, str(self.path))
             self.entries = parse_tensors(self.header, self.data_start, self.size, str(self.path))
             self.tensors = {e.name: e for e in self.entries}
             self._check_meta()

@@ -8,6 +8,7 @@ import resource
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -56,6 +57,27 @@ class Stats:
         return d
 
 
+class PassState(Protocol):
+    """What the token loop reads of a forward pass's buffers (a RunState, or a cluster's PipelineState)."""
+
+    context: int  # positions the KV cache holds
+    chunk: int  # most tokens one pass carries
+    blas: bool  # some matrix prefills through BLAS (a pass of several tokens is then not exact)
+    logits: np.ndarray  # (vocab,) the last position's logits
+    verify_logits: np.ndarray  # (VERIFY_ROWS, vocab) rows a speculative pass fills
+
+
+class ForwardPass(Protocol):
+    """The forward pass the session drives: a model Transformer, or a cluster's Pipeline of stages."""
+
+    @property
+    def state(self) -> PassState: ...
+
+    def forward(
+        self, tokens: np.ndarray, start_pos: int, all_logits: np.ndarray | None = None, *, prompt: bool = True
+    ) -> np.ndarray: ...
+
+
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -68,7 +90,7 @@ class Session:
     it naming what was committed before, and the next call recomputes the rest instead of reusing garbage.
     """
 
-    def __init__(self, transformer, threads=None):
+    def __init__(self, transformer: ForwardPass, threads=None):
         self.t = transformer
         self.ids: list[int] = []
         self.reused = 0  # prompt tokens the last prefill found already in the cache

@@ -185,7 +185,7 @@ def _work(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases,
             _add(v, biases[m + V])
             apply_rope(q3, positions, cos, sin)
             apply_rope(k3, positions, cos, sin)
-            kl, vl = kc[layer], vc[layer]
+            kl, vl = kc[i], vc[i]
             for j in range(t):
                 for h in range(nkv):
                     for d in range(hd):
@@ -199,7 +199,7 @@ def _work(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases,
             h = add_at(flat, 2 * p, 1)
             if h >= nh:
                 break
-            _attention_heads(q3, kc[layer], vc[layer], start, att3, scores, h, h + 1)
+            _attention_heads(q3, kc[i], vc[i], start, att3, scores, h, h + 1)
             _done(ctr, p, 1)
         _wait(ctr, p, nh)
         p += 1
@@ -273,7 +273,8 @@ class Stack:
 
     def run(self, bufs: tuple, key_cache, value_cache, cos, sin, positions, start: int, ws, threads: int) -> None:
         """Push the T tokens in bufs' x (x, xb, q, k, v, att, hb, hb2: the run state's buffers cut to T rows)
-        through the layers, writing their KV rows at start..; x leaves as the last layer's output."""
+        through the layers, writing their KV rows at start.. of key_cache / value_cache, which hold these layers'
+        entries only ([end - first, context, n_kv_heads, head_dim]); x leaves as the last layer's output."""
         if key_cache.dtype == np.float16:  # kernels read and write an f16 cache through its bits
             key_cache, value_cache = key_cache.view(np.uint16), value_cache.view(np.uint16)
         _run(

@@ -176,6 +176,7 @@ class RunState:
     chunk: int  # most tokens pushed through a layer at once (prefill chunk)
     kv_dtype: str = "f32"  # "f16" halves the KV cache (attention still computes in f32)
     blas: bool = True  # some matrix takes prefill's dequantize + BLAS path (plan.blas_for)
+    layers: range | None = None  # the layers whose KV entries it holds (a cluster stage's); None: every layer
     x: np.ndarray = field(init=False)  # (chunk, hidden) residual stream
     xb: np.ndarray = field(init=False)  # (chunk, hidden) normed input / projection output
     q: np.ndarray = field(init=False)  # (chunk, n_heads * head_dim)
@@ -186,8 +187,8 @@ class RunState:
     hb2: np.ndarray = field(init=False)  # (chunk, intermediate) up
     logits: np.ndarray = field(init=False)  # (vocab,) logits of the last position
     verify_logits: np.ndarray = field(init=False)  # (VERIFY_ROWS, vocab) a speculative pass's logits, per token
-    key_cache: np.ndarray = field(init=False)  # (n_layers, context, n_kv_heads, head_dim) f32 or f16
-    value_cache: np.ndarray = field(init=False)  # (n_layers, context, n_kv_heads, head_dim) f32 or f16
+    key_cache: np.ndarray = field(init=False)  # (len(layers), context, n_kv_heads, head_dim) f32 or f16
+    value_cache: np.ndarray = field(init=False)  # (len(layers), context, n_kv_heads, head_dim) f32 or f16
     cos: np.ndarray = field(init=False)  # (context, head_dim // 2) rotary tables
     sin: np.ndarray = field(init=False)
     scratch: kernels.Workspace = field(init=False)  # kernels' own workspace (quantized activations, scores)
@@ -195,6 +196,7 @@ class RunState:
     def __post_init__(self):
         _import_kernels()
         a, c, t = self.args, self.context, self.chunk
+        self.layers = self.layers if self.layers is not None else range(a.num_hidden_layers)
         f32 = np.float32
         self.x, self.xb = np.zeros((t, a.hidden_size), f32), np.zeros((t, a.hidden_size), f32)
         self.q, self.att = np.zeros((t, a.q_dim), f32), np.zeros((t, a.q_dim), f32)
@@ -203,7 +205,7 @@ class RunState:
         self.hb2 = np.zeros((t, a.intermediate_size), f32)
         self.logits = np.zeros(a.vocab_size, f32)
         self.verify_logits = np.zeros((VERIFY_ROWS, a.vocab_size), f32)
-        kv = (a.num_hidden_layers, c, a.num_key_value_heads, a.head_dim)
+        kv = (len(self.layers), c, a.num_key_value_heads, a.head_dim)
         kv_type = KV_DTYPES[self.kv_dtype]
         self.key_cache, self.value_cache = np.zeros(kv, kv_type), np.zeros(kv, kv_type)
         self.cos, self.sin = kernels.rope_tables(a.head_dim, c, a.rope_theta, a.rope_scaling)
@@ -217,12 +219,15 @@ class RunState:
         )
 
     @staticmethod
-    def nbytes_for(args: ModelArgs, context: int, chunk: int, kv_dtype: str = "f32", blas: bool = True) -> int:
-        """Bytes `RunState(args, context, chunk, kv_dtype, blas)` allocates, for the memory planner."""
+    def nbytes_for(
+        args: ModelArgs, context: int, chunk: int, kv_dtype: str = "f32", blas: bool = True, layers: range | None = None
+    ) -> int:
+        """Bytes `RunState(args, context, chunk, kv_dtype, blas, layers)` allocates, for the memory planner."""
         _import_kernels()
         a = args
+        n_cache = a.num_hidden_layers if layers is None else len(layers)
         per_tok = 2 * a.hidden_size + 2 * a.q_dim + 2 * a.kv_dim + 2 * a.intermediate_size
-        kv = 2 * a.num_hidden_layers * context * a.kv_dim * np.dtype(KV_DTYPES[kv_dtype]).itemsize
+        kv = 2 * n_cache * context * a.kv_dim * np.dtype(KV_DTYPES[kv_dtype]).itemsize
         rope = context * a.head_dim
         ws = kernels.Workspace.nbytes_for(
             chunk,
@@ -288,22 +293,36 @@ class Transformer:
         Returns the last position's logits (state.logits); with `all_logits` (T, vocab) fills every row.
         `prompt`: prompt positions (the prefill kernels), else one generated token (the decode kernels, T = 1).
         """
+        self.embed(tokens)
+        self.run_layers(len(tokens), start_pos, prompt)
+        return self.head(len(tokens), all_logits, prompt)
+
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        """state.x[:T] = the embedding rows of tokens[T]: the residual stream a pass starts from."""
+        x = self.state.x[: len(tokens)]
+        self.provider.embed(tokens, x)
+        return x
+
+    def run_layers(self, n: int, start_pos: int, prompt: bool) -> np.ndarray:
+        """The residual stream state.x[:n] through the layers whose KV entries the run state holds (all of them,
+        or a cluster stage's range), at positions start_pos..; returns it."""
         a, s = self.args, self.state
-        n = len(tokens)
         x, xb, q, k, v, att = s.x[:n], s.xb[:n], s.q[:n], s.k[:n], s.v[:n], s.att[:n]
         hb, hb2 = s.hb[:n], s.hb2[:n]
         positions = np.arange(start_pos, start_pos + n, dtype=np.int64)
-        self.provider.embed(tokens, x)  # x = embedding rows
-        i = 0
-        while i < a.num_hidden_layers:
+        held = s.layers if s.layers is not None else range(a.num_hidden_layers)  # set in RunState.__post_init__
+        c0 = held.start  # layer i's KV entries sit at cache index i - c0
+        i, last = held.start, held.stop
+        while i < last:
             # a few tokens (decode, verification, a short turn) through a run of pinned layers: one kernel call,
             # the very numbers of the layer-by-layer code below (kernels/stack.py)
-            end = self.provider.resident_run(i) if n <= kernels.SMALL_BATCH else i
+            end = min(self.provider.resident_run(i), last) if n <= kernels.SMALL_BATCH else i
             stack = self._stack(i, end) if end > i else None
             if stack is not None:
                 self.provider.layers(i, end)
-                stack.run((x, xb, q, k, v, att, hb, hb2), s.key_cache, s.value_cache, s.cos, s.sin, positions,
-                          start_pos, s.scratch, kernels.threads())  # fmt: skip
+                stack.run((x, xb, q, k, v, att, hb, hb2), s.key_cache[i - c0 : end - c0],
+                          s.value_cache[i - c0 : end - c0], s.cos, s.sin, positions, start_pos, s.scratch,
+                          kernels.threads())  # fmt: skip
                 for j in range(i, end):
                     self.provider.release(j)
                 i = end
@@ -316,12 +335,12 @@ class Transformer:
             k3 = k.reshape(n, a.num_key_value_heads, a.head_dim)
             kernels.apply_rope(q3, positions, s.cos, s.sin)  # rotate queries and keys
             kernels.apply_rope(k3, positions, s.cos, s.sin)
-            s.key_cache[i, start_pos : start_pos + n] = k3  # append to the KV cache
-            s.value_cache[i, start_pos : start_pos + n] = v.reshape(n, a.num_key_value_heads, a.head_dim)
+            s.key_cache[i - c0, start_pos : start_pos + n] = k3  # append to the KV cache
+            s.value_cache[i - c0, start_pos : start_pos + n] = v.reshape(n, a.num_key_value_heads, a.head_dim)
             kernels.attention(
                 q3,
-                s.key_cache[i],
-                s.value_cache[i],
+                s.key_cache[i - c0],
+                s.value_cache[i - c0],
                 start_pos,
                 att.reshape(n, a.num_attention_heads, a.head_dim),
                 s.scratch,
@@ -337,6 +356,13 @@ class Transformer:
             x += xb  # residual
             self.provider.release(i)
             i += 1
+        return x
+
+    def head(self, n: int, all_logits: np.ndarray | None, prompt: bool) -> np.ndarray:
+        """The logits of the residual stream state.x[:n]: the last position's (state.logits, returned), and with
+        `all_logits` (n, vocab) every position's."""
+        a, s = self.args, self.state
+        x, xb = s.x[:n], s.xb[:n]
         norm, blocks = self.provider.head()
         if all_logits is not None:
             kernels.rmsnorm(x, norm.codes[0], a.rms_norm_eps, xb, s.scratch)

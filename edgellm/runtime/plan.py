@@ -149,22 +149,25 @@ def plan_units(
     slots: int = 2,
     tied: bool = False,
     staging: int = 0,
+    layers: range | None = None,
+    with_head: bool = True,
 ) -> Plan:
     """Pin the head, then as many layers as fit beside `slots` stream slots; spread the pinned layers evenly
     so the prefetcher always has a streamed layer to read while a pinned one computes. When the head does not
     fit, it streams and the layers that fit are pinned instead. Of the plans that fit, the one streaming the
     fewest bytes per token (ties: the one pinning the head, whose table then also serves embedding rows).
-    When nothing fits the budget: the cheapest plan, with fits=False."""
+    When nothing fits the budget: the cheapest plan, with fits=False.
+    A cluster stage plans only its `layers` (default: all), and the head only `with_head` (the last stage)."""
     if slots < 1:
         raise EdgeLLMError("slots must be >= 1")
     head = n_layers
-    blocks = list(range(n_layers))
+    blocks = list(range(n_layers) if layers is None else layers)
     order = _spread(blocks)
     plans = []
-    for first in ([head], []):
+    for first in ([head], []) if with_head else ([],):
         for k in range(len(order) + 1):
             pinned = sorted(first + order[:k])
-            streamed = [i for i in blocks + [head] if i not in pinned]
+            streamed = [i for i in blocks + [head] * with_head if i not in pinned]
             plans.append(_plan_for(costs, budget, fixed, pinned, streamed, slots, tied, staging))
     # pinning everything needs no slots, so the cheapest plan need not be the all-streamed one
     cheapest = min(plans, key=lambda p: p.total)
