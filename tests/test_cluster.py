@@ -243,6 +243,26 @@ def test_cli_run_on_a_local_cluster(q4_file):
     assert r.stdout.rstrip("\n") == want.rstrip("\n")
 
 
+def test_cli_bench_on_a_local_cluster(q4_file):
+    pytest.importorskip("ray")
+    r = subprocess.run(
+        [sys.executable, "-m", "edgellm.cli.main", "bench", str(q4_file), "--cluster", "local:2", "--node-budget",
+         "60%", "--prompt-tokens", "4", "--gen-tokens", "4"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert "tok/s" in out[1] and out[2].split()[:2] == ["stage", "layers"]
+    rows = [line.split() for line in out[3:]]
+    assert [row[0] for row in rows] == ["0", "1"] and rows[-1][1].endswith("..5")
+    r = subprocess.run(
+        [sys.executable, "-m", "edgellm.cli.main", "bench", str(q4_file), "--cluster", "local:2", "--sweep",
+         "budget=50%,60%"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("edgellm: error: --sweep is not")
+
+
 def test_bad_cluster_arguments():
     with pytest.raises(InvalidArgumentError, match="local:N takes N"):
         from edgellm.cluster.ray_cluster import parse_address
