@@ -298,3 +298,24 @@ def test_the_core_never_imports_ray(q4_file):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_default_context_shrinks_to_fit_the_node_budgets(tmp_path):
+    """As for one process: the default context halves (with ContextReduced) while no split fits; one asked for
+    is kept and the budgets refused."""
+    from conftest import synthetic_ellm
+
+    from edgellm.api import ContextReduced
+
+    path = synthetic_ellm(
+        tmp_path, quant="q4", hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=4, vocab_size=512, max_position_embeddings=2048,
+    )  # fmt: skip
+    fits = edgellm.plan(path, cluster="local:2", node_budget="50MB", context=512)
+    assert fits.fits and fits.context == 512
+    budgets = [p.total for p in fits.plans]  # what each stage needs at 512: less than at the default 2048
+    with pytest.warns(ContextReduced, match="context reduced to 512"):
+        p = edgellm.plan(path, cluster="local:2", node_budget=budgets)
+    assert p.context == 512 and p.fits
+    with pytest.raises(BudgetError, match="does not fit these 2 node budgets"):
+        edgellm.plan(path, cluster="local:2", node_budget=budgets, context=2048)

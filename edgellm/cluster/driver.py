@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import EdgeLLMError, InvalidArgumentError
+from ..errors import BudgetError, EdgeLLMError, InvalidArgumentError
 from ..format import EllmFile
 from ..models.tensors import check_tensors
 from ..runtime.device import DeviceProfile, load_device
@@ -60,7 +60,8 @@ class ClusterPlan:
         n = self.plans[0].n_layers if self.plans else 0
         lines = [f"{len(self.specs)} stages over {n} layers, context {self.context}:"]
         for s, p, node in zip(self.specs, self.plans, self.nodes):
-            what = f"layers {s.first}..{s.end - 1}" + (" + head" if s.last_stage else "")
+            head = "" if not s.last_stage else " + head (pinned)" if n in p.pinned else " + head (streamed)"
+            what = f"layers {s.first}..{s.end - 1}{head}"
             where = f" on {node}" if node else ""
             lines.append(
                 f"  stage {s.index}{where}: {what}; budget {fmt_bytes(s.budget)}, plan {fmt_bytes(p.total)}; "
@@ -81,12 +82,29 @@ def _context(args, context) -> int:
 
 
 def _split(f: EllmFile, budgets: list[int], context, slots: int):
-    from ..api import PREFILL_CHUNK, _model_of
+    """(module, args, context, stage specs). As for one process, a default context halves (down to
+    MIN_AUTO_CONTEXT, with a ContextReduced warning) while no split fits the budgets; one asked for is kept."""
+    from ..api import MIN_AUTO_CONTEXT, PREFILL_CHUNK, ContextReduced, _model_of
 
     check_tensors(f)
     module, args = _model_of(f)
-    ctx = _context(args, context)
-    specs = split_layers(f, module, args, budgets, ctx, min(PREFILL_CHUNK, ctx), slots)
+    ctx = first = _context(args, context)
+    while True:
+        try:
+            specs = split_layers(f, module, args, budgets, ctx, min(PREFILL_CHUNK, ctx), slots)
+            break
+        except BudgetError:
+            if context or ctx <= MIN_AUTO_CONTEXT:
+                raise
+            ctx = max(MIN_AUTO_CONTEXT, ctx // 2)
+    if ctx < first:
+        import warnings
+
+        warnings.warn(
+            f"context reduced to {ctx} tokens to fit the node budgets (set context= / --context to choose)",
+            ContextReduced,
+            stacklevel=3,
+        )
     return module, args, ctx, specs
 
 
