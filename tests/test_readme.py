@@ -35,6 +35,10 @@ EXEMPT = {
     r"^python -m pytest( -q)?$": "the test suite itself: this test is part of it",
     r"^edgellm serve model\.ellm$": "serves until stopped: the `server` fixture runs the same command on a free port "
     "for the examples that talk to it (tests/test_server.py tests the server itself)",
+    r"^ray start --": "starts Ray's daemons on each board of a LAN; tests/test_cluster_nodes.py runs a two-node Ray "
+    "cluster on this machine instead",
+    r"^edgellm chat model\.ellm --cluster auto": "an interactive chat on that cluster of boards; tests/test_cluster.py "
+    "runs run, bench, serve and plan with --cluster on local stage processes",
 }
 
 # the address the README's server examples talk to (edgellm serve's default), and what it stands for here

@@ -19,7 +19,7 @@ from ..quant import QTensor, integer_kernels
 from . import blas, lanes
 from .parallel import CLAIMS_PER_MATRIX, SMALL_BATCH, TILES_PER_CLAIM, claim, is_large, threads
 from .parallel import counter as claim_counter
-from .pool import share
+from .pool import rows_shared, share
 from .simd import q4_dot16
 
 with np.errstate(invalid="ignore"):  # widening f16 signalling NaNs raises the invalid flag on aarch64
@@ -421,10 +421,14 @@ def matmuls(weights, x: np.ndarray, outs, ws: Workspace) -> None:
         return
     t = x.shape[0]
     xq, xs, xsum = ws.xq[:t], ws.xs[:t], ws.xsum[:t]
-    quantize_activations(x, 32, fused[0][0].layout.padded_cols, xq, xs, xsum)
+    padded = fused[0][0].layout.padded_cols
     if t <= SMALL_BATCH:  # decode's drivers: an OpenMP region costs ~2 us, a run of the pool ~40
+        quantize_activations(x, 32, padded, xq, xs, xsum)
         _tiles_of([w for w, _ in fused], [o for _, o in fused], t, ws)
         return
+    # a prefill chunk's rows quantized on the pool (SmolLM2: 10% of a 512-token prefill on one thread)
+    q = threads() if is_large(x.nbytes) else 1
+    rows_shared(lambda r0, r1: quantize_activations(x[r0:r1], 32, padded, xq[r0:r1], xs[r0:r1], xsum[r0:r1]), t, q)
     args = [_lanes_args(w) for w, _ in fused]
     runs = []  # (matrix, first tile, end tile): about CLAIMS_PER_MATRIX runs per matrix
     for i, (w, _) in enumerate(fused):

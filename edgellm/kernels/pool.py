@@ -44,3 +44,21 @@ def share(work: Callable[[int, Iterator[int]], None], n: int) -> None:
     finally:
         for f in futures:
             f.cancel() or f.exception()
+
+
+BLOCKS_PER_THREAD = 2  # claims per thread of rows_shared: few, as each costs Python time (slicing, a call)
+
+
+def rows_shared(kernel: Callable[[int, int], None], rows: int, n: int) -> None:
+    """kernel(r0, r1) over blocks of rows claimed by n threads (row-wise kernels of prefill: the same numbers
+    in any split)."""
+    step = -(-rows // (n * BLOCKS_PER_THREAD))
+
+    def work(_: int, claims) -> None:
+        for c in claims:
+            r0 = c * step
+            if r0 >= rows:
+                return
+            kernel(r0, min(r0 + step, rows))
+
+    share(work, n)
