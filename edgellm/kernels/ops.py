@@ -12,7 +12,7 @@ from numba.extending import overload
 from ..errors import UnsupportedModelError
 from .parallel import SMALL_BATCH, claim, is_large, threads
 from .pool import rows_shared, share
-from .simd import dot8, half
+from .simd import dots8, half, wsum
 
 
 def as_f32(v):
@@ -29,7 +29,8 @@ def _as_f32(v):
 
 # No fastmath in this file: with it LLVM may reorder a sum (or fuse a multiply-add) differently wherever a kernel is
 # inlined, and the layer-by-layer pass and kernels/stack.py, which inlines these, must give the same bits. The
-# long sums run instead through simd.dot8: LANES partial sums in vector registers, added in a fixed tree.
+# attention's long sums run instead through simd.dots8 and simd.wsum: LANES-wide vector registers, added in a
+# fixed order.
 LANES = 8
 
 
@@ -38,7 +39,7 @@ def _rmsnorm_rows(x, weight, eps, out, t0, t1):
     d = x.shape[1]
     for t in range(t0, t1):
         row = x[t]
-        ss = np.float32(0.0)  # in order: through simd.dot8 a later pass after a failed one flaked (test_stream)
+        ss = np.float32(0.0)  # in order
         for j in range(d):
             ss += row[j] * row[j]
         inv = np.float32(1.0) / np.sqrt(ss / np.float32(d) + np.float32(eps))
@@ -130,15 +131,17 @@ def _attention_rows(q, kc, vc, start, out, sc, h, t0, t1):
     rows go with it, so prefill may cut a head's rows between threads."""
     n_heads, hd = q.shape[1], q.shape[2]
     kv = h // (n_heads // kc.shape[1])
+    stride = kc.shape[1] * hd  # elements between one position's key (value) rows and the next's
+    flat_k, flat_v = kc.reshape(-1), vc.reshape(-1)  # row p of head kv at p * stride + kv * hd
     scale = np.float32(1.0 / np.sqrt(hd))
     whole = hd // LANES * LANES
     for t in range(t0, t1):
         n = start + t + 1  # causal: positions 0..start+t
         mx = np.float32(-np.inf)
         qt = q[t, h]
+        dots8(qt, 0, flat_k, kv * hd, stride, n, whole, sc)  # sc[p] = dot8(q row, key row p)
         for p in range(n):
-            kp = kc[p, kv]
-            acc = dot8(qt, 0, kp, 0, whole)
+            acc = sc[p]
             for i in range(whole, hd):
                 acc += q[t, h, i] * as_f32(kc[p, kv, i])
             acc *= scale
@@ -149,12 +152,19 @@ def _attention_rows(q, kc, vc, start, out, sc, h, t0, t1):
             e = np.exp(sc[p] - mx)
             sc[p] = e
             tot += e
-        for i in range(hd):
-            out[t, h, i] = 0.0
         for p in range(n):
-            wgt = sc[p] / tot
-            for i in range(hd):
-                out[t, h, i] += wgt * as_f32(vc[p, kv, i])
+            sc[p] = sc[p] / tot  # the weights
+        row = out[t, h]
+        wide = hd // 64 * 64
+        for i0 in range(0, wide, 64):
+            wsum(sc, flat_v, kv * hd + i0, stride, n, row, i0, 64)
+        for i0 in range(wide, whole, LANES):
+            wsum(sc, flat_v, kv * hd + i0, stride, n, row, i0, 8)
+        for i in range(whole, hd):
+            acc = np.float32(0.0)
+            for p in range(n):
+                acc += sc[p] * as_f32(vc[p, kv, i])
+            out[t, h, i] = acc
 
 
 @njit(parallel=True, nogil=True, cache=True)

@@ -88,38 +88,107 @@ def half_bits(typingctx, value):
 
 
 @intrinsic
-def dot8(typingctx, a, a0, b, b0, n):
-    """sum_i a[a0 + i] * b[b0 + i] for i < n (a multiple of 8): a f32, b f32 or f16 bits (u16), both flat and
-    contiguous. Eight lanes of partial sums, added in a fixed tree: the same bits wherever it is inlined (a
-    fastmath loop's reduction order is LLVM's choice, which may differ from one caller to another)."""
-    sig = types.float32(a, a0, b, b0, n)
-    f16 = b.dtype == types.uint16
+def wsum(typingctx, w, v, v0, stride, n, out, o0, lanes):
+    """out[o0 + i] = sum_p w[p] * v[v0 + p * stride + i] for i < lanes (8 or 64), p < n in order, from 0.0: w f32,
+    v f32 or f16 bits (u16), all flat and contiguous. Attention's weighted sum of value rows, in vector
+    registers: `lanes` // 8 independent sums, so the adds of one key do not wait on each other. Per lane the
+    very operations (fmul, then fadd in p order) of the scalar loop, so the same bits."""
+    if not isinstance(lanes, types.IntegerLiteral) or lanes.literal_value not in (8, 64):
+        return None
+    blocks = lanes.literal_value // 8
+    sig = types.void(w, v, v0, stride, n, out, o0, lanes)
+    f16 = v.dtype == types.uint16
 
     def codegen(context, builder, signature, args):
         from numba.core import cgutils
 
-        f32, i64 = ir.FloatType(), ir.IntType(64)
-        v8 = ir.VectorType(f32, 8)
-        pa = builder.gep(_ptr(context, builder, signature.args[0], args[0]), [args[1]])
-        pb = builder.gep(_ptr(context, builder, signature.args[2], args[2]), [args[3]])
-        acc = cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8))
-        count = builder.sext(args[4], i64) if args[4].type.width < 64 else args[4]
-        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), count, ir.Constant(i64, 8)) as (i, _):
-            va = builder.load(builder.bitcast(builder.gep(pa, [i]), v8.as_pointer()), align=4)
-            if f16:
-                vb = builder.load(
-                    builder.bitcast(builder.gep(pb, [i]), ir.VectorType(ir.IntType(16), 8).as_pointer()), align=2
-                )
-                vb = builder.fpext(builder.bitcast(vb, ir.VectorType(ir.HalfType(), 8)), v8)
-            else:
-                vb = builder.load(builder.bitcast(builder.gep(pb, [i]), v8.as_pointer()), align=4)
-            builder.store(builder.fadd(builder.load(acc), builder.fmul(va, vb)), acc)
-        v = builder.load(acc)
-        e = [builder.extract_element(v, ir.Constant(ir.IntType(32), k)) for k in range(8)]
-        pairs = [builder.fadd(e[0], e[1]), builder.fadd(e[2], e[3]), builder.fadd(e[4], e[5]), builder.fadd(e[6], e[7])]
-        return builder.fadd(builder.fadd(pairs[0], pairs[1]), builder.fadd(pairs[2], pairs[3]))
+        v8 = ir.VectorType(ir.FloatType(), 8)
+        pw = _ptr(context, builder, signature.args[0], args[0])
+        pv = builder.gep(_ptr(context, builder, signature.args[1], args[1]), [_i64(builder, args[2])])
+        po = builder.gep(_ptr(context, builder, signature.args[5], args[5]), [_i64(builder, args[6])])
+        step = _i64(builder, args[3])
+        accs = [cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8)) for _ in range(blocks)]
+        with cgutils.for_range(builder, _i64(builder, args[4])) as loop:
+            p = loop.index
+            splat = _splat8(builder, builder.load(builder.gep(pw, [p])))
+            row = builder.gep(pv, [builder.mul(p, step)])
+            for b, acc in enumerate(accs):
+                vv = _load8(builder, builder.gep(row, [ir.Constant(ir.IntType(64), 8 * b)]), f16)
+                builder.store(builder.fadd(builder.load(acc), builder.fmul(splat, vv)), acc)
+        for b, acc in enumerate(accs):
+            dst = builder.gep(po, [ir.Constant(ir.IntType(64), 8 * b)])
+            builder.store(builder.load(acc), builder.bitcast(dst, v8.as_pointer()), align=4)
+        return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def dots8(typingctx, q, q0, k, k0, stride, n, whole, out):
+    """out[p] = sum_i q[q0 + i] * k[k0 + p * stride + i], i < whole (a multiple of 8), for p < n: attention's
+    scores of one query against n key rows (q f32; k f32 or f16 bits; flat and contiguous). Each key's sum in
+    eight vector lanes added in a fixed tree (_tree8): the same bits wherever it is inlined (a fastmath loop's
+    reduction order is LLVM's choice, which may differ from one caller to another). Four keys at a time, so
+    their sums run side by side instead of each add waiting on the one before."""
+    sig = types.void(q, q0, k, k0, stride, n, whole, out)
+    f16 = k.dtype == types.uint16
+
+    def codegen(context, builder, signature, args):
+        from numba.core import cgutils
+
+        i64, v8 = ir.IntType(64), ir.VectorType(ir.FloatType(), 8)
+        pq = builder.gep(_ptr(context, builder, signature.args[0], args[0]), [_i64(builder, args[1])])
+        pk = builder.gep(_ptr(context, builder, signature.args[2], args[2]), [_i64(builder, args[3])])
+        po = _ptr(context, builder, signature.args[7], args[7])
+        step, count, width = _i64(builder, args[4]), _i64(builder, args[5]), _i64(builder, args[6])
+        group = builder.mul(builder.sdiv(count, ir.Constant(i64, 4)), ir.Constant(i64, 4))
+
+        def keys(first, m: int):  # the scores of keys first..first+m-1
+            rows = [builder.gep(pk, [builder.mul(builder.add(first, ir.Constant(i64, j)), step)]) for j in range(m)]
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8)) for _ in range(m)]
+            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), width, ir.Constant(i64, 8)) as (i, _):
+                qv = builder.load(builder.bitcast(builder.gep(pq, [i]), v8.as_pointer()), align=4)
+                for row, acc in zip(rows, accs):
+                    kv = _load8(builder, builder.gep(row, [i]), f16)
+                    builder.store(builder.fadd(builder.load(acc), builder.fmul(qv, kv)), acc)
+            for j, acc in enumerate(accs):
+                dst = builder.gep(po, [builder.add(first, ir.Constant(i64, j))])
+                builder.store(_tree8(builder, builder.load(acc)), dst)
+
+        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), group, ir.Constant(i64, 4)) as (p, _):
+            keys(p, 4)
+        with cgutils.for_range_slice(builder, group, count, ir.Constant(i64, 1)) as (p, _):
+            keys(p, 1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _splat8(builder, x):
+    v8 = ir.VectorType(ir.FloatType(), 8)
+    one = builder.insert_element(ir.Constant(v8, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8)
+    return builder.shuffle_vector(one, ir.Constant(v8, ir.Undefined), zeros)
+
+
+def _load8(builder, ptr, f16: bool):
+    """8 f32 from ptr: f32 values, or f16 bits widened (exactly)."""
+    v8 = ir.VectorType(ir.FloatType(), 8)
+    if f16:
+        bits = builder.load(builder.bitcast(ptr, ir.VectorType(ir.IntType(16), 8).as_pointer()), align=2)
+        return builder.fpext(builder.bitcast(bits, ir.VectorType(ir.HalfType(), 8)), v8)
+    return builder.load(builder.bitcast(ptr, v8.as_pointer()), align=4)
+
+
+def _tree8(builder, v):
+    """The fixed tree over a vector's 8 lanes: ((e0 + e1) + (e2 + e3)) + ((e4 + e5) + (e6 + e7))."""
+    e = [builder.extract_element(v, ir.Constant(ir.IntType(32), k)) for k in range(8)]
+    pairs = [builder.fadd(e[0], e[1]), builder.fadd(e[2], e[3]), builder.fadd(e[4], e[5]), builder.fadd(e[6], e[7])]
+    return builder.fadd(builder.fadd(pairs[0], pairs[1]), builder.fadd(pairs[2], pairs[3]))
+
+
+def _i64(builder, value):
+    return builder.sext(value, ir.IntType(64)) if value.type.width < 64 else value
 
 
 def _ptr(context, builder, aryty, ary):
