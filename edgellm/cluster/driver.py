@@ -152,7 +152,7 @@ def load_cluster(path, *, cluster: str, node_budget=None, threads=None, context=
         plans = [stage_plan(f, module, args, s, dev) for s in specs]
         actors, names = start_stages(
             ray, nodes, specs, str(f.path.resolve()), f.header_checksum, direct_io=direct_io, threads=threads,
-            device=dev.name if dev is not None else None, warm=warm,
+            device=device if device is None or isinstance(device, DeviceProfile) else str(device), warm=warm,
         )  # fmt: skip
         vocab = args.vocab_size
         state = PipelineState(

@@ -35,7 +35,7 @@ class StageSpec:
     context: int
     chunk: int  # most tokens a pass carries
     slots: int = 2
-    device: str | None = None  # a device profile name to emulate on that node
+    device: str | DeviceProfile | None = None  # a device profile (or its name or TOML path) to emulate there
 
     @property
     def first_stage(self) -> bool:
