@@ -7,7 +7,7 @@ import pytest
 
 import edgellm
 from edgellm.errors import InvalidArgumentError
-from edgellm.generate.draft import MAX_DRAFT, PROBE_EVERY, PromptLookup
+from edgellm.generate.draft import MAX_DRAFT, MAX_PROBE_GAP, PROBE_EVERY, PromptLookup
 from edgellm.generate.sampling import Sampler, filter_probs
 
 # a prompt that repeats itself, so prompt lookup finds drafts (stories260K ids)
@@ -153,9 +153,16 @@ def test_prompt_lookup_drafts_what_followed_the_longest_match_and_adapts():
     assert d.length == 0
     drafted = [len(d.draft(8)) for _ in range(3 * PROBE_EVERY)]
     assert sorted(set(drafted)) == [0, 1] and 2 <= sum(drafted) <= 3
+    probes = []  # each probe rejected: the gap to the next one doubles, up to MAX_PROBE_GAP
+    for i in range(16 * PROBE_EVERY):
+        if d.draft(8):
+            probes.append(i)
+            d.feedback(1, 0, cost=0.1)
+    gaps = [b - a for a, b in zip(probes, probes[1:])]
+    assert gaps[:3] == [2 * PROBE_EVERY, 4 * PROBE_EVERY, 8 * PROBE_EVERY] and max(gaps) <= MAX_PROBE_GAP
     for _ in range(20):
         d.feedback(1, 1, cost=0.0)  # a text that turned repetitive, on a pass bound by flash: back to full drafts
-    assert d.length == MAX_DRAFT
+    assert d.length == MAX_DRAFT and d.gap == PROBE_EVERY
 
 
 def test_the_cli_takes_speculative_flags(stories_ellm, capsys):
