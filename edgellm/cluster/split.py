@@ -10,12 +10,12 @@ streaming equally little, the one whose fullest node uses the smallest share of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache
 
 from ..errors import BudgetError
 from ..format import EllmFile
-from ..runtime.costs import fixed_costs, staging_bytes, unit_costs
+from ..runtime.costs import RUN_STATE, fixed_costs, staging_bytes, unit_costs
 from ..runtime.device import DeviceProfile
 from ..runtime.plan import Plan, blas_for, fmt_bytes, kv_dtype_for, plan_units
 
@@ -46,33 +46,49 @@ class StageSpec:
         return self.index == self.n_stages - 1
 
 
+@dataclass(frozen=True)
+class FileCosts:
+    """What every stage plan of one file starts from, read from its header once (a split tries hundreds of
+    ranges: unit_costs for each took 95% of a 3-node SmolLM2 split's 2.3 s)."""
+
+    units: dict  # costs.unit_costs: unit -> LayerCost
+    fixed: dict  # costs.fixed_costs of a stage (no tokenizer), its run state line to be filled in
+    staging: int
+    kv: str  # kv_dtype_for
+    blas: bool  # blas_for
+
+    @classmethod
+    def of(cls, f: EllmFile, args) -> FileCosts:
+        fixed = fixed_costs(f, 0, 1)
+        fixed.pop(TOKENIZER)
+        return cls(unit_costs(f, args.num_hidden_layers), fixed, staging_bytes(f), kv_dtype_for(f), blas_for(f))
+
+
 def stage_plan(f: EllmFile, module, args, spec: StageSpec, device: DeviceProfile | None = None) -> Plan:
     """The plan of one stage: its layers (and the head on the last stage) under its budget."""
-    kv, blas = kv_dtype_for(f), blas_for(f)
+    return _plan(module, args, FileCosts.of(f, args), spec, device)
+
+
+def _plan(module, args, fc: FileCosts, spec: StageSpec, device=None) -> Plan:
     layers = range(spec.first, spec.end)
-    run_bytes = module.RunState.nbytes_for(args, spec.context, spec.chunk, kv, blas, layers=layers)
-    return _plan(f, args, run_bytes, spec, kv, blas, device)
-
-
-def _plan(f: EllmFile, args, run_bytes: int, spec: StageSpec, kv: str, blas: bool, device) -> Plan:
-    fixed = fixed_costs(f, run_bytes, 1)
-    fixed.pop(TOKENIZER)
+    fixed = dict(fc.fixed)
+    fixed[RUN_STATE] = module.RunState.nbytes_for(args, spec.context, spec.chunk, fc.kv, fc.blas, layers=layers)
     if not spec.first_stage:
         fixed.pop(EMBED_ROWS)
     p = plan_units(
-        unit_costs(f, args.num_hidden_layers),
+        fc.units,
         spec.budget,
         fixed,
         args.num_hidden_layers,
         slots=spec.slots,
         tied=args.tie_word_embeddings,
-        staging=staging_bytes(f),
-        layers=range(spec.first, spec.end),
+        staging=fc.staging,
+        layers=layers,
         with_head=spec.last_stage,
     )
     if not spec.first_stage:  # the tied table pinned here serves no embedding lookup: the first stage does those
         p.embed_pinned = False
-    p.kv_dtype, p.blas, p.context, p.device = kv, blas, spec.context, device
+    p.kv_dtype, p.blas, p.context, p.device = fc.kv, fc.blas, spec.context, device
     return p
 
 
@@ -84,15 +100,14 @@ def split_layers(
     n, s = args.num_hidden_layers, len(budgets)
     if s > n:
         raise BudgetError(f"{s} nodes for {n} layers: a stage holds at least one layer; use at most {n} nodes")
-    kv, blas = kv_dtype_for(f), blas_for(f)
+    fc = FileCosts.of(f, args)
 
     def spec(i: int, a: int, b: int) -> StageSpec:
         return StageSpec(i, s, a, b, budgets[i], context, chunk, slots)
 
     @cache
     def cost(i: int, a: int, b: int) -> tuple[int, float] | None:
-        run_bytes = module.RunState.nbytes_for(args, context, chunk, kv, blas, layers=range(a, b))
-        p = _plan(f, args, run_bytes, spec(i, a, b), kv, blas, None)
+        p = _plan(module, args, fc, spec(i, a, b))
         return (p.streamed_bytes_per_pass, p.total / budgets[i]) if p.fits else None
 
     @cache
@@ -112,10 +127,10 @@ def split_layers(
         return found
 
     if best(0, 0) is None:
-        need = [fmt_bytes(_minimum(f, args, module, spec(i, 0, n), kv, blas)) for i in range(s)]
+        alone = _plan(module, args, fc, StageSpec(0, 1, 0, n, budgets[0], context, chunk, slots)).minimum_budget
         raise BudgetError(
             f"the model does not fit these {s} node budgets ({', '.join(fmt_bytes(b) for b in budgets)}) in any "
-            f"split of its {n} layers; one node alone would need {need[0]}: raise --node-budget or add nodes"
+            f"split of its {n} layers; one node alone would need {fmt_bytes(alone)}: raise --node-budget or add nodes"
         )
     out, a = [], 0
     for i in range(s):
@@ -124,9 +139,3 @@ def split_layers(
         out.append(spec(i, a, found[1]))
         a = found[1]
     return out
-
-
-def _minimum(f, args, module, spec: StageSpec, kv, blas) -> int:
-    run_bytes = module.RunState.nbytes_for(args, spec.context, spec.chunk, kv, blas, layers=range(spec.first, spec.end))
-    one = replace(spec, index=0, n_stages=1)
-    return _plan(f, args, run_bytes, one, kv, blas, None).minimum_budget

@@ -28,6 +28,7 @@ RING = 3  # staging buffers: one being read while the other two decode
 TENSOR_ALIGN = 64  # each tensor's offset inside a unit buffer or slot
 HEAD_BLOCKS = 8  # the head's row blocks, at most (or as many as a layer piece needs): each is a kernel call
 # per token, pinned or streamed (108 blocks of SmolLM2's 442 KB pieces cost 2.7 ms of 11.5 per token)
+RUN_STATE = "run state (KV cache, activations, scratch)"  # fixed_costs' line for the RunState's bytes
 TOKENIZER_FACTOR = 6  # RSS of a loaded `tokenizers` object per byte of tokenizer.json (measured)
 
 
@@ -161,7 +162,7 @@ def fixed_costs(f: EllmFile, run_state_bytes: int, decode_threads: int) -> dict[
     max_chunk = max(c.raw_length for e in f.entries for c in e.chunks)
     embed = f.tensors[names_of(f).embed].layout
     return {
-        "run state (KV cache, activations, scratch)": run_state_bytes,
+        RUN_STATE: run_state_bytes,
         "tokenizer": TOKENIZER_FACTOR * len(tok.get("json", "")),
         "decoder scratch": (decode_threads + 1) * max_chunk,
         "embedding rows": 2 * max(EMBED_CHUNK, embed.code_row_bytes) + embed.nbytes // max(embed.rows, 1) * 4,
