@@ -277,10 +277,11 @@ def plan(
     error here: the plan says fits=False (load() raises BudgetError). With `cluster`: the split over the nodes
     (a cluster.driver.ClusterPlan, one Plan a stage; a split that fits nowhere raises BudgetError)."""
     check_load_args(context=context, slots=slots, ram_budget=ram_budget, decode_threads=decode_threads)
-    if cluster is not None:
+    if cluster is not None or node_budget is not None:
         from .cluster.driver import check_cluster_args, plan_cluster
 
-        check_cluster_args(cluster, ram_budget, draft)
+        check_cluster_args(cluster, node_budget, ram_budget, draft)  # node_budget alone: refused
+        assert cluster is not None
         return plan_cluster(  # type: ignore[return-value]
             path, cluster=cluster, node_budget=node_budget, context=context, device=device, slots=slots, quant=quant
         )
@@ -409,16 +410,15 @@ def load(
     half of each node's available memory); the same file must be at the same path on every node."""
     t0 = time.perf_counter()
     check_load_args(threads=threads, context=context, slots=slots, ram_budget=ram_budget, decode_threads=decode_threads)
-    if cluster is not None:
+    if cluster is not None or node_budget is not None:
         from .cluster.driver import check_cluster_args, load_cluster
 
-        check_cluster_args(cluster, ram_budget, draft)
+        check_cluster_args(cluster, node_budget, ram_budget, draft)  # node_budget alone: refused
+        assert cluster is not None
         spread = load_cluster(path, cluster=cluster, node_budget=node_budget, threads=threads, context=context,
                               device=device, slots=slots, direct_io=direct_io, quant=quant)  # fmt: skip
         spread.load_seconds = time.perf_counter() - t0
         return spread
-    if node_budget is not None:
-        raise InvalidArgumentError("node_budget (--node-budget) is for a cluster: give cluster= (--cluster) too")
     dev = load_device(device) if device is not None else None
     f = EllmFile(resolve_model(path, quant))
     df: EllmFile | None = None

@@ -263,11 +263,14 @@ def test_cli_bench_on_a_local_cluster(q4_file):
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("edgellm: error: --sweep is not")
 
 
-def test_bad_cluster_arguments():
+def test_bad_cluster_arguments(q4_file):
     with pytest.raises(InvalidArgumentError, match="local:N takes N"):
         from edgellm.cluster.ray_cluster import parse_address
 
         parse_address("local:0")
+    for call in (edgellm.plan, edgellm.load):  # node_budget alone is refused, never ignored
+        with pytest.raises(InvalidArgumentError, match="node_budget .* is for a cluster"):
+            call(q4_file, node_budget="50%")
 
 
 def test_the_server_on_a_local_cluster(stories_ellm, tmp_path):

@@ -154,9 +154,7 @@ def _cluster(args) -> int:
     from ..errors import InvalidArgumentError
     from ..source import resolve_model
 
-    if args.cluster is None:
-        raise InvalidArgumentError("node_budget (--node-budget) is for a cluster: give cluster= (--cluster) too")
-    check_cluster_args(args.cluster, args.ram_budget, args.draft)
+    check_cluster_args(args.cluster, args.node_budget, args.ram_budget, args.draft)
     alone = (("--sweep", args.sweep), ("--cold", args.cold), ("--plot", args.plot), ("--layers", args.layers))
     for flag, given in alone:
         if given:

@@ -113,13 +113,10 @@ def _cluster(args) -> int:
     """plan --cluster: the split of layers over the nodes, a line per stage."""
     from ..api import plan
     from ..cluster.driver import ClusterPlan
-    from ..errors import InvalidArgumentError
 
-    if args.cluster is None:
-        raise InvalidArgumentError("node_budget (--node-budget) is for a cluster: give cluster= (--cluster) too")
-    cp = plan(
+    cp = plan(  # refuses --node-budget without --cluster, and --ram-budget beside it
         args.model,
-        ram_budget=args.ram_budget,  # refused beside a cluster: its nodes have their own
+        ram_budget=args.ram_budget,
         cluster=args.cluster,
         node_budget=args.node_budget,
         context=args.context,

@@ -174,7 +174,12 @@ def load_cluster(path, *, cluster: str, node_budget=None, threads=None, context=
         raise
 
 
-def check_cluster_args(cluster, ram_budget, draft) -> None:
+def check_cluster_args(cluster, node_budget, ram_budget, draft) -> None:
+    """The load() and plan() arguments that go (or do not go) with a cluster, refused in one line each."""
+    if cluster is None:
+        if node_budget is not None:
+            raise InvalidArgumentError("node_budget (--node-budget) is for a cluster: give cluster= (--cluster) too")
+        return
     if ram_budget is not None:
         raise InvalidArgumentError(
             "with a cluster each node has its own budget: give --node-budget (node_budget=) instead of --ram-budget"
