@@ -149,6 +149,15 @@ def copy_dir(src: Path, dst: Path) -> Path:
     return dst
 
 
+def six_layer_q4(root: Path) -> Path:
+    """A q4 .ellm of 6 layers of 1.7 MB (hidden 512, 8 heads on 4 KV heads; test_stream's shape): big enough that
+    a node budget of half the file streams (tests/test_cluster*.py)."""
+    import edgellm
+
+    src = make_tiny_model(root / "src", hidden=512, heads=8, kv_heads=4, head_dim=64, inter=1408, layers=6, std=0.05)
+    return edgellm.convert(src, root / "m.ellm", quant="q4", progress=False).path
+
+
 def synthetic_ellm(root: Path, *, quant: str, codec: str = "auto", **shape) -> Path:
     """A synthetic checkpoint of the given shape (untied, rope_theta 1e4, f16 source) converted to .ellm."""
     import edgellm

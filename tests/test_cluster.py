@@ -25,14 +25,9 @@ RSS_SLACK = 24 << 20  # as tests/test_budget_rss.py: allocator slack above the p
 
 @pytest.fixture(scope="module")
 def q4_file(tmp_path_factory):
-    """6 layers of 1.7 MB in q4 (as test_stream's)."""
-    from conftest import make_tiny_model
+    from conftest import six_layer_q4
 
-    src = make_tiny_model(
-        tmp_path_factory.mktemp("src") / "m", hidden=512, heads=8, kv_heads=4, head_dim=64, inter=1408, layers=6,
-        std=0.05,
-    )  # fmt: skip
-    return edgellm.convert(src, tmp_path_factory.mktemp("q4") / "m.ellm", quant="q4", progress=False).path
+    return six_layer_q4(tmp_path_factory.mktemp("q4"))
 
 
 def _model_of(path):

@@ -7,21 +7,15 @@ import time
 
 import pytest
 
-import edgellm
-
 CTX = 64
 PROMPT = "w3 w4 w5 w6 w3 w4 w5 w6 w3 w4"
 
 
 @pytest.fixture(scope="module")
 def q4_file(tmp_path_factory):
-    from conftest import make_tiny_model
+    from conftest import six_layer_q4
 
-    src = make_tiny_model(
-        tmp_path_factory.mktemp("src") / "m", hidden=512, heads=8, kv_heads=4, head_dim=64, inter=1408, layers=6,
-        std=0.05,
-    )  # fmt: skip
-    return edgellm.convert(src, tmp_path_factory.mktemp("q4") / "m.ellm", quant="q4", progress=False).path
+    return six_layer_q4(tmp_path_factory.mktemp("q4"))
 
 
 def test_a_node_that_leaves_fails_clearly(q4_file):

@@ -29,7 +29,6 @@ def run_cluster_bench(model: str, *, cluster: str, node_budget, prompt_tokens: i
         for r in range(repeat):
             prompt = [int(i) for i in rng.integers(3, m.config.vocab_size, prompt_tokens)]
             m.session.ids.clear()  # every repeat prefills its whole prompt
-            read0 = pipe.bytes_read
             with m.stream(prompt, max_tokens=gen_tokens, speculative=speculative) as chunks:
                 parts = list(chunks)
             s = parts[-1].stats
@@ -40,7 +39,7 @@ def run_cluster_bench(model: str, *, cluster: str, node_budget, prompt_tokens: i
                     "decode_tps": s.decode_tps,
                     "tokens_per_pass": s.tokens_per_pass,
                     "ttft_s": s.ttft_seconds,
-                    "bytes_read": pipe.bytes_read - read0,
+                    "bytes_read": s.bytes_read,  # the stages' reads over the generation (stream_text)
                     "generated_tokens": s.generated_tokens,
                 }
             )

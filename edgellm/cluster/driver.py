@@ -81,13 +81,11 @@ def _context(args, context) -> int:
     return ctx
 
 
-def _split(f: EllmFile, budgets: list[int], context, slots: int):
-    """(module, args, context, stage specs). As for one process, a default context halves (down to
-    MIN_AUTO_CONTEXT, with a ContextReduced warning) while no split fits the budgets; one asked for is kept."""
-    from ..api import MIN_AUTO_CONTEXT, PREFILL_CHUNK, ContextReduced, _model_of
+def _split(f: EllmFile, module, args, budgets: list[int], context, slots: int):
+    """(context, stage specs). As for one process, a default context halves (down to MIN_AUTO_CONTEXT, with a
+    ContextReduced warning) while no split fits the budgets; one asked for is kept."""
+    from ..api import MIN_AUTO_CONTEXT, PREFILL_CHUNK, ContextReduced
 
-    check_tensors(f)
-    module, args = _model_of(f)
     ctx = first = _context(args, context)
     while True:
         try:
@@ -105,7 +103,15 @@ def _split(f: EllmFile, budgets: list[int], context, slots: int):
             ContextReduced,
             stacklevel=3,
         )
-    return module, args, ctx, specs
+    return ctx, specs
+
+
+def _model(f: EllmFile):
+    """(module, ModelArgs) of an opened file whose tensors are all there (one FormatError otherwise)."""
+    from ..api import _model_of
+
+    check_tensors(f)
+    return _model_of(f)
 
 
 def plan_cluster(path, *, cluster: str, node_budget=None, context=None, device=None, slots: int = 2,
@@ -116,10 +122,9 @@ def plan_cluster(path, *, cluster: str, node_budget=None, context=None, device=N
     target, n_local = parse_address(cluster)
     dev = load_device(device) if device is not None else None
     with EllmFile(resolve_model(path, quant)) as f:
+        module, args = _model(f)
         if target is None and node_budget is not None:  # local processes with given budgets: no Ray needed
-            from .ray_cluster import node_budgets as budgets_of
-
-            budgets = budgets_of(None, [None] * n_local, node_budget, f.size)
+            budgets = node_budgets(None, [None] * n_local, node_budget, f.size)
         else:
             ray, nodes, started = connect(cluster)
             try:
@@ -127,7 +132,7 @@ def plan_cluster(path, *, cluster: str, node_budget=None, context=None, device=N
             finally:
                 if started:
                     ray.shutdown()
-        module, args, ctx, specs = _split(f, budgets, context, slots)
+        ctx, specs = _split(f, module, args, budgets, context, slots)
         plans = [stage_plan(f, module, args, s, dev) for s in specs]
     return ClusterPlan(specs, plans, [""] * len(specs), ctx, dev)
 
@@ -136,7 +141,7 @@ def load_cluster(path, *, cluster: str, node_budget=None, threads=None, context=
                  slots: int = 2, direct_io: bool = True, quant: str | None = None, warm: bool = False):  # fmt: skip
     """edgellm.load(path, cluster=...): see edgellm.api.load. `warm`: stages measure their baseline RSS after
     running their kernels once (Stage), so StageInfo's peak over baseline is what their budgets bound."""
-    from ..api import Model, _model_of
+    from ..api import Model
     from ..kernels.parallel import FixedThreads
     from ..models.llama import VERIFY_ROWS
     from .ray_cluster import connect, node_budgets, start_stages
@@ -145,10 +150,10 @@ def load_cluster(path, *, cluster: str, node_budget=None, threads=None, context=
     f = EllmFile(resolve_model(path, quant))
     ray, started, pipe = None, False, None
     try:
-        module, args = _model_of(f)
+        module, args = _model(f)  # before Ray starts: a file it cannot run fails at once
         ray, nodes, started = connect(cluster)
         budgets = node_budgets(ray, nodes, node_budget, f.size)
-        module, args, ctx, specs = _split(f, budgets, context, slots)
+        ctx, specs = _split(f, module, args, budgets, context, slots)
         plans = [stage_plan(f, module, args, s, dev) for s in specs]
         actors, names = start_stages(
             ray, nodes, specs, str(f.path.resolve()), f.header_checksum, direct_io=direct_io, threads=threads,

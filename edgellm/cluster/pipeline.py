@@ -12,7 +12,7 @@ the stage Ray restarted (max_restarts) instead of reusing entries a dead process
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,7 +39,6 @@ class PipelineState:
     blas: bool
     logits: np.ndarray  # (vocab,) the last position's logits
     verify_logits: np.ndarray  # (VERIFY_ROWS, vocab) a speculative pass's rows
-    stats: dict = field(default_factory=dict)
 
 
 class Pipeline:
@@ -49,7 +48,6 @@ class Pipeline:
         self.ray, self.actors, self.specs, self.nodes, self.state = ray, actors, specs, nodes, state
         self.on_cache_lost: Callable[[], None] = lambda: None  # Model sets it to forget the session's ids
         self.timeout = PASS_TIMEOUT
-        self.passes = 0
 
     def forward(
         self, tokens: np.ndarray, start_pos: int, all_logits: np.ndarray | None = None, *, prompt: bool = True
@@ -65,7 +63,6 @@ class Pipeline:
             self.state.logits[:] = out[-1]
         else:
             self.state.logits[:] = out[0]
-        self.passes += 1
         return self.state.logits
 
     def _wait(self, refs: list) -> list:

@@ -6,7 +6,7 @@ stage also embeds the tokens, the last one computes the logits; between stages o
 (T x hidden f32: 2.3 KB a token for SmolLM2, 8 KB for TinyLlama). Every stage runs the same Transformer code
 on the same bits as one process, so the logits are the same to the bit.
 
-Plain Python, no Ray: the Ray actor (ray_backend.py) is a thin shell around it, and tests drive it directly.
+Plain Python, no Ray: the Ray actor (ray_cluster.StageActor) is a thin shell around it, and tests drive it directly.
 """
 
 from __future__ import annotations
