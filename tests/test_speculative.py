@@ -165,6 +165,18 @@ def test_prompt_lookup_drafts_what_followed_the_longest_match_and_adapts():
     assert d.length == MAX_DRAFT and d.gap == PROBE_EVERY
 
 
+def test_one_slow_pass_does_not_stop_drafting_but_a_lasting_cost_does():
+    d = PromptLookup([1, 2, 3])
+    for _ in range(10):
+        d.feedback(4, 3, cost=0.05)  # rate -> 3/4: log(0.05) / log(0.75) > MAX_DRAFT
+    assert d.length == MAX_DRAFT
+    d.feedback(4, 3, cost=1.0)  # one pass that something else slowed down
+    assert d.length == MAX_DRAFT
+    for _ in range(2):
+        d.feedback(4, 3, cost=1.0)  # the passes really cost this now: drafting stops
+    assert d.length == 0
+
+
 def test_the_cli_takes_speculative_flags(stories_ellm, capsys):
     from edgellm.cli.main import main
 

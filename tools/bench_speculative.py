@@ -2,7 +2,8 @@
 """Speculative decoding benchmark: decode tok/s with speculation off and on, same run, same prompts.
 
     python tools/bench_speculative.py MODEL.ellm [MODEL2.ellm ...] [--budgets ram,50] [--gen-tokens 128]
-        [--cgroup] [--repeat 3] [--draft DRAFT.ellm] [--json out.json]
+        [--cgroup] [--repeat 3] [--draft DRAFT.ellm] [--device rpi5-nvme]
+        [--prompts rewrite,open] [--json out.json]
 
 Per model, budget (`ram`: the default, everything pinned; N: N% of the file, so layers stream) and prompt:
 greedy chat replies (ending at the end of turn, at most --gen-tokens) with speculation off, then on, each in a
@@ -57,6 +58,7 @@ def _run(model: str, budget: int | None, prompt: str, mode: str, a, limit: int |
         "threads": a.threads,
         "speculative": mode != "off",
         "draft": a.draft if mode == "draft" else None,
+        "device": a.device,
     }
     return run_child(args, cold=a.cgroup, memory_limit=limit)
 
@@ -70,8 +72,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="alternated off/on pairs per prompt (medians)")
     ap.add_argument("--cgroup", action="store_true", help="memory limit of budget + baseline + 64 MiB, cold cache")
     ap.add_argument("--draft", default=None, help="also run speculation drafted by this .ellm (same vocabulary)")
+    ap.add_argument("--device", default=None, help="device profile whose flash reads emulate (as bench --device)")
+    ap.add_argument("--prompts", default=None, help="only prompts whose names contain one of these (comma-separated)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    prompts = {k: v for k, v in PROMPTS.items() if not a.prompts or any(w in k for w in a.prompts.split(","))}
     modes = ["off", "on"] + (["draft"] if a.draft else [])
     rows = []
     for model in a.models:
@@ -82,7 +87,7 @@ def main() -> None:
             if a.cgroup and budget is not None:
                 probe = run_child({"model": model, "budget": budget, "gen_tokens": 2, "prompt_tokens": 2})
                 limit = budget + probe.get("baseline_rss", 0) + SLACK if "error" not in probe else None
-            for name, prompt in PROMPTS.items():
+            for name, prompt in prompts.items():
                 # off, on, off, on ...: this VM's speed drifts by several percent between child processes
                 runs = [[_run(model, budget, prompt, m, a, limit) for m in modes] for _ in range(a.repeat)]
                 failed = [r["error"] for group in runs for r in group if "error" in r]

@@ -12,6 +12,8 @@ text too, for the price of its own (pinned, small) passes.
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -22,7 +24,10 @@ if TYPE_CHECKING:
 MAX_NGRAM = 3  # the longest suffix matched; shorter ones are tried when it is not found
 MIN_NGRAM = 1
 MAX_DRAFT = 8  # tokens drafted per pass at most
-SMOOTH = 0.3  # weight of the newest pass in the running acceptance and cost estimates
+SMOOTH = 0.3  # weight of the newest pass in the running acceptance estimate
+COST_WINDOW = 5  # passes whose measured cost per drafted token gives the estimate (their median): one pass
+# slowed by another process (SmolLM2 streamed at 50%: a 5-token pass of 1.28 s among passes of 0.2 s) would
+# otherwise price drafts at a whole pass each for the next several passes, and drafting stops on text it pays on
 PROBE_EVERY = 16  # passes between one-token probes while drafting does not pay ...
 MAX_PROBE_GAP = 256  # ... doubling after each probe that fails, up to this: on open text a probe pass costs
 # more than the one-token pass it replaces (SmolLM2 q4 in RAM: 0.96-0.97x on open prompts with probes every 16)
@@ -49,13 +54,15 @@ class AdaptiveLength:
     """How many tokens to draft, from two running estimates: `rate`, the chance that the model agrees with
     the next drafted token (accepted / (accepted + rejections), the geometric law's estimate), and `cost`,
     what one more drafted token adds to a pass, as a share of a one-token pass (measured by the caller: ~10%
-    in RAM, ~0 when the pass waits on flash, more with a draft model's own pass). The i-th drafted token pays
-    when rate^i > cost, so the draft is floor(log(cost) / log(rate)) tokens long (at most MAX_DRAFT); while
+    in RAM, ~0 when the pass waits on flash, more with a draft model's own pass; the median of the last
+    COST_WINDOW passes, so one pass slowed by something else does not stop the drafting). The i-th drafted
+    token pays when rate^i > cost, so the draft is floor(log(cost) / log(rate)) tokens long (at most MAX_DRAFT); while
     rate <= cost nothing is drafted but a one-token probe after PROBE_EVERY passes, the gap doubling (up to
     MAX_PROBE_GAP) each time a probe is rejected, so a drafter that keeps missing fades out."""
 
     def __init__(self, rate: float = 0.6, cost: float = 0.1):
         self.rate, self.cost = rate, cost  # priors: most of a first draft taken, a token 10% of a pass
+        self.costs = deque([cost], maxlen=COST_WINDOW)  # the latest measured costs (the prior until measured)
         self.idle = 0  # passes since the last draft
         self.gap = PROBE_EVERY  # idle passes before the next probe
         self.probing = False  # the last draft asked for was a probe
@@ -88,7 +95,8 @@ class AdaptiveLength:
         trials = accepted + (accepted < drafted)  # the tokens judged: every accepted one and the first rejection
         self.rate = (1 - SMOOTH) * self.rate + SMOOTH * accepted / trials
         if cost is not None:
-            self.cost = (1 - SMOOTH) * self.cost + SMOOTH * min(1.0, max(0.0, cost))
+            self.costs.append(min(1.0, max(0.0, cost)))
+            self.cost = statistics.median(self.costs)
 
 
 class PromptLookup(AdaptiveLength):
