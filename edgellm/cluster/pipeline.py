@@ -30,6 +30,19 @@ class ClusterError(EdgeLLMError):
     """A stage died, its node left, or it stopped answering; the message names it."""
 
 
+def first_line(e: BaseException, limit: int) -> str:
+    """A Ray exception's first line (they run to pages of traceback), at most `limit` characters."""
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:limit]
+
+
+def raised_in_stage(e: BaseException) -> EdgeLLMError | None:
+    """The EdgeLLMError a stage's own code raised (a damaged file, a budget it cannot keep), which Ray hands
+    back wrapped as the `cause` of a RayTaskError; None for anything else."""
+    cause = getattr(e, "cause", None)
+    return cause if isinstance(cause, EdgeLLMError) else None
+
+
 @dataclass
 class PipelineState:
     """The part of a RunState the token loop reads (generate.PassState): sizes and the logits buffers."""
@@ -92,15 +105,14 @@ class Pipeline:
             ) from None
         except gone as e:
             self.on_cache_lost()
-            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ClusterError(
                 f"stage {k} (layers {self.specs[k].first}..{self.specs[k].end - 1}) on {self.nodes[k]} is gone: "
-                f"{why[:200]}; a retry recomputes the conversation once the stage is back (Ray restarts a stage "
-                "that died; a node that left must rejoin)"
+                f"{first_line(e, 200)}; a retry recomputes the conversation once the stage is back (Ray restarts "
+                "a stage that died; a node that left must rejoin)"
             ) from None
         except RayTaskError as e:  # an exception inside the stage: a damaged file, a bug
-            cause = e.cause if isinstance(getattr(e, "cause", None), BaseException) else e
-            if isinstance(cause, EdgeLLMError):
+            cause = raised_in_stage(e)
+            if cause is not None:
                 self.on_cache_lost()
                 raise type(cause)(f"stage {k} on {self.nodes[k]}: {cause}") from None
             raise

@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from ..errors import EdgeLLMError, InvalidArgumentError, MissingExtraError
+from ..errors import InvalidArgumentError, MissingExtraError
 from ..runtime.budget import parse_budget
-from .pipeline import ClusterError
+from .pipeline import ClusterError, first_line, raised_in_stage
 from .split import StageSpec
 
 MAX_RESTARTS = 3
@@ -164,11 +164,10 @@ def start_stages(ray, nodes: list, specs: list[StageSpec], path: str, header_che
             try:
                 info = ray.get(a.info.remote())
             except Exception as e:
-                cause = getattr(e, "cause", None)
-                if isinstance(cause, EdgeLLMError):
+                cause = raised_in_stage(e)
+                if cause is not None:
                     raise type(cause)(str(cause)) from None
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ClusterError(f"stage {k} did not start: {first[:300]}") from None
+                raise ClusterError(f"stage {k} did not start: {first_line(e, 300)}") from None
             names.append(info.node)
     except BaseException:
         for a in actors:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bench.child import peak_rss, reset_peak, rss, warm_kernels
 from ..errors import EdgeLLMError, FormatError
 from ..format import EllmFile
 from ..kernels.parallel import ThreadTuner, using_threads
+from ..runtime.baseline import peak_rss, reset_peak, rss, warm_kernels
 from ..runtime.device import load_device
 from ..runtime.pager import Pager
 from .split import StageSpec, stage_plan
