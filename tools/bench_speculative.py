@@ -10,9 +10,10 @@ greedy chat replies (ending at the end of turn, at most --gen-tokens) with specu
 child process (edgellm.bench.child, as `edgellm bench` runs them). Prompts: grounded requests, whose answers
 repeat their source (rewrite, summarise, edit code, quote), and open ones. Prints tok/s off and on, the ratio,
 tokens per pass and whether the replies are token-identical (they must be). Off and on alternate --repeat
-times (medians). --draft adds a third run per pair: speculation drafted by that model, loaded inside the
-same budget. --cgroup runs every child in a cgroup v1 memory limit of budget + its baseline + 64 MiB, with
-the page cache dropped first. --device emulates a device's flash (its steady read rate makes a ratio near
+times (medians, tokens per pass too: the drafts' lengths follow measured pass times, so they vary by run).
+--draft adds a third run per pair: speculation drafted by that model, loaded inside the same budget.
+--cgroup runs every child in a cgroup v1 memory limit of budget + its baseline + 64 MiB, with the page cache
+dropped first. --device emulates a device's flash (its steady read rate makes a ratio near
 1.0, the open prompts', measurable on a VM whose disk speed drifts between runs).
 
 The real SmolLM2-135M-Instruct: convert its GGUF with the default --quant, which keeps its Q4_1 weights
@@ -106,7 +107,7 @@ def main() -> None:
                 row = {"model": Path(model).name, "budget": b, "prompt": name, "off_tps": tps[0]}
                 for i, m in enumerate(modes[1:], 1):
                     row[f"{m}_tps"], row[f"{m}_ratio"] = tps[i], tps[i] / tps[0] if tps[0] else 0.0
-                    row[f"{m}_tokens_per_pass"] = runs[0][i]["tokens_per_pass"]
+                    row[f"{m}_tokens_per_pass"] = statistics.median(group[i]["tokens_per_pass"] for group in runs)
                 row["tokens"] = len(off["tokens"])
                 row["identical"] = all(r["tokens"] == off["tokens"] for group in runs for r in group)
                 row["streamed_units"] = len(off["streamed"])
