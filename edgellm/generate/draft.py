@@ -56,25 +56,31 @@ class AdaptiveLength:
     what one more drafted token adds to a pass, as a share of a one-token pass (measured by the caller: ~10%
     in RAM, ~0 when the pass waits on flash, more with a draft model's own pass; the median of the last
     COST_WINDOW passes, so one pass slowed by something else does not stop the drafting). The i-th drafted
-    token pays when rate^i > cost, so the draft is floor(log(cost) / log(rate)) tokens long (at most MAX_DRAFT); while
-    rate <= cost nothing is drafted but a one-token probe after PROBE_EVERY passes, the gap doubling (up to
-    MAX_PROBE_GAP) each time a probe is rejected, so a drafter that keeps missing fades out."""
+    token pays when rate^i > cost, so the draft is floor(log(cost) / log(rate)) tokens long (at most
+    MAX_DRAFT); while rate <= cost nothing is drafted but a one-token probe after PROBE_EVERY passes, the gap
+    doubling (up to MAX_PROBE_GAP) each time a probe is rejected, so a drafter that keeps missing fades out."""
 
     def __init__(self, rate: float = 0.6, cost: float = 0.1):
-        self.rate, self.cost = rate, cost  # priors: most of a first draft taken, a token 10% of a pass
-        self.costs = deque([cost], maxlen=COST_WINDOW)  # the latest measured costs (the prior until measured)
+        self.rate = rate  # prior: most of a first draft taken
+        self.costs = deque([cost], maxlen=COST_WINDOW)  # the latest measured costs (prior: a token 10% of a pass)
         self.idle = 0  # passes since the last draft
         self.gap = PROBE_EVERY  # idle passes before the next probe
         self.probing = False  # the last draft asked for was a probe
 
     @property
+    def cost(self) -> float:
+        """What one more drafted token adds to a pass: the median of the latest measured costs."""
+        return statistics.median(self.costs)
+
+    @property
     def length(self) -> int:
         """Tokens the next draft may have (0: drafting does not pay now)."""
-        if self.rate <= self.cost:
+        cost = self.cost
+        if self.rate <= cost:
             return 0
-        if self.rate >= 0.999 or self.cost <= 0.0:
+        if self.rate >= 0.999 or cost <= 0.0:
             return MAX_DRAFT
-        return max(1, min(MAX_DRAFT, int(math.log(self.cost) / math.log(self.rate))))
+        return max(1, min(MAX_DRAFT, int(math.log(cost) / math.log(self.rate))))
 
     def wanted(self, limit: int) -> int:
         """Tokens to draft now: the adaptive length, a one-token probe after PROBE_EVERY idle passes, or 0."""
@@ -96,7 +102,6 @@ class AdaptiveLength:
         self.rate = (1 - SMOOTH) * self.rate + SMOOTH * accepted / trials
         if cost is not None:
             self.costs.append(min(1.0, max(0.0, cost)))
-            self.cost = statistics.median(self.costs)
 
 
 class PromptLookup(AdaptiveLength):
