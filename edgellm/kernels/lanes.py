@@ -311,6 +311,7 @@ def _tile(kind: str, lowering: str, tokens: int, packed: bool = False):
 KIND = {"q8": 0, "q4": 1, "q4a": 2}  # the stored types of the tiles, as numba sees them
 PACKED = 3  # kind + PACKED: the matrix's whole tiles are packed (pack())
 SLOTS = (8, 4, 2, 1) if TOKENS == 8 else (4, 2, 1)  # tile widths a run of tokens is cut into, widest first
+TOKEN_BLOCK = 64  # tokens row_tiles takes through its run of tiles at a time (see there)
 q8_8, q8_4, q8_2, q8_1 = (_tile("q8", LOWERING, n) for n in (8, 4, 2, 1))
 q4_8, q4_4, q4_2, q4_1 = (_tile("q4", LOWERING, n) for n in (8, 4, 2, 1))
 q4a_8, q4a_4, q4a_2, q4a_1 = (_tile("q4a", LOWERING, n) for n in (8, 4, 2, 1))
@@ -383,7 +384,9 @@ def row_tiles(codes, scales, mins, xq, xs, xsum, out, tail, kind, shift, t0, t1)
     """Row tiles t0..t1-1 (rows R*t..R*t+R-1, R = ROWS) of out[T, N] = x @ W.T for every token: codes i8[N, P]
     | u8[N, P/2], scales and mins u16[N, groups] (mins read for q4a only), xq i8[T, P], xs f32[T, P/32], xsum
     i32[T, P/32] from quantize_activation at group 32; tail f32[T, R] takes a last tile shorter than R. The tokens
-    go through tiles of SLOTS widths, widest first; a token's result is the same in any of them. kind: KIND of
+    go through tiles of SLOTS widths, widest first, TOKEN_BLOCK tokens at a time through the whole run of tiles
+    (a 512-token prefill's activations, 400 KB at SmolLM2's width, would not stay in a 512 KB L2 from one tile
+    to the next); a token's result is the same in any tile and any order. kind: KIND of
     the stored type, + PACKED when pack() has packed the whole tiles (a short last tile stays row-major)."""
     n, rb, ngs = codes.shape[0], codes.shape[1], scales.shape[1]
     stored = kind % PACKED
@@ -391,21 +394,23 @@ def row_tiles(codes, scales, mins, xq, xs, xsum, out, tail, kind, shift, t0, t1)
     c, s, m = codes.reshape(-1).view(np.uint8), scales.reshape(-1), mins.reshape(-1)
     xqf, xsf, xsumf = xq.reshape(-1), xs.reshape(-1), xsum.reshape(-1)
     px, ngx, t = xq.shape[1], xs.shape[1], xq.shape[0]
-    for tile in range(t0, t1):
-        r0 = ROWS * tile
-        short = r0 + ROWS > n
-        dst = tail if short else out
-        ocol = 0 if short else r0
-        k = stored if short else kind
-        tok = 0
-        for slots in SLOTS:
-            while t - tok >= slots:
-                _one(k, slots, c, rb, s, m, ngs, r0, n, xqf, xsf, xsumf, px, ngx, tok, dst, ocol, nb, shift)
-                tok += slots
-        if short:
-            for j in range(t):
-                for r in range(n - r0):
-                    out[j, r0 + r] = tail[j, r]
+    for b0 in range(0, t, TOKEN_BLOCK):
+        b1 = min(b0 + TOKEN_BLOCK, t)
+        for tile in range(t0, t1):
+            r0 = ROWS * tile
+            short = r0 + ROWS > n
+            dst = tail if short else out
+            ocol = 0 if short else r0
+            k = stored if short else kind
+            tok = b0
+            for slots in SLOTS:
+                while b1 - tok >= slots:
+                    _one(k, slots, c, rb, s, m, ngs, r0, n, xqf, xsf, xsumf, px, ngx, tok, dst, ocol, nb, shift)
+                    tok += slots
+            if short:
+                for j in range(b0, b1):
+                    for r in range(n - r0):
+                        out[j, r0 + r] = tail[j, r]
 
 
 @njit(nogil=True, cache=True)

@@ -20,6 +20,7 @@ from . import blas, lanes
 from .parallel import CLAIMS_PER_MATRIX, SMALL_BATCH, TILES_PER_CLAIM, claim, is_large, threads
 from .parallel import counter as claim_counter
 from .pool import rows_shared, share
+from .rowmath import quantize_span
 from .simd import q4_dot16
 
 with np.errstate(invalid="ignore"):  # widening f16 signalling NaNs raises the invalid flag on aarch64
@@ -70,19 +71,8 @@ def quantize_activation(x, group, padded, xq, xs, xsum):
 @njit(nogil=True, cache=True, inline="always")
 def quantize_group(x, g, group, xq, xs, xsum):
     """Group g of quantize_activation (kernels/stack.py quantizes groups on several threads)."""
-    lo, hi = g * group, min(g * group + group, x.shape[0])
-    amax = np.float32(0.0)
-    for j in range(lo, hi):
-        amax = max(amax, abs(x[j]))
-    s = amax / np.float32(127.0)
-    inv = np.float32(1.0) / s if s > 0 else np.float32(0.0)
-    tot = 0
-    for j in range(lo, lo + group):
-        v = int(np.rint(x[j] * inv)) if j < hi else 0
-        xq[j] = v
-        tot += v
-    xs[g] = s
-    xsum[g] = tot
+    lo = g * group
+    quantize_span(x, lo, min(lo + group, x.shape[0]), lo + group, xq, xs, xsum, g)
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -426,7 +416,7 @@ def matmuls(weights, x: np.ndarray, outs, ws: Workspace) -> None:
         quantize_activations(x, 32, padded, xq, xs, xsum)
         _tiles_of([w for w, _ in fused], [o for _, o in fused], t, ws)
         return
-    # a prefill chunk's rows quantized on the pool (SmolLM2: 10% of a 512-token prefill on one thread)
+    # a prefill chunk's rows quantized on the pool (SmolLM2, 512 x 576: 0.2 ms on one thread)
     q = threads() if is_large(x.nbytes) else 1
     rows_shared(lambda r0, r1: quantize_activations(x[r0:r1], 32, padded, xq[r0:r1], xs[r0:r1], xsum[r0:r1]), t, q)
     args = [_lanes_args(w) for w, _ in fused]

@@ -12,6 +12,7 @@ from numba.extending import overload
 from ..errors import UnsupportedModelError
 from .parallel import SMALL_BATCH, claim, is_large, threads
 from .pool import rows_shared, share
+from .rowmath import exp_sum, scale_max, silu_gate
 from .simd import dots8, half, wsum
 
 
@@ -56,25 +57,18 @@ def rmsnorm(x, weight, eps, out, ws) -> None:
 @njit(nogil=True, cache=True)
 def _silu_rows(gate, up, out, t0, t1):
     for t in range(t0, t1):
-        for j in range(gate.shape[1]):
-            out[t, j] = silu_times(gate[t, j], up[t, j])
+        silu_gate(gate[t], up[t], out[t], gate.shape[1])
 
 
 def silu_mul(gate, up, out) -> None:
-    """out = silu(gate) * up, element-wise over [T, I]; a prefill chunk's rows on the prefill pool (SmolLM2,
-    256 x 1536: 2 ms a layer on one thread, 8% of a 512-token prefill)."""
+    """out = silu(gate) * up, element-wise over [T, I] (rowmath.silu_gate); a prefill chunk's rows on the
+    prefill pool (SmolLM2, 512 x 1536: 0.8 ms a layer on one thread, 6 ms with a libm exp per element)."""
     t = gate.shape[0]
     n = threads() if t > SMALL_BATCH and is_large(gate.nbytes) else 1
     if n == 1:
         _silu_rows(gate, up, out, 0, t)
     else:
         rows_shared(lambda r0, r1: _silu_rows(gate, up, out, r0, r1), t, n)
-
-
-@njit(nogil=True, cache=True, inline="always")
-def silu_times(g, u):
-    """silu(g) * u: one element of silu_mul."""
-    return g / (np.float32(1.0) + np.exp(-g)) * u
 
 
 def inv_freq(head_dim: int, theta: float, scaling: dict | None) -> np.ndarray:
@@ -137,21 +131,16 @@ def _attention_rows(q, kc, vc, start, out, sc, h, t0, t1):
     whole = hd // LANES * LANES
     for t in range(t0, t1):
         n = start + t + 1  # causal: positions 0..start+t
-        mx = np.float32(-np.inf)
         qt = q[t, h]
         dots8(qt, 0, flat_k, kv * hd, stride, n, whole, sc)  # sc[p] = dot8(q row, key row p)
-        for p in range(n):
-            acc = sc[p]
-            for i in range(whole, hd):
-                acc += q[t, h, i] * as_f32(kc[p, kv, i])
-            acc *= scale
-            sc[p] = acc
-            mx = max(mx, acc)
-        tot = np.float32(0.0)
-        for p in range(n):
-            e = np.exp(sc[p] - mx)
-            sc[p] = e
-            tot += e
+        if whole < hd:  # head sizes not a multiple of LANES: the last dims in order
+            for p in range(n):
+                acc = sc[p]
+                for i in range(whole, hd):
+                    acc += q[t, h, i] * as_f32(kc[p, kv, i])
+                sc[p] = acc
+        mx = scale_max(sc, n, scale)
+        tot = exp_sum(sc, n, mx)
         for p in range(n):
             sc[p] = sc[p] / tot  # the weights
         row = out[t, h]

@@ -91,8 +91,8 @@ def half_bits(typingctx, value):
 def wsum(typingctx, w, v, v0, stride, n, out, o0, lanes):
     """out[o0 + i] = sum_p w[p] * v[v0 + p * stride + i] for i < lanes (8 or 64), p < n in order, from 0.0: w f32,
     v f32 or f16 bits (u16), all flat and contiguous. Attention's weighted sum of value rows, in vector
-    registers: `lanes` // 8 independent sums, so the adds of one key do not wait on each other. Per lane the
-    very operations (fmul, then fadd in p order) of the scalar loop, so the same bits."""
+    registers: `lanes` // 8 independent sums, so the adds of one key do not wait on each other. Per lane a
+    multiply-add in p order (llvm.fmuladd: fused where the host has FMA), the same bits wherever inlined."""
     if not isinstance(lanes, types.IntegerLiteral) or lanes.literal_value not in (8, 64):
         return None
     blocks = lanes.literal_value // 8
@@ -114,7 +114,7 @@ def wsum(typingctx, w, v, v0, stride, n, out, o0, lanes):
             row = builder.gep(pv, [builder.mul(p, step)])
             for b, acc in enumerate(accs):
                 vv = _load8(builder, builder.gep(row, [ir.Constant(ir.IntType(64), 8 * b)]), f16)
-                builder.store(builder.fadd(builder.load(acc), builder.fmul(splat, vv)), acc)
+                builder.store(_fmuladd8(builder, splat, vv, builder.load(acc)), acc)
         for b, acc in enumerate(accs):
             dst = builder.gep(po, [ir.Constant(ir.IntType(64), 8 * b)])
             builder.store(builder.load(acc), builder.bitcast(dst, v8.as_pointer()), align=4)
@@ -128,8 +128,9 @@ def dots8(typingctx, q, q0, k, k0, stride, n, whole, out):
     """out[p] = sum_i q[q0 + i] * k[k0 + p * stride + i], i < whole (a multiple of 8), for p < n: attention's
     scores of one query against n key rows (q f32; k f32 or f16 bits; flat and contiguous). Each key's sum in
     eight vector lanes added in a fixed tree (_tree8): the same bits wherever it is inlined (a fastmath loop's
-    reduction order is LLVM's choice, which may differ from one caller to another). Four keys at a time, so
-    their sums run side by side instead of each add waiting on the one before."""
+    reduction order is LLVM's choice, which may differ from one caller to another). Eight keys at a time, so
+    their sums run side by side instead of each add waiting on the one before, and their trees run together
+    (_trees8)."""
     sig = types.void(q, q0, k, k0, stride, n, whole, out)
     f16 = k.dtype == types.uint16
 
@@ -141,22 +142,25 @@ def dots8(typingctx, q, q0, k, k0, stride, n, whole, out):
         pk = builder.gep(_ptr(context, builder, signature.args[2], args[2]), [_i64(builder, args[3])])
         po = _ptr(context, builder, signature.args[7], args[7])
         step, count, width = _i64(builder, args[4]), _i64(builder, args[5]), _i64(builder, args[6])
-        group = builder.mul(builder.sdiv(count, ir.Constant(i64, 4)), ir.Constant(i64, 4))
+        group = builder.mul(builder.sdiv(count, ir.Constant(i64, 8)), ir.Constant(i64, 8))
 
-        def keys(first, m: int):  # the scores of keys first..first+m-1
+        def keys(first, m: int):  # the scores of keys first..first+m-1 (m = 8 or 1)
             rows = [builder.gep(pk, [builder.mul(builder.add(first, ir.Constant(i64, j)), step)]) for j in range(m)]
             accs = [cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8)) for _ in range(m)]
             with cgutils.for_range_slice(builder, ir.Constant(i64, 0), width, ir.Constant(i64, 8)) as (i, _):
                 qv = builder.load(builder.bitcast(builder.gep(pq, [i]), v8.as_pointer()), align=4)
                 for row, acc in zip(rows, accs):
                     kv = _load8(builder, builder.gep(row, [i]), f16)
-                    builder.store(builder.fadd(builder.load(acc), builder.fmul(qv, kv)), acc)
-            for j, acc in enumerate(accs):
-                dst = builder.gep(po, [builder.add(first, ir.Constant(i64, j))])
-                builder.store(_tree8(builder, builder.load(acc)), dst)
+                    builder.store(_fmuladd8(builder, qv, kv, builder.load(acc)), acc)
+            dst = builder.gep(po, [first])
+            if m == 8:
+                sums = _trees8(builder, [builder.load(acc) for acc in accs])
+                builder.store(sums, builder.bitcast(dst, v8.as_pointer()), align=4)
+            else:
+                builder.store(_tree8(builder, builder.load(accs[0])), dst)
 
-        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), group, ir.Constant(i64, 4)) as (p, _):
-            keys(p, 4)
+        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), group, ir.Constant(i64, 8)) as (p, _):
+            keys(p, 8)
         with cgutils.for_range_slice(builder, group, count, ir.Constant(i64, 1)) as (p, _):
             keys(p, 1)
         return context.get_dummy_value()
@@ -185,6 +189,30 @@ def _tree8(builder, v):
     e = [builder.extract_element(v, ir.Constant(ir.IntType(32), k)) for k in range(8)]
     pairs = [builder.fadd(e[0], e[1]), builder.fadd(e[2], e[3]), builder.fadd(e[4], e[5]), builder.fadd(e[6], e[7])]
     return builder.fadd(builder.fadd(pairs[0], pairs[1]), builder.fadd(pairs[2], pairs[3]))
+
+
+def _trees8(builder, vs: list):
+    """<8 x float> whose lane j is _tree8(vs[j]), the 8 trees together: each level adds the neighbouring lanes
+    of two vectors at once (lanes 2i and 2i+1 of a, then of b), so level 3 holds ((e0+e1)+(e2+e3)) +
+    ((e4+e5)+(e6+e7)) of every vector, as _tree8 adds them."""
+    even, odd = _idx32(range(0, 16, 2)), _idx32(range(1, 16, 2))
+    while len(vs) > 1:
+        vs = [
+            builder.fadd(builder.shuffle_vector(a, b, even), builder.shuffle_vector(a, b, odd))
+            for a, b in zip(vs[0::2], vs[1::2])
+        ]
+    return vs[0]
+
+
+def _idx32(values) -> ir.Constant:
+    values = list(values)
+    return ir.Constant(ir.VectorType(ir.IntType(32), len(values)), values)
+
+
+def _fmuladd8(builder, a, b, c):
+    """a * b + c on <8 x float>, fused where the host has FMA (one instruction instead of two)."""
+    v8 = ir.VectorType(ir.FloatType(), 8)
+    return _call(builder, "llvm.fmuladd.v8f32", v8, a, b, c)
 
 
 def _i64(builder, value):

@@ -35,8 +35,9 @@ from numba.typed import List
 from ..quant import QTensor, integer_kernels
 from . import lanes
 from .matvec import PHASES, _claimed, _lanes_args, quantize_activations, quantize_group
-from .ops import _attention_heads, _rmsnorm_rows, apply_rope, silu_times
+from .ops import _attention_heads, _rmsnorm_rows, apply_rope
 from .parallel import TILES_PER_CLAIM, add_at, load_at, relax
+from .rowmath import silu_gate
 from .simd import half_bits
 
 MATRICES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
@@ -124,14 +125,11 @@ def _gated(ctr, p, gate, up, gate_bias, up_bias, padded, xq, xs, xsum):
         g1 = min(g0 + GATED_GROUPS, padded // 32)
         row, urow = gate[j], up[j]
         e0, e1 = g0 * 32, min(g1 * 32, cols)
-        if gate_bias.shape[0] or up_bias.shape[0]:
-            for e in range(e0, e1):
-                g = row[e] + gate_bias[e] if gate_bias.shape[0] else row[e]
-                u = urow[e] + up_bias[e] if up_bias.shape[0] else urow[e]
-                row[e] = silu_times(g, u)
-        else:
-            for e in range(e0, e1):
-                row[e] = silu_times(row[e], urow[e])
+        for e in range(e0, e1 if gate_bias.shape[0] else e0):
+            row[e] += gate_bias[e]
+        for e in range(e0, e1 if up_bias.shape[0] else e0):
+            urow[e] += up_bias[e]
+        silu_gate(row[e0:e1], urow[e0:e1], row[e0:e1], e1 - e0)
         for g in range(g0, g1):
             quantize_group(row, g, 32, xq[j], xs[j], xsum[j])
         _done(ctr, p, 1)
