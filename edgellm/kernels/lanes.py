@@ -24,7 +24,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .simd import _PREFETCH, LOWERING, _call, _ptr, _splat, _vec
+from .simd import _PREFETCH, LOWERING, _broadcast, _call, _idx, _ptr, _splat, _vec
 
 ROWS_OF = {"vnni": 16, "avx2": 8, "dot": 8, "portable": 8}  # rows per tile: a 512-bit vector with AVX-512
 ROWS = ROWS_OF[LOWERING]
@@ -39,11 +39,6 @@ F32 = ir.FloatType()
 
 def _vf(rows: int) -> ir.VectorType:
     return ir.VectorType(F32, rows)
-
-
-def _idx(values) -> ir.Constant:
-    values = list(values)
-    return ir.Constant(ir.VectorType(i32, len(values)), values)
 
 
 def _dot4(lowering: str, builder, acc, a, b, a_signed: bool):
@@ -90,11 +85,6 @@ def _transpose(builder, rows: list) -> list:
     width = rows[0].type.count
     every = _concat(builder, rows)
     return [builder.shuffle_vector(every, every, _idx(r * width + d for r in range(len(rows)))) for d in range(width)]
-
-
-def _splat_i32(builder, v, n):
-    vec = builder.insert_element(ir.Constant(ir.VectorType(v.type, n), ir.Undefined), v, ir.Constant(i32, 0))
-    return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(i32, n), [0] * n))
 
 
 def _prefetch(builder, ptr, off):
@@ -236,21 +226,21 @@ def _tile_codegen(context, builder, signature, args, kind: str, lowering: str, t
             if kind == "q8" and lowering == "vnni":  # x + 128 as u8 against the signed weights
                 a, b = (
                     builder.bitcast(
-                        _splat_i32(builder, builder.xor(xd, ir.Constant(i32, 0x80808080)), R), _vec(4 * R, 8)
+                        _broadcast(builder, builder.xor(xd, ir.Constant(i32, 0x80808080)), R), _vec(4 * R, 8)
                     ),
                     step[0],
                 )
                 dot = _dot4(lowering, builder, dot, a, b, False)
             elif kind == "q8" and lowering == "avx2":
-                xb = builder.bitcast(_splat_i32(builder, xd, R), _vec(4 * R, 8))
+                xb = builder.bitcast(_broadcast(builder, xd, R), _vec(4 * R, 8))
                 b = _call(builder, "llvm.x86.avx2.psign.b", _vec(32, 8), xb, step[2])
                 dot = _dot4(lowering, builder, dot, step[0], b, False)
             elif pairs16:
-                xb = builder.bitcast(_splat_i32(builder, xd, R), _vec(4 * R, 8))
+                xb = builder.bitcast(_broadcast(builder, xd, R), _vec(4 * R, 8))
                 m = _call(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(16, 16), step[0], xb)
                 p16 = m if p16 is None else builder.add(p16, m)
             else:
-                xb = builder.bitcast(_splat_i32(builder, xd, R), _vec(4 * R, 8))
+                xb = builder.bitcast(_broadcast(builder, xd, R), _vec(4 * R, 8))
                 dot = _dot4(lowering, builder, dot, step[0], xb, kind == "q8")
         if p16 is not None:
             dot = _call(builder, "llvm.x86.avx2.pmadd.wd", VI, p16, _splat(16, 16, 1))
@@ -258,15 +248,15 @@ def _tile_codegen(context, builder, signature, args, kind: str, lowering: str, t
         xsj = builder.load(builder.gep(xsp, [gi]))
         if kind == "q4":  # nibble v stands for v - 8
             dot = builder.sub(
-                dot, _splat_i32(builder, builder.mul(builder.load(builder.gep(xsump, [gi])), ir.Constant(i32, 8)), R)
+                dot, _broadcast(builder, builder.mul(builder.load(builder.gep(xsump, [gi])), ir.Constant(i32, 8)), R)
             )
         elif wsum is not None:
             dot = builder.sub(dot, wsum)
-        scale = builder.fmul(svec, _splat_i32(builder, xsj, R))
+        scale = builder.fmul(svec, _broadcast(builder, xsj, R))
         acc = builder.call(fmuladd, [builder.sitofp(dot, VF), scale, accs[j]])
         if mvec is not None:
             xm = builder.fmul(xsj, builder.sitofp(builder.load(builder.gep(xsump, [gi])), F32))
-            acc = builder.call(fmuladd, [mvec, _splat_i32(builder, xm, R), acc])
+            acc = builder.call(fmuladd, [mvec, _broadcast(builder, xm, R), acc])
         new_accs.append(acc)
     g_next = builder.add(g, c(1))
     body_end = builder.block

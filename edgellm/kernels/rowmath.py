@@ -13,7 +13,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .simd import _call, _i64, _ptr, _tree8, _vec
+from .simd import _broadcast, _call, _i64, _over, _ptr, _tree8, _vec
 
 F32, I8, I32, I64 = ir.FloatType(), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 
@@ -33,13 +33,6 @@ def _const(k: int, v: float) -> ir.Constant:
     return ir.Constant(_vf(k), [v] * k)
 
 
-def _splat(builder, x, k: int):
-    """A scalar as a <k x T> vector."""
-    vt = ir.VectorType(x.type, k)
-    one = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
-    return builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, k), [0] * k))
-
-
 def _exp(builder, x):
     """exp(x) lane by lane, x a <k x float>."""
     k = x.type.count
@@ -56,15 +49,6 @@ def _exp(builder, x):
         ir.Constant(_vec(k, 32), [23] * k),
     )
     return builder.fmul(p, builder.bitcast(bits, _vf(k)))
-
-
-def _over(builder, count, body) -> None:
-    """body(p, k) for p = 0, 8, 16 .. with k = 8 while 8 elements remain, then p one by one with k = 1."""
-    whole = builder.mul(builder.sdiv(count, ir.Constant(I64, 8)), ir.Constant(I64, 8))
-    with cgutils.for_range_slice(builder, ir.Constant(I64, 0), whole, ir.Constant(I64, 8)) as (p, _):
-        body(p, 8)
-    with cgutils.for_range_slice(builder, whole, count, ir.Constant(I64, 1)) as (p, _):
-        body(p, 1)
 
 
 def _at(builder, base, p, ty):
@@ -97,7 +81,7 @@ def scale_max(typingctx, s, n, scale):
 
         def body(p, k):
             ptr = _at(builder, ps, p, _vf(k))
-            v = builder.fmul(builder.load(ptr, align=4), _splat(builder, args[2], k))
+            v = builder.fmul(builder.load(ptr, align=4), _broadcast(builder, args[2], k))
             builder.store(v, ptr, align=4)
             builder.store(_call(builder, f"llvm.maxnum.v{k}f32", _vf(k), builder.load(best[k]), v), best[k])
 
@@ -120,7 +104,7 @@ def exp_sum(typingctx, s, n, shift):
 
         def body(p, k):
             ptr = _at(builder, ps, p, _vf(k))
-            e = _exp(builder, builder.fsub(builder.load(ptr, align=4), _splat(builder, args[2], k)))
+            e = _exp(builder, builder.fsub(builder.load(ptr, align=4), _broadcast(builder, args[2], k)))
             builder.store(e, ptr, align=4)
             builder.store(builder.fadd(builder.load(sums[k]), e), sums[k])
 
@@ -183,7 +167,7 @@ def quantize_span(typingctx, x, lo, hi, end, xq, xs, xsum, g):
         sums = _accumulators(builder, lambda k: _vec(k, 32), 0)
 
         def codes(p, k):
-            v = builder.fmul(builder.load(_at(builder, xg, p, _vf(k)), align=4), _splat(builder, inv, k))
+            v = builder.fmul(builder.load(_at(builder, xg, p, _vf(k)), align=4), _broadcast(builder, inv, k))
             q = builder.fptosi(_call(builder, f"llvm.rint.v{k}f32", _vf(k), v), _vec(k, 32))
             builder.store(builder.trunc(q, _vec(k, 8)), _at(builder, qg, p, _vec(k, 8)), align=1)
             builder.store(builder.add(builder.load(sums[k]), q), sums[k])

@@ -110,7 +110,7 @@ def wsum(typingctx, w, v, v0, stride, n, out, o0, lanes):
         accs = [cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8)) for _ in range(blocks)]
         with cgutils.for_range(builder, _i64(builder, args[4])) as loop:
             p = loop.index
-            splat = _splat8(builder, builder.load(builder.gep(pw, [p])))
+            splat = _broadcast(builder, builder.load(builder.gep(pw, [p])), 8)
             row = builder.gep(pv, [builder.mul(p, step)])
             for b, acc in enumerate(accs):
                 vv = _load8(builder, builder.gep(row, [ir.Constant(ir.IntType(64), 8 * b)]), f16)
@@ -142,7 +142,6 @@ def dots8(typingctx, q, q0, k, k0, stride, n, whole, out):
         pk = builder.gep(_ptr(context, builder, signature.args[2], args[2]), [_i64(builder, args[3])])
         po = _ptr(context, builder, signature.args[7], args[7])
         step, count, width = _i64(builder, args[4]), _i64(builder, args[5]), _i64(builder, args[6])
-        group = builder.mul(builder.sdiv(count, ir.Constant(i64, 8)), ir.Constant(i64, 8))
 
         def keys(first, m: int):  # the scores of keys first..first+m-1 (m = 8 or 1)
             rows = [builder.gep(pk, [builder.mul(builder.add(first, ir.Constant(i64, j)), step)]) for j in range(m)]
@@ -159,20 +158,36 @@ def dots8(typingctx, q, q0, k, k0, stride, n, whole, out):
             else:
                 builder.store(_tree8(builder, builder.load(accs[0])), dst)
 
-        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), group, ir.Constant(i64, 8)) as (p, _):
-            keys(p, 8)
-        with cgutils.for_range_slice(builder, group, count, ir.Constant(i64, 1)) as (p, _):
-            keys(p, 1)
+        _over(builder, count, keys)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-def _splat8(builder, x):
-    v8 = ir.VectorType(ir.FloatType(), 8)
-    one = builder.insert_element(ir.Constant(v8, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
-    zeros = ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8)
-    return builder.shuffle_vector(one, ir.Constant(v8, ir.Undefined), zeros)
+def _broadcast(builder, x, k: int):
+    """A scalar value as a <k x T> vector, every lane x."""
+    vt = ir.VectorType(x.type, k)
+    one = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined), _idx([0] * k))
+
+
+def _idx(values) -> ir.Constant:
+    """Lane indices for shufflevector, as an <n x i32> constant."""
+    values = list(values)
+    return ir.Constant(ir.VectorType(ir.IntType(32), len(values)), values)
+
+
+def _over(builder, count, body) -> None:
+    """body(p, k) for p = 0, 8, 16 .. with k = 8 while 8 elements remain, then p one by one with k = 1 (count
+    an i64)."""
+    from numba.core import cgutils
+
+    i64 = ir.IntType(64)
+    whole = builder.mul(builder.sdiv(count, ir.Constant(i64, 8)), ir.Constant(i64, 8))
+    with cgutils.for_range_slice(builder, ir.Constant(i64, 0), whole, ir.Constant(i64, 8)) as (p, _):
+        body(p, 8)
+    with cgutils.for_range_slice(builder, whole, count, ir.Constant(i64, 1)) as (p, _):
+        body(p, 1)
 
 
 def _load8(builder, ptr, f16: bool):
@@ -195,18 +210,13 @@ def _trees8(builder, vs: list):
     """<8 x float> whose lane j is _tree8(vs[j]), the 8 trees together: each level adds the neighbouring lanes
     of two vectors at once (lanes 2i and 2i+1 of a, then of b), so level 3 holds ((e0+e1)+(e2+e3)) +
     ((e4+e5)+(e6+e7)) of every vector, as _tree8 adds them."""
-    even, odd = _idx32(range(0, 16, 2)), _idx32(range(1, 16, 2))
+    even, odd = _idx(range(0, 16, 2)), _idx(range(1, 16, 2))
     while len(vs) > 1:
         vs = [
             builder.fadd(builder.shuffle_vector(a, b, even), builder.shuffle_vector(a, b, odd))
             for a, b in zip(vs[0::2], vs[1::2])
         ]
     return vs[0]
-
-
-def _idx32(values) -> ir.Constant:
-    values = list(values)
-    return ir.Constant(ir.VectorType(ir.IntType(32), len(values)), values)
 
 
 def _fmuladd8(builder, a, b, c):

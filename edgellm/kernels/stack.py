@@ -125,10 +125,12 @@ def _gated(ctr, p, gate, up, gate_bias, up_bias, padded, xq, xs, xsum):
         g1 = min(g0 + GATED_GROUPS, padded // 32)
         row, urow = gate[j], up[j]
         e0, e1 = g0 * 32, min(g1 * 32, cols)
-        for e in range(e0, e1 if gate_bias.shape[0] else e0):
-            row[e] += gate_bias[e]
-        for e in range(e0, e1 if up_bias.shape[0] else e0):
-            urow[e] += up_bias[e]
+        if gate_bias.shape[0]:
+            for e in range(e0, e1):
+                row[e] += gate_bias[e]
+        if up_bias.shape[0]:
+            for e in range(e0, e1):
+                urow[e] += up_bias[e]
         silu_gate(row[e0:e1], urow[e0:e1], row[e0:e1], e1 - e0)
         for g in range(g0, g1):
             quantize_group(row, g, 32, xq[j], xs[j], xsum[j])
