@@ -300,7 +300,8 @@ def _tile(kind: str, lowering: str, tokens: int, packed: bool = False):
 
 KIND = {"q8": 0, "q4": 1, "q4a": 2}  # the stored types of the tiles, as numba sees them
 PACKED = 3  # kind + PACKED: the matrix's whole tiles are packed (pack())
-SLOTS = (8, 4, 2, 1) if TOKENS == 8 else (4, 2, 1)  # tile widths a run of tokens is cut into, widest first
+WIDE = TOKENS == 8  # 8-token tiles are compiled only where they are used
+SLOTS = (8, 4, 2, 1) if WIDE else (4, 2, 1)  # tile widths a run of tokens is cut into, widest first
 TOKEN_BLOCK = 64  # tokens row_tiles takes through its run of tiles at a time (see there)
 q8_8, q8_4, q8_2, q8_1 = (_tile("q8", LOWERING, n) for n in (8, 4, 2, 1))
 q4_8, q4_4, q4_2, q4_1 = (_tile("q4", LOWERING, n) for n in (8, 4, 2, 1))
@@ -315,7 +316,7 @@ def _one(kind, slots, c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, out, 
     """One tile of `slots` tokens from tok (a literal tile width each: numba inlines the intrinsics)."""
     a = (c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, slots, out, ocol, nb, shift)
     if kind == 0:
-        if slots == 8:
+        if WIDE and slots == 8:
             q8_8(*a)
         elif slots == 4:
             q8_4(*a)
@@ -324,7 +325,7 @@ def _one(kind, slots, c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, out, 
         else:
             q8_1(*a)
     elif kind == 1:
-        if slots == 8:
+        if WIDE and slots == 8:
             q4_8(*a)
         elif slots == 4:
             q4_4(*a)
@@ -333,7 +334,7 @@ def _one(kind, slots, c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, out, 
         else:
             q4_1(*a)
     elif kind == 2:
-        if slots == 8:
+        if WIDE and slots == 8:
             q4a_8(*a)
         elif slots == 4:
             q4a_4(*a)
@@ -342,7 +343,7 @@ def _one(kind, slots, c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, out, 
         else:
             q4a_1(*a)
     elif kind == 3:
-        if slots == 8:
+        if WIDE and slots == 8:
             pq8_8(*a)
         elif slots == 4:
             pq8_4(*a)
@@ -351,7 +352,7 @@ def _one(kind, slots, c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, out, 
         else:
             pq8_1(*a)
     elif kind == 4:
-        if slots == 8:
+        if WIDE and slots == 8:
             pq4_8(*a)
         elif slots == 4:
             pq4_4(*a)
@@ -359,7 +360,7 @@ def _one(kind, slots, c, rb, s, m, ngs, r0, n, xq, xs, xsum, px, ngx, tok, out, 
             pq4_2(*a)
         else:
             pq4_1(*a)
-    elif slots == 8:
+    elif WIDE and slots == 8:
         pq4a_8(*a)
     elif slots == 4:
         pq4a_4(*a)

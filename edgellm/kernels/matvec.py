@@ -137,15 +137,17 @@ def _f16_rows(w, x, table, out, t0, t1):
 # A driver per kernel because numba compiles a parallel region per call site.
 @njit(nogil=True, cache=True, inline="always")
 def _claimed(c0, s0, m0, o0, k0, h0, c1, s1, m1, o1, k1, h1, c2, s2, m2, o2, k2, h2, n0, n1, xq, xs, xsum, tails, a, b):
-    """Tiles a..b-1 of the joined tile range of up to three matrices (n0, n1 tiles in the first two)."""
-    if a < n0:
-        lanes.row_tiles(c0, s0, m0, xq, xs, xsum, o0, tails[0], k0, h0, a, min(b, n0))
-    if b > n0 and a < n0 + n1:
-        lo, hi = max(a, n0) - n0, min(b, n0 + n1) - n0
-        lanes.row_tiles(c1, s1, m1, xq, xs, xsum, o1, tails[1], k1, h1, lo, hi)
-    if b > n0 + n1:
-        lo, hi = max(a, n0 + n1) - n0 - n1, b - n0 - n1
-        lanes.row_tiles(c2, s2, m2, xq, xs, xsum, o2, tails[2], k2, h2, lo, hi)
+    """Tiles a..b-1 of the joined tile range of up to three matrices (n0, n1 tiles in the first two). One call
+    site of row_tiles, in a loop: LLVM may inline row_tiles (its 18 tile kernels) at every site, and each caller
+    up to the parallel region optimizes again what it links in, so every site costs compile time."""
+    cs, ss, ms, dsts = (c0, c1, c2), (s0, s1, s2), (m0, m1, m2), (o0, o1, o2)
+    ks, hs = (k0, k1, k2), (h0, h1, h2)
+    first, last = (0, n0, n0 + n1), (n0, n0 + n1, 1 << 62)  # matrix j's tiles in the joined range
+    for j in range(3):
+        lo, hi = max(a, first[j]), min(b, last[j])
+        if lo < hi:
+            a0, b0 = lo - first[j], hi - first[j]
+            lanes.row_tiles(cs[j], ss[j], ms[j], xq, xs, xsum, dsts[j], tails[j], ks[j], hs[j], a0, b0)
 
 
 @njit(parallel=True, nogil=True, cache=True)
