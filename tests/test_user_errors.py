@@ -472,3 +472,44 @@ def test_convert_summary_names_the_file_size_beside_the_stored_chunks(stories_di
     r = cli("convert", stories_dir, "-o", out, env=env)
     assert r.returncode == 0, r.stderr
     assert f"file {out.stat().st_size / 1e6:,.2f} MB" in r.stdout and "weight chunks" in r.stdout
+
+
+def test_a_first_compile_is_announced_once_and_only_at_a_terminal(monkeypatch, capsys):
+    """A cold kernel cache makes the first pass compile for a minute or more: at a terminal the CLI says so
+    in one note, once; numba's own cache loads and other packages' functions say nothing."""
+    from numba import njit
+    from numba.core import event
+
+    from edgellm.cli import main as cli_main
+    from edgellm.kernels import compiling
+
+    calls = []
+    listener = compiling.on_first_compile(lambda: calls.append(1))
+    try:
+
+        def probe(n):
+            return n + 1
+
+        def other(n):
+            return n + 2
+
+        other.__module__ = "not_edgellm"
+        assert njit(other)(1) == 3 and calls == []  # not one of ours
+        probe.__module__ = "edgellm.probe"
+        assert njit(probe)(1) == 2 and calls == [1]
+        probe2 = lambda n: n * 2  # noqa: E731
+        probe2.__module__ = "edgellm.probe"
+        assert njit(probe2)(3) == 6 and calls == [1]  # once a process
+    finally:
+        event.unregister("numba:compile", listener)
+
+    registered = []
+    monkeypatch.setattr(compiling, "on_first_compile", lambda cb: registered.append(cb))
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() sets its one-line notes
+    for tty in (False, True):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda tty=tty: tty, raising=False)
+        assert cli_main.main(["inspect", "/nonexistent/model.ellm"]) == 1
+        assert len(registered) == int(tty)  # at the terminal only
+    capsys.readouterr()
+    registered[0]()
+    assert capsys.readouterr().err == f"edgellm: note: {compiling.NOTICE}\n"

@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     if extra:  # reported by the subcommand, so its usage is the one shown
         args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if sys.stderr.isatty():  # someone is watching: a first run's compile must not look like a hang
+        from ..kernels.compiling import NOTICE, on_first_compile
+
+        on_first_compile(lambda: print(f"edgellm: note: {NOTICE}", file=sys.stderr, flush=True))
     try:
         return args._run(args) or 0
     except EdgeLLMError as e:
