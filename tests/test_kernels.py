@@ -116,6 +116,40 @@ def test_attention_gqa_causal(start):
             np.testing.assert_allclose(out[i, j], (p / p.sum()) @ v, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("per", [2, 3, 4, 5, 8])
+def test_grouped_attention_gives_each_heads_own_bits(per):
+    """Decode's attention takes a KV group's query heads together (ops._attention_groups: simd.dots_heads and
+    wsum_heads, chunks of 2-4 heads): every output equals, bit for bit, that head computed alone as prefill does
+    (_attention_rows), for head sizes with 16-, 8-lane and scalar tails, f32 and f16 caches, 1 and 3 tokens;
+    and the numbers are attention's."""
+    from edgellm.kernels import ops
+
+    kv, ctx = 2, 48
+    for hd, dt, t, start in (
+        (64, np.float16, 1, 40),
+        (72, np.float32, 3, 9),
+        (36, np.float16, 3, 0),
+        (8, np.float32, 1, 5),
+    ):
+        h = kv * per
+        q = RNG.standard_normal((t, h, hd)).astype(np.float32)
+        kc, vc = (RNG.standard_normal((ctx, kv, hd)).astype(dt) for _ in range(2))
+        bits = (lambda a: a.view(np.uint16)) if dt == np.float16 else (lambda a: a)
+        got, alone = np.zeros_like(q), np.zeros_like(q)
+        ops._attention_groups(q, bits(kc), bits(vc), start, got, np.zeros((h, ctx), np.float32), 0, kv)
+        sc = np.zeros((h, ctx), np.float32)
+        for j in range(h):
+            ops._attention_rows(q, bits(kc), bits(vc), start, alone, sc[j], j, 0, t)
+        np.testing.assert_array_equal(got, alone, err_msg=f"head size {hd}, {dt.__name__}")
+        k32, v32 = kc.astype(np.float64), vc.astype(np.float64)
+        for i in range(t):
+            n = start + i + 1
+            for j in range(h):
+                s = k32[:n, j // per] @ q[i, j] / np.sqrt(hd)
+                p = np.exp(s - s.max())
+                np.testing.assert_allclose(got[i, j], (p / p.sum()) @ v32[:n, j // per], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("t", [1, 5])
 def test_attention_over_an_f16_cache_is_attention_over_its_f32_values(t):
     """The f16 cache is widened exactly as it is read: the same bits as an f32 cache holding its values, for

@@ -164,6 +164,96 @@ def dots8(typingctx, q, q0, k, k0, stride, n, whole, out):
     return sig, codegen
 
 
+KEYS_WITH = {2: 4, 3: 2, 4: 2}  # keys a block of dots_heads takes, by heads: heads x keys sums + heads query
+# vectors + a key vector in AVX2's 16 registers
+
+
+@intrinsic
+def dots_heads(typingctx, q, q0, qstep, k, k0, stride, n, whole, out, o0, ostep, heads):
+    """dots8 for `heads` (2, 3 or 4) queries sharing their key rows (a GQA group): out[o0 + h * ostep + p] =
+    sum_i q[q0 + h * qstep + i] * k[k0 + p * stride + i], i < whole, p < n. Each key row is loaded (and widened
+    from f16) once for all the heads, where dots8 a head at a time loads it once per head; every (head, key) sum
+    is dots8's, lane by lane and tree by tree, so the same bits."""
+    if not isinstance(heads, types.IntegerLiteral) or heads.literal_value not in KEYS_WITH:
+        return None
+    nh = heads.literal_value
+    sig = types.void(q, q0, qstep, k, k0, stride, n, whole, out, o0, ostep, heads)
+    f16 = k.dtype == types.uint16
+
+    def codegen(context, builder, signature, args):
+        from numba.core import cgutils
+
+        i64, v8 = ir.IntType(64), ir.VectorType(ir.FloatType(), 8)
+        pq = builder.gep(_ptr(context, builder, signature.args[0], args[0]), [_i64(builder, args[1])])
+        pk = builder.gep(_ptr(context, builder, signature.args[3], args[3]), [_i64(builder, args[4])])
+        po = builder.gep(_ptr(context, builder, signature.args[8], args[8]), [_i64(builder, args[9])])
+        qs = [builder.gep(pq, [builder.mul(_i64(builder, args[2]), ir.Constant(i64, h))]) for h in range(nh)]
+        os_ = [builder.gep(po, [builder.mul(_i64(builder, args[10]), ir.Constant(i64, h))]) for h in range(nh)]
+        step, count, width = _i64(builder, args[5]), _i64(builder, args[6]), _i64(builder, args[7])
+
+        def keys(first, m: int):  # the scores of keys first..first+m-1 for every head
+            rows = [builder.gep(pk, [builder.mul(builder.add(first, ir.Constant(i64, j)), step)]) for j in range(m)]
+            accs = [[cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8)) for _ in range(m)] for _ in qs]
+            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), width, ir.Constant(i64, 8)) as (i, _):
+                qv = [builder.load(builder.bitcast(builder.gep(p, [i]), v8.as_pointer()), align=4) for p in qs]
+                for j, row in enumerate(rows):
+                    kv = _load8(builder, builder.gep(row, [i]), f16)
+                    for h in range(nh):
+                        builder.store(_fmuladd8(builder, qv[h], kv, builder.load(accs[h][j])), accs[h][j])
+            for h in range(nh):
+                sums = _trees(builder, [builder.load(a) for a in accs[h]])
+                for j in range(m):
+                    dst = builder.gep(os_[h], [builder.add(first, ir.Constant(i64, j))])
+                    builder.store(builder.extract_element(sums, ir.Constant(ir.IntType(32), j)), dst)
+
+        _over(builder, count, keys, KEYS_WITH[nh])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def wsum_heads(typingctx, w, w0, wstep, v, v0, stride, n, out, o0, ostep, lanes, heads):
+    """wsum for `heads` (2, 3 or 4) weight rows sharing their value rows (a GQA group): out[o0 + h * ostep + i] =
+    sum_p w[w0 + h * wstep + p] * v[v0 + p * stride + i], i < lanes (8, 16 or 32), p < n in order from 0.0. A
+    value row is loaded (and widened) once for all the heads; per lane wsum's multiply-adds in p order, so the
+    same bits."""
+    if not isinstance(heads, types.IntegerLiteral) or heads.literal_value not in KEYS_WITH:
+        return None
+    if not isinstance(lanes, types.IntegerLiteral) or lanes.literal_value not in (8, 16, 32):
+        return None
+    nh, blocks = heads.literal_value, lanes.literal_value // 8
+    sig = types.void(w, w0, wstep, v, v0, stride, n, out, o0, ostep, lanes, heads)
+    f16 = v.dtype == types.uint16
+
+    def codegen(context, builder, signature, args):
+        from numba.core import cgutils
+
+        i64, v8 = ir.IntType(64), ir.VectorType(ir.FloatType(), 8)
+        pw = builder.gep(_ptr(context, builder, signature.args[0], args[0]), [_i64(builder, args[1])])
+        pv = builder.gep(_ptr(context, builder, signature.args[3], args[3]), [_i64(builder, args[4])])
+        po = builder.gep(_ptr(context, builder, signature.args[7], args[7]), [_i64(builder, args[8])])
+        ws = [builder.gep(pw, [builder.mul(_i64(builder, args[2]), ir.Constant(i64, h))]) for h in range(nh)]
+        os_ = [builder.gep(po, [builder.mul(_i64(builder, args[9]), ir.Constant(i64, h))]) for h in range(nh)]
+        step = _i64(builder, args[5])
+        accs = [[cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8)) for _ in range(blocks)] for _ in ws]
+        with cgutils.for_range(builder, _i64(builder, args[6])) as loop:
+            p = loop.index
+            splats = [_broadcast(builder, builder.load(builder.gep(wp, [p])), 8) for wp in ws]
+            row = builder.gep(pv, [builder.mul(p, step)])
+            for b in range(blocks):
+                vv = _load8(builder, builder.gep(row, [ir.Constant(i64, 8 * b)]), f16)
+                for h in range(nh):
+                    builder.store(_fmuladd8(builder, splats[h], vv, builder.load(accs[h][b])), accs[h][b])
+        for h in range(nh):
+            for b in range(blocks):
+                dst = builder.gep(os_[h], [ir.Constant(i64, 8 * b)])
+                builder.store(builder.load(accs[h][b]), builder.bitcast(dst, v8.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 def _broadcast(builder, x, k: int):
     """A scalar value as a <k x T> vector, every lane x."""
     vt = ir.VectorType(x.type, k)
@@ -177,15 +267,15 @@ def _idx(values) -> ir.Constant:
     return ir.Constant(ir.VectorType(ir.IntType(32), len(values)), values)
 
 
-def _over(builder, count, body) -> None:
-    """body(p, k) for p = 0, 8, 16 .. with k = 8 while 8 elements remain, then p one by one with k = 1 (count
-    an i64)."""
+def _over(builder, count, body, block: int = 8) -> None:
+    """body(p, k) for p = 0, block, 2 * block .. with k = block while that many elements remain, then p one by one
+    with k = 1 (count an i64)."""
     from numba.core import cgutils
 
     i64 = ir.IntType(64)
-    whole = builder.mul(builder.sdiv(count, ir.Constant(i64, 8)), ir.Constant(i64, 8))
-    with cgutils.for_range_slice(builder, ir.Constant(i64, 0), whole, ir.Constant(i64, 8)) as (p, _):
-        body(p, 8)
+    whole = builder.mul(builder.sdiv(count, ir.Constant(i64, block)), ir.Constant(i64, block))
+    with cgutils.for_range_slice(builder, ir.Constant(i64, 0), whole, ir.Constant(i64, block)) as (p, _):
+        body(p, block)
     with cgutils.for_range_slice(builder, whole, count, ir.Constant(i64, 1)) as (p, _):
         body(p, 1)
 
@@ -216,6 +306,17 @@ def _trees8(builder, vs: list):
             builder.fadd(builder.shuffle_vector(a, b, even), builder.shuffle_vector(a, b, odd))
             for a, b in zip(vs[0::2], vs[1::2])
         ]
+    return vs[0]
+
+
+def _trees(builder, vs: list):
+    """<8 x float> whose lane j is _tree8(vs[j]) for 1, 2, 4 or 8 vectors: _trees8's levels, a vector paired with
+    itself once the vectors run out (its lanes then hold each vector's subtrees side by side, and adding
+    neighbours keeps the tree)."""
+    even, odd = _idx(range(0, 16, 2)), _idx(range(1, 16, 2))
+    for _ in range(3):
+        pairs = list(zip(vs[0::2], vs[1::2])) if len(vs) > 1 else [(vs[0], vs[0])]
+        vs = [builder.fadd(builder.shuffle_vector(a, b, even), builder.shuffle_vector(a, b, odd)) for a, b in pairs]
     return vs[0]
 
 

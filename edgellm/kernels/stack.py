@@ -11,7 +11,7 @@ the one before is done:
     A  norm the residual stream, quantize it          (one thread)
     B  q, k, v row tiles                              (claimed in runs of tiles)
     C  biases, rotate q and k, append k and v         (one thread)
-    D  attention, a head a claim
+    D  attention, a KV group a claim
     E  quantize the attention output                  (one thread)
     F  o row tiles
     G  residual, norm, quantize                       (one thread)
@@ -35,7 +35,7 @@ from numba.typed import List
 from ..quant import QTensor, integer_kernels
 from . import lanes
 from .matvec import PHASES, _claimed, _lanes_args, quantize_activations, quantize_group
-from .ops import _attention_heads, _rmsnorm_rows, apply_rope
+from .ops import _attention_groups, _rmsnorm_rows, apply_rope
 from .parallel import TILES_PER_CLAIM, add_at, load_at, relax
 from .rowmath import silu_gate
 from .simd import half_bits
@@ -195,13 +195,13 @@ def _work(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases,
         _wait(ctr, p, 1)
         p += 1
         flat = ctr.reshape(-1)
-        while True:  # D: one head a claim
-            h = add_at(flat, 2 * p, 1)
-            if h >= nh:
+        while True:  # D: one KV group a claim
+            g = add_at(flat, 2 * p, 1)
+            if g >= nkv:
                 break
-            _attention_heads(q3, kc[i], vc[i], start, att3, scores, h, h + 1)
+            _attention_groups(q3, kc[i], vc[i], start, att3, scores, g, g + 1)
             _done(ctr, p, 1)
-        _wait(ctr, p, nh)
+        _wait(ctr, p, nkv)
         p += 1
         if _alone(ctr, p):  # E
             quantize_activations(att, 32, meta[m + OUT, 2], xq, xs, xsum)
