@@ -151,17 +151,7 @@ def _chunk(q, kc, vc, start, out, scores, h0, c):
         else:
             dots_heads(qf, h0 * hd, hd, flat_k, kv * hd, stride, n, whole, flat_s, h0 * ctx, ctx, 2)
         for h in range(h0, h0 + c):
-            sc = scores[h]
-            if whole < hd:  # head sizes not a multiple of LANES: the last dims in order
-                for p in range(n):
-                    acc = sc[p]
-                    for i in range(whole, hd):
-                        acc += q[t, h, i] * as_f32(kc[p, kv, i])
-                    sc[p] = acc
-            mx = scale_max(sc, n, scale)
-            tot = exp_sum(sc, n, mx)
-            for p in range(n):
-                sc[p] = sc[p] / tot  # the weights
+            _weights(q, kc, scores[h], t, h, kv, n, whole, scale)
         w0, v0, o0 = h0 * ctx, kv * hd, h0 * hd
         if c == 2:  # 2 heads x 4 vectors of 8 lanes of sums
             for i0 in range(0, hd // 32 * 32, 32):
@@ -179,12 +169,7 @@ def _chunk(q, kc, vc, start, out, scores, h0, c):
             for i0 in range(hd // 16 * 16, whole, LANES):
                 wsum_heads(flat_s, w0, ctx, flat_v, v0 + i0, stride, n, of, o0 + i0, hd, 8, 4)
         for h in range(h0, h0 + c):
-            sc = scores[h]
-            for i in range(whole, hd):
-                acc = np.float32(0.0)
-                for p in range(n):
-                    acc += sc[p] * as_f32(vc[p, kv, i])
-                out[t, h, i] = acc
+            _value_tail(vc, scores[h], out, t, h, kv, n, whole)
 
 
 @njit(nogil=True, cache=True)
@@ -201,27 +186,41 @@ def _attention_rows(q, kc, vc, start, out, sc, h, t0, t1):
         n = start + t + 1  # causal: positions 0..start+t
         qt = q[t, h]
         dots8(qt, 0, flat_k, kv * hd, stride, n, whole, sc)  # sc[p] = dot8(q row, key row p)
-        if whole < hd:  # head sizes not a multiple of LANES: the last dims in order
-            for p in range(n):
-                acc = sc[p]
-                for i in range(whole, hd):
-                    acc += q[t, h, i] * as_f32(kc[p, kv, i])
-                sc[p] = acc
-        mx = scale_max(sc, n, scale)
-        tot = exp_sum(sc, n, mx)
-        for p in range(n):
-            sc[p] = sc[p] / tot  # the weights
+        _weights(q, kc, sc, t, h, kv, n, whole, scale)
         row = out[t, h]
         wide = hd // 64 * 64
         for i0 in range(0, wide, 64):
             wsum(sc, flat_v, kv * hd + i0, stride, n, row, i0, 64)
         for i0 in range(wide, whole, LANES):
             wsum(sc, flat_v, kv * hd + i0, stride, n, row, i0, 8)
-        for i in range(whole, hd):
-            acc = np.float32(0.0)
-            for p in range(n):
-                acc += sc[p] * as_f32(vc[p, kv, i])
-            out[t, h, i] = acc
+        _value_tail(vc, sc, out, t, h, kv, n, whole)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _weights(q, kc, sc, t, h, kv, n, whole, scale):
+    """Row t, head h's scores sc[:n] (their first `whole` dims summed by dots8 or dots_heads) into attention
+    weights: the last dims of head sizes not a multiple of LANES added in order, then softmax."""
+    hd = q.shape[2]
+    if whole < hd:
+        for p in range(n):
+            acc = sc[p]
+            for i in range(whole, hd):
+                acc += q[t, h, i] * as_f32(kc[p, kv, i])
+            sc[p] = acc
+    mx = scale_max(sc, n, scale)
+    tot = exp_sum(sc, n, mx)
+    for p in range(n):
+        sc[p] = sc[p] / tot
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _value_tail(vc, sc, out, t, h, kv, n, whole):
+    """out[t, h, whole:]: the weighted sums of the value dims past the vector lanes, in p order."""
+    for i in range(whole, out.shape[2]):
+        acc = np.float32(0.0)
+        for p in range(n):
+            acc += sc[p] * as_f32(vc[p, kv, i])
+        out[t, h, i] = acc
 
 
 @njit(parallel=True, nogil=True, cache=True)

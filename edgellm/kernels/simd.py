@@ -104,8 +104,8 @@ def wsum(typingctx, w, v, v0, stride, n, out, o0, lanes):
 
         v8 = ir.VectorType(ir.FloatType(), 8)
         pw = _ptr(context, builder, signature.args[0], args[0])
-        pv = builder.gep(_ptr(context, builder, signature.args[1], args[1]), [_i64(builder, args[2])])
-        po = builder.gep(_ptr(context, builder, signature.args[5], args[5]), [_i64(builder, args[6])])
+        pv = _ptr_at(context, builder, signature.args[1], args[1], args[2])
+        po = _ptr_at(context, builder, signature.args[5], args[5], args[6])
         step = _i64(builder, args[3])
         accs = [cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8)) for _ in range(blocks)]
         with cgutils.for_range(builder, _i64(builder, args[4])) as loop:
@@ -138,8 +138,8 @@ def dots8(typingctx, q, q0, k, k0, stride, n, whole, out):
         from numba.core import cgutils
 
         i64, v8 = ir.IntType(64), ir.VectorType(ir.FloatType(), 8)
-        pq = builder.gep(_ptr(context, builder, signature.args[0], args[0]), [_i64(builder, args[1])])
-        pk = builder.gep(_ptr(context, builder, signature.args[2], args[2]), [_i64(builder, args[3])])
+        pq = _ptr_at(context, builder, signature.args[0], args[0], args[1])
+        pk = _ptr_at(context, builder, signature.args[2], args[2], args[3])
         po = _ptr(context, builder, signature.args[7], args[7])
         step, count, width = _i64(builder, args[4]), _i64(builder, args[5]), _i64(builder, args[6])
 
@@ -184,11 +184,10 @@ def dots_heads(typingctx, q, q0, qstep, k, k0, stride, n, whole, out, o0, ostep,
         from numba.core import cgutils
 
         i64, v8 = ir.IntType(64), ir.VectorType(ir.FloatType(), 8)
-        pq = builder.gep(_ptr(context, builder, signature.args[0], args[0]), [_i64(builder, args[1])])
-        pk = builder.gep(_ptr(context, builder, signature.args[3], args[3]), [_i64(builder, args[4])])
-        po = builder.gep(_ptr(context, builder, signature.args[8], args[8]), [_i64(builder, args[9])])
-        qs = [builder.gep(pq, [builder.mul(_i64(builder, args[2]), ir.Constant(i64, h))]) for h in range(nh)]
-        os_ = [builder.gep(po, [builder.mul(_i64(builder, args[10]), ir.Constant(i64, h))]) for h in range(nh)]
+        sa = signature.args
+        pk = _ptr_at(context, builder, sa[3], args[3], args[4])
+        qs = _per_head(builder, _ptr_at(context, builder, sa[0], args[0], args[1]), args[2], nh)
+        os_ = _per_head(builder, _ptr_at(context, builder, sa[8], args[8], args[9]), args[10], nh)
         step, count, width = _i64(builder, args[5]), _i64(builder, args[6]), _i64(builder, args[7])
 
         def keys(first, m: int):  # the scores of keys first..first+m-1 for every head
@@ -230,11 +229,10 @@ def wsum_heads(typingctx, w, w0, wstep, v, v0, stride, n, out, o0, ostep, lanes,
         from numba.core import cgutils
 
         i64, v8 = ir.IntType(64), ir.VectorType(ir.FloatType(), 8)
-        pw = builder.gep(_ptr(context, builder, signature.args[0], args[0]), [_i64(builder, args[1])])
-        pv = builder.gep(_ptr(context, builder, signature.args[3], args[3]), [_i64(builder, args[4])])
-        po = builder.gep(_ptr(context, builder, signature.args[7], args[7]), [_i64(builder, args[8])])
-        ws = [builder.gep(pw, [builder.mul(_i64(builder, args[2]), ir.Constant(i64, h))]) for h in range(nh)]
-        os_ = [builder.gep(po, [builder.mul(_i64(builder, args[9]), ir.Constant(i64, h))]) for h in range(nh)]
+        sa = signature.args
+        pv = _ptr_at(context, builder, sa[3], args[3], args[4])
+        ws = _per_head(builder, _ptr_at(context, builder, sa[0], args[0], args[1]), args[2], nh)
+        os_ = _per_head(builder, _ptr_at(context, builder, sa[7], args[7], args[8]), args[9], nh)
         step = _i64(builder, args[5])
         accs = [[cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8)) for _ in range(blocks)] for _ in ws]
         with cgutils.for_range(builder, _i64(builder, args[6])) as loop:
@@ -252,6 +250,17 @@ def wsum_heads(typingctx, w, w0, wstep, v, v0, stride, n, out, o0, ostep, lanes,
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+def _ptr_at(context, builder, aryty, ary, off):
+    """A pointer to element `off` of a flat array's data."""
+    return builder.gep(_ptr(context, builder, aryty, ary), [_i64(builder, off)])
+
+
+def _per_head(builder, base, step, heads: int) -> list:
+    """Pointers base + h * step for h < heads: each head's row of a [heads, step]-strided block."""
+    step = _i64(builder, step)
+    return [builder.gep(base, [builder.mul(step, ir.Constant(ir.IntType(64), h))]) for h in range(heads)]
 
 
 def _broadcast(builder, x, k: int):
