@@ -201,7 +201,7 @@ def _tile_caller(tile, slots, rows):
 @pytest.mark.parametrize("stype", ["q4", "q4a", "q8"])
 def test_row_tiles_of_every_lowering_agree_with_integer_formula(stype):
     """Every lowering of the integer row tiles this host runs (portable IR; aarch64 sdot; AVX2 pmaddubsw;
-    AVX-512 VNNI vpdpbusd), at every tile width,
+    AVX-512 VNNI vpdpbusd, and its generic-IR twin everywhere), at every tile width,
     against sum_g xs_g * (scale_w * sum_j w_j * xq_j + min_g * sum_j xq_j) computed exactly (min: q4a
     only), with extreme codes and activations included, and token counts that leave tile slots empty."""
     from edgellm.kernels import lanes, simd
@@ -230,7 +230,10 @@ def test_row_tiles_of_every_lowering_agree_with_integer_formula(stype):
     if stype == "q4a":
         per_group += mins.astype(np.float64)[None] * xsum[:, None, :]
     want = (per_group * xs[:, None, :]).sum(2)
-    for name in simd.available_lowerings():  # aarch64 with dot products: "dot" (sdot)
+    # aarch64 with dot products: "dot" (sdot); on every host "vnni-ir", the AVX-512 VNNI tiles (16 rows, q8's +128
+    # against the block sums) with vpdpbusd written as the generic IR of its definition, so a host without
+    # AVX-512 runs all of that lowering but its one instruction
+    for name in [*simd.available_lowerings(), "vnni-ir"]:
         rows = lanes.ROWS_OF[name]
         pc, ps, pm = codes.copy(), sc.copy(), mins.copy()  # the packed tile layout at this lowering's width
         lanes.pack(pc, ps, pm if stype == "q4a" else None, stype, rows)

@@ -26,7 +26,8 @@ from numba.extending import intrinsic
 
 from .simd import _PREFETCH, LOWERING, _broadcast, _call, _idx, _ptr, _splat, _vec
 
-ROWS_OF = {"vnni": 16, "avx2": 8, "dot": 8, "portable": 8}  # rows per tile: a 512-bit vector with AVX-512
+# rows per tile: a 512-bit vector with AVX-512 (vnni-ir: vnni with its one instruction as generic IR, for tests)
+ROWS_OF = {"vnni": 16, "vnni-ir": 16, "avx2": 8, "dot": 8, "portable": 8}
 ROWS = ROWS_OF[LOWERING]
 TOKENS = 8 if LOWERING == "vnni" else 4  # token slots per prefill tile: 2 vectors per token and 4-8 weight
 # vectors must stay in registers (32 with AVX-512, 16 with AVX2 or NEON)
@@ -44,7 +45,8 @@ def _vf(rows: int) -> ir.VectorType:
 def _dot4(lowering: str, builder, acc, a, b, a_signed: bool):
     """acc (<R x i32>) + per lane the sum of 4 byte products a[4l+i] * b[4l+i], a and b <4R x i8>; b is
     signed, a unsigned unless a_signed. vnni and avx2 need an unsigned a (avx2's pmaddubsw sums pairs in i16:
-    the callers keep |pair| <= 2 * 127 * 128)."""
+    the callers keep |pair| <= 2 * 127 * 128). "vnni-ir": the vnni lowering with vpdpbusd spelled as the
+    generic IR of its definition (what the portable branch computes), so hosts without AVX-512 test it."""
     rows = acc.type.count
     vi = _vec(rows, 32)
     if lowering == "vnni" and not a_signed:
@@ -113,6 +115,7 @@ def _prefetch_ahead(builder, cp, sp, c0, s0, rb, ngs, g, stride: int, rows: int)
 
 def _tile_codegen(context, builder, signature, args, kind: str, lowering: str, tokens: int, packed: bool):
     R = ROWS_OF[lowering]
+    vnni = lowering in ("vnni", "vnni-ir")
     VF, VI = _vf(R), _vec(R, 32)
     at = signature.args
     (codes, rb, scales, mins, ngs, r0, n, xq, xs, xsum, px, ngx, tok0, ntok, out, ocol, nb, shift) = args
@@ -178,7 +181,7 @@ def _tile_codegen(context, builder, signature, args, kind: str, lowering: str, t
         vs = block_vectors()
         w8 = [builder.bitcast(v, _vec(4 * R, 8)) for v in vs]
         steps = [(w8[d], d, None) for d in range(8)]
-        if lowering == "vnni":
+        if vnni:
             wsum = ir.Constant(VI, [0] * R)
             for w in w8:
                 wsum = _dot4(lowering, builder, wsum, _splat(4 * R, 8, 1), w, False)
@@ -223,7 +226,7 @@ def _tile_codegen(context, builder, signature, args, kind: str, lowering: str, t
             xd = builder.load(
                 builder.bitcast(builder.gep(xp, [builder.add(xo, c(4 * step[1]))]), i32.as_pointer()), align=1
             )
-            if kind == "q8" and lowering == "vnni":  # x + 128 as u8 against the signed weights
+            if kind == "q8" and vnni:  # x + 128 as u8 against the signed weights
                 a, b = (
                     builder.bitcast(
                         _broadcast(builder, builder.xor(xd, ir.Constant(i32, 0x80808080)), R), _vec(4 * R, 8)
