@@ -105,6 +105,35 @@ def test_held_keeps_an_ignored_ctrl_c_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+def test_a_ctrl_c_put_off_inside_numba_is_raised_at_the_next_checkpoint(monkeypatch):
+    """A Ctrl-C landing while numba compiles is put off (its retries land in the compile again and again on a
+    cold cache); checkpoint(), between two tokens of a reply, raises it there. Without one owed, or outside the
+    edgellm command's handler, checkpoint() does nothing."""
+    import types
+
+    from edgellm import interrupts
+
+    monkeypatch.setattr(interrupts, "_again_soon", lambda: None)
+    monkeypatch.setattr(interrupts, "_finished", False)
+    monkeypatch.setattr(interrupts, "_owed", False)
+    previous = signal.signal(signal.SIGINT, interrupts._program_handler)
+    try:
+        interrupts.checkpoint()  # nothing owed
+        in_numba = types.SimpleNamespace(f_code=types.SimpleNamespace(co_filename="/x/numba/core/compiler.py",
+                                                                      co_name="compile"), f_back=None)  # fmt: skip
+        interrupts._program_handler(signal.SIGINT, in_numba)  # put off: no exception
+        assert interrupts._owed
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.checkpoint()
+        assert not interrupts._owed
+        interrupts.checkpoint()  # raised once only
+        interrupts._program_handler(signal.SIGINT, in_numba)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a library user's process: not ours to raise
+        interrupts.checkpoint()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="module")
 def tiny_src(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("intr") / "src", "tiny", dtype="float16")
