@@ -249,6 +249,51 @@ def test_row_tiles_of_every_lowering_agree_with_integer_formula(stype):
             np.testing.assert_array_equal(packed, out, err_msg=f"packed {name} {slots}")  # only the loads differ
 
 
+# a q4 / q8 tile of one token compiled for a named CPU (a child process: numba's target is chosen at import);
+# prints the tile's multiply-add instructions with vector registers as ymm / zmm
+_ASM = """
+import re, sys
+from numba import njit, types
+from edgellm.kernels import lanes
+tile = lanes._tile(sys.argv[2], sys.argv[1], 1)
+@njit
+def call(c, s, m, xq, xs, xsum, out, nb):
+    tile(c, 16, s, m, 1, 0, 8, xq, xs, xsum, 32, 1, 0, 1, out, 0, nb, 0)
+arr = lambda t, d=1: types.Array(t, d, "C")
+call.compile((arr(types.uint8), arr(types.uint16), arr(types.uint16), arr(types.int8), arr(types.float32),
+              arr(types.int32), arr(types.float32, 2), types.int64))
+asm = call.inspect_asm(call.signatures[0])
+ops = [re.sub(r"%([xyz]mm)[0-9]+", r"\\1", line.strip()) for line in asm.splitlines() if "vpdpbusd" in line]
+print("\\n".join(ops))
+"""
+
+
+@pytest.mark.skipif(__import__("platform").machine() not in ("x86_64", "AMD64"), reason="x86-64 code generation")
+@pytest.mark.parametrize(
+    ("lowering", "cpu", "features", "encoding", "register"),
+    [
+        ("avxvnni", "alderlake", "+avx2,+avxvnni,+fma,+f16c", "{vex}\tvpdpbusd\t", "ymm"),  # no AVX-512 at all
+        ("vnni", "sapphirerapids", "", "vpdpbusd\t", "zmm"),
+    ],
+)
+def test_vnni_lowerings_compile_to_their_instruction(lowering, cpu, features, encoding, register, tmp_path):
+    """Each x86 VNNI lowering compiled for a CPU that has it (compiled, not run: any x86-64 host checks it):
+    AVX-VNNI's tiles are VEX-encoded vpdpbusd on 256 bits, which an AVX-512-less Alder Lake runs; AVX-512
+    VNNI's are 512-bit. The every-lowering test checks their numbers where the host runs them."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features, NUMBA_CACHE_DIR=str(tmp_path))
+    for kind in ("q4", "q8"):
+        p = subprocess.run([sys.executable, "-c", _ASM, lowering, kind], env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+        ops = [line for line in p.stdout.splitlines() if line]
+        assert len(ops) >= 8, (kind, ops)  # a block's 8 steps at least (q8 through vnni adds its block sums)
+        for op in ops:
+            assert op.startswith(encoding) and op.endswith(f"{register}, {register}"), (kind, op)
+
+
 @pytest.mark.parametrize(("stype", "group"), [("q4", 32), ("q4a", 32), ("q8", 32), ("q8", 128)])
 def test_packed_matrices_give_row_majors_bits_and_rows(stype, group):
     """A pinned matrix packed for the tiles (lanes.pack): row_tiles at every token count give the row-major

@@ -27,7 +27,8 @@ from numba.extending import intrinsic
 from .simd import _PREFETCH, LOWERING, _broadcast, _call, _idx, _ptr, _splat, _vec
 
 # rows per tile: a 512-bit vector with AVX-512 (vnni-ir: vnni with its one instruction as generic IR, for tests)
-ROWS_OF = {"vnni": 16, "vnni-ir": 16, "avx2": 8, "dot": 8, "portable": 8}
+ROWS_OF = {"vnni": 16, "vnni-ir": 16, "avxvnni": 8, "avx2": 8, "dot": 8, "portable": 8}
+VNNI = ("vnni", "vnni-ir", "avxvnni")  # vpdpbusd: u8 x i8 summed in i32, hence q8's +128 against the block sums
 ROWS = ROWS_OF[LOWERING]
 TOKENS = 8 if LOWERING == "vnni" else 4  # token slots per prefill tile: 2 vectors per token and 4-8 weight
 # vectors must stay in registers (32 with AVX-512, 16 with AVX2 or NEON)
@@ -44,12 +45,13 @@ def _vf(rows: int) -> ir.VectorType:
 
 def _dot4(lowering: str, builder, acc, a, b, a_signed: bool):
     """acc (<R x i32>) + per lane the sum of 4 byte products a[4l+i] * b[4l+i], a and b <4R x i8>; b is
-    signed, a unsigned unless a_signed. vnni and avx2 need an unsigned a (avx2's pmaddubsw sums pairs in i16:
-    the callers keep |pair| <= 2 * 127 * 128). "vnni-ir": the vnni lowering with vpdpbusd spelled as the
-    generic IR of its definition (what the portable branch computes), so hosts without AVX-512 test it."""
+    signed, a unsigned unless a_signed. The VNNI lowerings and avx2 need an unsigned a (avx2's pmaddubsw sums
+    pairs in i16: the callers keep |pair| <= 2 * 127 * 128). "vnni-ir": the vnni lowering with vpdpbusd
+    spelled as the generic IR of its definition (what the portable branch computes), so hosts without AVX-512
+    test it. avxvnni's 256-bit intrinsic is AVX-512 VL's too: LLVM encodes it VEX where AVX-512 is absent."""
     rows = acc.type.count
     vi = _vec(rows, 32)
-    if lowering == "vnni" and not a_signed:
+    if lowering in ("vnni", "avxvnni") and not a_signed:
         name = f"llvm.x86.avx512.vpdpbusd.{32 * rows}"
         return _call(builder, name, vi, acc, builder.bitcast(a, vi), builder.bitcast(b, vi))
     if lowering == "avx2" and not a_signed:
@@ -115,7 +117,7 @@ def _prefetch_ahead(builder, cp, sp, c0, s0, rb, ngs, g, stride: int, rows: int)
 
 def _tile_codegen(context, builder, signature, args, kind: str, lowering: str, tokens: int, packed: bool):
     R = ROWS_OF[lowering]
-    vnni = lowering in ("vnni", "vnni-ir")
+    vnni = lowering in VNNI
     VF, VI = _vf(R), _vec(R, 32)
     at = signature.args
     (codes, rb, scales, mins, ngs, r0, n, xq, xs, xsum, px, ngx, tok0, ntok, out, ocol, nb, shift) = args

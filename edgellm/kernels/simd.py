@@ -2,8 +2,10 @@
 
 numba types every integer expression as int64, so a hand-written int8 dot product runs in 64-bit lanes
 (4 per AVX2 register, with slow 64-bit multiplies). Intrinsics spell out the narrow types instead. The
-integer weight kernels (lanes.py) are lowered one of four ways, chosen once at import from the host's
-features: "vnni" (AVX-512 VNNI vpdpbusd), "avx2" (pmaddubsw + pmaddwd, the way llama.cpp does it),
+integer weight kernels (lanes.py) are lowered one of five ways, chosen once at import from the host's
+features: "vnni" (AVX-512 VNNI vpdpbusd), "avxvnni" (the same instruction on 256 bits, VEX-encoded: Alder
+Lake and later Intel cores, the N100-class mini PCs among them), "avx2" (pmaddubsw + pmaddwd, the way
+llama.cpp does it),
 "dot" (aarch64 sdot, the Pi 5's Cortex-A76 and most phones) and "portable" (plain vector IR that LLVM
 lowers to NEON or SSE). Here: those choices, the shared IR helpers, q4_dot16 (the q4 group-64/128 decode
 loop) and half (f16 bits to f32).
@@ -386,8 +388,14 @@ def has_arm_dot() -> bool:
 
 def has_vnni() -> bool:
     """AVX-512 with VNNI (the tiles use 512-bit vpdpbusd and 32 vector registers): Ice Lake and later Intel
-    server cores, Zen 4 and later. AVX-VNNI alone (256-bit, 16 registers) takes the avx2 lowering."""
+    server cores, Zen 4 and later."""
     return _host_has("avx2", "avx512f", "avx512bw", "avx512vnni", "avx512vl")
+
+
+def has_avx_vnni() -> bool:
+    """AVX-VNNI: vpdpbusd on 256 bits without AVX-512 (Alder Lake and later client and Atom cores; Zen 5 has
+    both and takes vnni)."""
+    return _host_has("avx2", "avxvnni")
 
 
 _PREFETCH = "llvm.prefetch.p0" if llvm_binding.llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
@@ -395,7 +403,8 @@ _PREFETCH = "llvm.prefetch.p0" if llvm_binding.llvm_version_info >= (15,) else "
 
 def available_lowerings() -> list[str]:
     """The lowerings this host can run, best first (the first is the one the kernels use)."""
-    out = [n for n, ok in (("vnni", has_vnni()), ("avx2", has_avx2()), ("dot", has_arm_dot())) if ok]
+    found = (("vnni", has_vnni()), ("avxvnni", has_avx_vnni()), ("avx2", has_avx2()), ("dot", has_arm_dot()))
+    out = [n for n, ok in found if ok]
     return out + ["portable"]
 
 
