@@ -8,9 +8,10 @@ Each pair is measured alternately (ours, theirs, ours, theirs ...) so a VM's dri
 figures are medians. Ours: tools/bench_kernels.py's in-RAM measurement (random prompt ids, greedy decode from
 a one-token prompt, as llama-bench's tg decodes from an empty context);
 theirs: `llama-bench -t THREADS -p P -n N -r 1 -o json`. Also the decode bound the memory allows: stored
-weight bytes per token over the memory read bandwidth measured in the same run. `--depth N` adds decode after
-N tokens of context (a long chat; ours after an N-token random prompt, theirs `llama-bench -p 0 -d N`), where
-attention over the KV cache costs what the weights do.
+weight bytes per token over the memory read bandwidth, measured before every round (on a shared VM it moves
+with the neighbours: 45 and 80 GB/s an hour apart on one host) and taken as the median, its range printed.
+`--depth N` adds decode after N tokens of context (a long chat; ours after an N-token random prompt, theirs
+`llama-bench -p 0 -d N`), where attention over the KV cache costs what the weights do.
 """
 
 from __future__ import annotations
@@ -66,18 +67,24 @@ def main() -> int:
     a = ap.parse_args()
     prompts = [int(x) for x in a.prompts.split(",")]
     keys = ["decode"] + [f"prefill-{n}" for n in prompts] + ([f"decode@{a.depth}"] if a.depth else [])
-    mem = bench_kernels.memory_read_gb_s()
+    mems: list[float] = []
     rows = []
     for pair in a.pairs:
         mine, theirs = pair.split("=", 1)
         runs: dict[str, list[dict]] = {"ours": [], "llama.cpp": []}
         for _ in range(a.repeat):
+            mems.append(bench_kernels.memory_read_gb_s())
             runs["ours"].append(ours(mine, a.threads, prompts, a.gen_tokens, a.depth))
             runs["llama.cpp"].append(llama_bench(a.llama_bench, theirs, a.threads, prompts, a.gen_tokens, a.depth))
         med = {side: {k: statistics.median(r[k] for r in rs) for k in keys} for side, rs in runs.items()}
-        bound = mem * 1e9 / runs["ours"][0]["weight_bytes"]
-        rows.append({"ours": mine, "theirs": theirs, "median": med, "runs": runs, "decode_bound_tps": bound})
-    print(f"memory read bandwidth: {mem:.1f} GB/s; {a.threads} threads; medians of {a.repeat} alternated runs\n")
+        rows.append({"ours": mine, "theirs": theirs, "median": med, "runs": runs})
+    mem = statistics.median(mems)
+    for r in rows:
+        r["decode_bound_tps"] = mem * 1e9 / r["runs"]["ours"][0]["weight_bytes"]
+    print(
+        f"memory read bandwidth: {mem:.1f} GB/s (median of {len(mems)}, {min(mems):.1f}-{max(mems):.1f}); "
+        f"{a.threads} threads; medians of {a.repeat} alternated runs\n"
+    )
     print("| model | " + " | ".join(f"{k} ours / llama.cpp (ratio)" for k in keys) + " | decode % of memory bound |")
     print("|---|" + "---|" * (len(keys) + 1))
     for r in rows:
@@ -88,7 +95,7 @@ def main() -> int:
         print(f"| {Path(r['ours']).name} | " + " | ".join(cells) + f" | {share:.0f}% of {r['decode_bound_tps']:.0f} |")
     if a.json:
         with open(a.json, "w") as fh:
-            json.dump({"memory_gb_s": mem, "threads": a.threads, "rows": rows}, fh, indent=1)
+            json.dump({"memory_gb_s": mem, "memory_gb_s_all": mems, "threads": a.threads, "rows": rows}, fh, indent=1)
     return 0
 
 
