@@ -8,7 +8,7 @@ import pytest
 from conftest import synthetic_ellm
 
 import edgellm
-from edgellm.kernels.parallel import using_threads
+from edgellm.kernels.parallel import SMALL_BATCH, using_threads
 
 CASES = {  # shapes whose rows leave short tiles, GQA, biases (qwen2's q/k/v; llama's on every projection), tied
     "llama-gqa": dict(model_type="llama", heads=6, kv_heads=2, head_dim=16, inter=100),
@@ -18,20 +18,22 @@ CASES = {  # shapes whose rows leave short tiles, GQA, biases (qwen2's q/k/v; ll
 
 
 def _passes(m, fused: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A 5-token prompt, 6 decoded tokens, a 4-token pass over positions already seen (a verification): the
-    logits of each, and the KV cache's bits."""
+    """A 5-token prompt, a 21-token chunk after it (past SMALL_BATCH: a prompt's attention claims rows and
+    heads, and its row phases claim runs of rows with a short last one), 6 decoded tokens, a 4-token pass over
+    positions already seen (a verification): the logits of each, and the KV cache's bits."""
     tr = m.transformer
     if not fused:
         tr.provider.resident_run = lambda i: i  # every layer one by one
     try:
         vocab = m.config.vocab_size
-        ids = np.random.default_rng(3).integers(3, vocab, 11)
-        rows = [tr.forward(ids[:5], 0).copy()]
-        rows += [tr.forward(ids[p : p + 1], p, prompt=False).copy() for p in range(5, 11)]
+        ids = np.random.default_rng(3).integers(3, vocab, 32)
+        assert 21 > SMALL_BATCH
+        rows = [tr.forward(ids[:5], 0).copy(), tr.forward(ids[5:26], 5).copy()]
+        rows += [tr.forward(ids[p : p + 1], p, prompt=False).copy() for p in range(26, 32)]
         all_logits = np.zeros((4, vocab), np.float32)
-        tr.forward(ids[6:10], 6, all_logits)
+        tr.forward(ids[27:31], 27, all_logits)
         s = tr.state
-        kv = np.stack([s.key_cache[:, :11], s.value_cache[:, :11]])
+        kv = np.stack([s.key_cache[:, :32], s.value_cache[:, :32]])
         return np.array(rows), all_logits, kv.view(np.uint16 if kv.dtype == np.float16 else np.uint32)
     finally:
         if not fused:

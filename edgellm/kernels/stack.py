@@ -1,5 +1,5 @@
-"""A run of resident layers in one call: decode (and other passes of up to parallel.SMALL_BATCH tokens) through
-every pinned layer of a Llama-style model with one numba call and one parallel region.
+"""A run of resident layers in one call: a pass of any number of tokens (decode, verification, a prompt's chunk)
+through every pinned layer of a Llama-style model with one numba call and one parallel region.
 
 Layer by layer a decoded token costs ~15 calls from Python and 5 OpenMP regions a layer, and on a small model that
 is most of its time: SmolLM2-135M q4's 30 layers (2 MB of weights each) took 7.5 ms a token layer by layer and 4.3
@@ -8,16 +8,21 @@ through the layers' phases together, each phase's work claimed from a shared cou
 that starts late finds the work taken, a descheduled thread holds up only what it claimed), a phase starting when
 the one before is done:
 
-    A  norm the residual stream, quantize it          (one thread)
+    A  norm the residual stream, quantize it          (claimed in runs of token rows)
     B  q, k, v row tiles                              (claimed in runs of tiles)
-    C  biases, rotate q and k, append k and v         (one thread)
+    C  biases, rotate q and k, append k and v         (rows)
     D  attention, a KV group a claim
-    E  quantize the attention output                  (one thread)
+    E  quantize the attention output                  (rows)
     F  o row tiles
-    G  residual, norm, quantize                       (one thread)
+    G  residual, norm, quantize                       (rows)
     H  gate and up row tiles
     I  silu(gate) * up, quantize                      (claimed in runs of groups)
     J  down row tiles; the next layer's A adds it to the residual stream
+
+Prompts go through it too: layer by layer, each of a layer's ~12 steps handed its work to the prefill pool's
+Python threads, and on a VM an idle thread takes tens of microseconds to wake; here the threads never sleep
+between steps (SmolLM2 q4, 2 threads, Zen 5: prefill-128 1.5-1.8K -> 2.7-2.9K tok/s, prefill-512 1.7-1.8K ->
+2.2-2.4K; TinyLlama q4 prefill-128 330-395 -> 416-432; same logits).
 
 Each step is the very function the layer-by-layer path calls (rmsnorm rows, quantize_activation, lanes.row_tiles,
 apply_rope, the attention heads, silu_mul), so a token gets the same bits either way: a pinned layer and a
@@ -35,8 +40,8 @@ from numba.typed import List
 from ..quant import QTensor, integer_kernels
 from . import lanes
 from .matvec import PHASES, _claimed, _lanes_args, quantize_activations, quantize_group
-from .ops import _attention_groups, _rmsnorm_rows, apply_rope
-from .parallel import TILES_PER_CLAIM, add_at, load_at, relax
+from .ops import ROW_PARTS, _attention_groups, _attention_rows, _rmsnorm_rows, apply_rope
+from .parallel import SMALL_BATCH, TILES_PER_CLAIM, add_at, load_at, relax
 from .rowmath import silu_gate
 from .simd import half_bits
 
@@ -48,6 +53,7 @@ Q, K, V, OUT, GATE, UP, DOWN = range(7)
 # ms a token against 4.2-4.9 at 16 (longer runs keep the prefetchers streaming; every phase ends in a barrier anyway)
 STACK_CLAIMS = 4
 GATED_GROUPS = 8  # groups of 32 a claim of the gated phase (I) takes
+ROWS_PER_CLAIM = 8  # token rows a claim of a row phase (A, C, E, G) takes
 
 
 def store(v, like):
@@ -61,12 +67,6 @@ def _store(v, like):
     if like == types.uint16:
         return lambda v, like: half_bits(v)
     return lambda v, like: v
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _alone(ctr, p):
-    """Whether this thread takes phase p's one item."""
-    return add_at(ctr.reshape(-1), 2 * p, 1) == 0
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -156,66 +156,112 @@ def _residual(x, y, b):
             x[t, j] += y[t, j]
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _rows(ctr, p, t):
+    """The first of the next ROWS_PER_CLAIM token rows of phase p (t or more: none left)."""
+    return add_at(ctr.reshape(-1), 2 * p, ROWS_PER_CLAIM)
+
+
+@njit(nogil=True, cache=True)
+def _attend(ctr, p, q3, kc, vc, start, att3, scores, tid):
+    """Phase p, attention: a few tokens claim KV groups (a group's heads share each key row they read); a
+    prompt's many claim (part of the rows, head) as the prefill pool does (ops._attention_prefill: SmolLM2's
+    3 groups would split 2:1 between 2 threads), the costlier later rows first, thread tid's scores in
+    scores[tid] (scores has a row per head). The same bits either way."""
+    t, nh, nkv = q3.shape[0], q3.shape[1], kc.shape[1]
+    flat = ctr.reshape(-1)
+    if t <= SMALL_BATCH:
+        total = nkv
+        while True:
+            g = add_at(flat, 2 * p, 1)
+            if g >= nkv:
+                break
+            _attention_groups(q3, kc, vc, start, att3, scores, g, g + 1)
+            _done(ctr, p, 1)
+    else:
+        step = -(-t // ROW_PARTS)
+        total = ROW_PARTS * nh
+        while tid < scores.shape[0]:  # a thread past the heads has no scores row of its own: it takes none
+            c = add_at(flat, 2 * p, 1)
+            if c >= total:
+                break
+            b = t - c // nh * step
+            if b > 0:
+                _attention_rows(q3, kc, vc, start, att3, scores[tid], c % nh, max(0, b - step), b)
+            _done(ctr, p, 1)
+    _wait(ctr, p, total)
+
+
 @njit(nogil=True, cache=True)
 def _work(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases, norms, meta, dims, eps, l0, l1,
-          xq, xs, xsum, tails, scores, ctr):  # fmt: skip
-    """One thread's share of layers l0..l1-1 (see the module's phases)."""
+          xq, xs, xsum, tails, scores, ctr, tid):  # fmt: skip
+    """One thread's share of the stack's layers l0..l1-1 (indices into its lists; kc and vc hold those layers'
+    entries only; see the module's phases). The row phases (A, C, E, G) claim token rows: each row's arithmetic
+    is its own, so any thread may do any row."""
     x, xb, q, k, v, att, hb, hb2 = bufs
     t = x.shape[0]
     nh, nkv, hd = dims[0], dims[1], dims[2]
     xq, xs, xsum = xq[:t], xs[:t], xsum[:t]
     q3, k3, v3, att3 = q.reshape(t, nh, hd), k.reshape(t, nkv, hd), v.reshape(t, nkv, hd), att.reshape(t, nh, hd)
     p = 0
-    for layer in range(l0, l1):
-        i = layer - l0
+    for i in range(l0, l1):
         m = 7 * i
-        if _alone(ctr, p):  # A
-            if i > 0:
-                _residual(x, xb, biases[m - 1])  # the layer before's down projection
-            _rmsnorm_rows(x, norms[2 * i], eps, xb, 0, t)
-            quantize_activations(xb, 32, meta[m + Q, 2], xq, xs, xsum)
-            _done(ctr, p, 1)
-        _wait(ctr, p, 1)
+        while True:  # A
+            r0 = _rows(ctr, p, t)
+            if r0 >= t:
+                break
+            r1 = min(r0 + ROWS_PER_CLAIM, t)
+            if i > l0:
+                _residual(x[r0:r1], xb[r0:r1], biases[m - 1])  # the layer before's down projection
+            _rmsnorm_rows(x, norms[2 * i], eps, xb, r0, r1)
+            quantize_activations(xb[r0:r1], 32, meta[m + Q, 2], xq[r0:r1], xs[r0:r1], xsum[r0:r1])
+            _done(ctr, p, r1 - r0)
+        _wait(ctr, p, t)
         p += 1
         _tiles(ctr, p, codes, scales, mins, meta, m + Q, 3, xq, xs, xsum, q, k, v, tails)  # B
         p += 1
-        if _alone(ctr, p):  # C
-            _add(q, biases[m + Q])
-            _add(k, biases[m + K])
-            _add(v, biases[m + V])
-            apply_rope(q3, positions, cos, sin)
-            apply_rope(k3, positions, cos, sin)
-            kl, vl = kc[i], vc[i]
-            for j in range(t):
+        kl, vl = kc[i - l0], vc[i - l0]
+        while True:  # C
+            r0 = _rows(ctr, p, t)
+            if r0 >= t:
+                break
+            r1 = min(r0 + ROWS_PER_CLAIM, t)
+            _add(q[r0:r1], biases[m + Q])
+            _add(k[r0:r1], biases[m + K])
+            _add(v[r0:r1], biases[m + V])
+            apply_rope(q3[r0:r1], positions[r0:r1], cos, sin)
+            apply_rope(k3[r0:r1], positions[r0:r1], cos, sin)
+            for j in range(r0, r1):
                 for h in range(nkv):
                     for d in range(hd):
                         kl[start + j, h, d] = store(k3[j, h, d], kl[0, 0, 0])
                         vl[start + j, h, d] = store(v3[j, h, d], vl[0, 0, 0])
-            _done(ctr, p, 1)
-        _wait(ctr, p, 1)
+            _done(ctr, p, r1 - r0)
+        _wait(ctr, p, t)
         p += 1
-        flat = ctr.reshape(-1)
-        while True:  # D: one KV group a claim
-            g = add_at(flat, 2 * p, 1)
-            if g >= nkv:
+        _attend(ctr, p, q3, kl, vl, start, att3, scores, tid)  # D
+        p += 1
+        while True:  # E
+            r0 = _rows(ctr, p, t)
+            if r0 >= t:
                 break
-            _attention_groups(q3, kc[i], vc[i], start, att3, scores, g, g + 1)
-            _done(ctr, p, 1)
-        _wait(ctr, p, nkv)
-        p += 1
-        if _alone(ctr, p):  # E
-            quantize_activations(att, 32, meta[m + OUT, 2], xq, xs, xsum)
-            _done(ctr, p, 1)
-        _wait(ctr, p, 1)
+            r1 = min(r0 + ROWS_PER_CLAIM, t)
+            quantize_activations(att[r0:r1], 32, meta[m + OUT, 2], xq[r0:r1], xs[r0:r1], xsum[r0:r1])
+            _done(ctr, p, r1 - r0)
+        _wait(ctr, p, t)
         p += 1
         _tiles(ctr, p, codes, scales, mins, meta, m + OUT, 1, xq, xs, xsum, xb, xb, xb, tails)  # F
         p += 1
-        if _alone(ctr, p):  # G
-            _residual(x, xb, biases[m + OUT])
-            _rmsnorm_rows(x, norms[2 * i + 1], eps, xb, 0, t)
-            quantize_activations(xb, 32, meta[m + GATE, 2], xq, xs, xsum)
-            _done(ctr, p, 1)
-        _wait(ctr, p, 1)
+        while True:  # G
+            r0 = _rows(ctr, p, t)
+            if r0 >= t:
+                break
+            r1 = min(r0 + ROWS_PER_CLAIM, t)
+            _residual(x[r0:r1], xb[r0:r1], biases[m + OUT])
+            _rmsnorm_rows(x, norms[2 * i + 1], eps, xb, r0, r1)
+            quantize_activations(xb[r0:r1], 32, meta[m + GATE, 2], xq[r0:r1], xs[r0:r1], xsum[r0:r1])
+            _done(ctr, p, r1 - r0)
+        _wait(ctr, p, t)
         p += 1
         _tiles(ctr, p, codes, scales, mins, meta, m + GATE, 2, xq, xs, xsum, hb, hb2, hb2, tails)  # H
         p += 1
@@ -223,10 +269,14 @@ def _work(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases,
         p += 1
         _tiles(ctr, p, codes, scales, mins, meta, m + DOWN, 1, xq, xs, xsum, xb, xb, xb, tails)  # J
         p += 1
-    if _alone(ctr, p):  # the last down projection into the residual stream
-        _residual(x, xb, biases[7 * (l1 - l0) - 1])
-        _done(ctr, p, 1)
-    _wait(ctr, p, 1)
+    while True:  # the last down projection into the residual stream
+        r0 = _rows(ctr, p, t)
+        if r0 >= t:
+            break
+        r1 = min(r0 + ROWS_PER_CLAIM, t)
+        _residual(x[r0:r1], xb[r0:r1], biases[7 * l1 - 1])
+        _done(ctr, p, r1 - r0)
+    _wait(ctr, p, t)
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -236,9 +286,9 @@ def _run(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases, 
     for i in range(phases):  # a plain loop: an array expression would be a parallel region of its own
         ctr[i, 0] = 0
         ctr[i, 1] = 0
-    for _ in prange(nt):
+    for tid in prange(nt):
         _work(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases, norms, meta, dims, eps, l0, l1,
-              xq, xs, xsum, tails, scores, ctr)  # fmt: skip
+              xq, xs, xsum, tails, scores, ctr, tid)  # fmt: skip
 
 
 class Stack:
@@ -271,14 +321,18 @@ class Stack:
         """Whether a layer's weights (a LayerWeights) can go through a stack: every matrix on the integer tiles."""
         return all(integer_kernels(layer[f"{name}.weight"].layout) for name in MATRICES)
 
-    def run(self, bufs: tuple, key_cache, value_cache, cos, sin, positions, start: int, ws, threads: int) -> None:
+    def run(self, bufs: tuple, key_cache, value_cache, cos, sin, positions, start: int, ws, threads: int,
+            layers: tuple[int, int] | None = None) -> None:  # fmt: skip
         """Push the T tokens in bufs' x (x, xb, q, k, v, att, hb, hb2: the run state's buffers cut to T rows)
-        through the layers, writing their KV rows at start.. of key_cache / value_cache, which hold these layers'
-        entries only ([end - first, context, n_kv_heads, head_dim]); x leaves as the last layer's output."""
+        through the layers (`layers`: a range of them, default first..end), writing their KV rows at start.. of
+        key_cache / value_cache, which hold those layers' entries only ([layers, context, n_kv_heads, head_dim]);
+        x leaves as the last layer's output."""
+        a, b = layers if layers is not None else (self.first, self.end)
+        assert self.first <= a < b <= self.end and key_cache.shape[0] == b - a
         if key_cache.dtype == np.float16:  # kernels read and write an f16 cache through its bits
             key_cache, value_cache = key_cache.view(np.uint16), value_cache.view(np.uint16)
         _run(
             bufs, key_cache, value_cache, cos, sin, positions, start, self.codes, self.scales, self.mins, self.biases,
-            self.norms, self.meta, self.dims, self.eps, self.first, self.end, ws.xq, ws.xs, ws.xsum, ws.tail,
+            self.norms, self.meta, self.dims, self.eps, a - self.first, b - self.first, ws.xq, ws.xs, ws.xsum, ws.tail,
             ws.scores, ws.phases, threads,
         )  # fmt: skip
