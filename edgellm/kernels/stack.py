@@ -21,8 +21,9 @@ the one before is done:
 
 Prompts go through it too: layer by layer, each of a layer's ~12 steps handed its work to the prefill pool's
 Python threads, and on a VM an idle thread takes tens of microseconds to wake; here the threads never sleep
-between steps (SmolLM2 q4, 2 threads, Zen 5: prefill-128 1.5-1.8K -> 2.7-2.9K tok/s, prefill-512 1.7-1.8K ->
-2.2-2.4K; TinyLlama q4 prefill-128 330-395 -> 416-432; same logits).
+between steps (SmolLM2 q4, 2 threads, Zen 5, alternated in one process: prefill-128 1.4-1.8K -> 2.3-2.9K tok/s,
+prefill-512 1.4-1.8K -> 1.6-2.4K; TinyLlama q4 prefill-128 330-395 -> 384-432; the same logits). A prompt goes a
+layer a call (models/llama.py), 2% slower than all its layers in one call, so that a Ctrl-C waits for one layer.
 
 Each step is the very function the layer-by-layer path calls (rmsnorm rows, quantize_activation, lanes.row_tiles,
 apply_rope, the attention heads, silu_mul), so a token gets the same bits either way: a pinned layer and a
