@@ -257,20 +257,28 @@ ROW_PARTS = 4  # prefill cuts each head's query rows in this many claims: 9 head
 # 36 claims nearly evenly (SmolLM2)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def row_part(c, n_heads, t):
+    """Claim c of ROW_PARTS * n_heads over t query rows: (head, t0, t1), the costlier later rows first (causal:
+    row t reads start_pos + t + 1 keys); t0 >= t1 when t leaves that part empty. The prefill pool's claims and
+    the stack's (kernels/stack.py) alike."""
+    step = -(-t // ROW_PARTS)
+    t1 = t - c // n_heads * step
+    return c % n_heads, max(0, t1 - step), t1
+
+
 def _attention_prefill(q, k_cache, v_cache, start_pos: int, out, scores, n: int) -> None:
-    """A prefill chunk's attention on the prefill pool, claims of (part of the rows, head), the costlier later
-    rows first (causal: row t reads start_pos + t + 1 keys). Thread i keeps its scores in scores[i]."""
+    """A prefill chunk's attention on the prefill pool, claims of (part of the rows, head) (row_part). Thread i
+    keeps its scores in scores[i]."""
     t_n, n_heads = q.shape[0], q.shape[1]
     n = min(n, n_heads)  # scores has a row per head: one per thread
-    step = -(-t_n // ROW_PARTS)
-    parts = [(a, min(a + step, t_n)) for a in range(0, t_n, step)][::-1]
-    claims = [(a, b, h) for a, b in parts for h in range(n_heads)]
 
     def work(i: int, items) -> None:
         for c in items:
-            if c >= len(claims):
+            if c >= ROW_PARTS * n_heads:
                 return
-            a, b, h = claims[c]
-            _attention_rows(q, k_cache, v_cache, start_pos, out, scores[i], h, a, b)
+            h, a, b = row_part(c, n_heads, t_n)
+            if a < b:
+                _attention_rows(q, k_cache, v_cache, start_pos, out, scores[i], h, a, b)
 
     share(work, n)

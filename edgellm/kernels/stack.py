@@ -41,7 +41,7 @@ from numba.typed import List
 from ..quant import QTensor, integer_kernels
 from . import lanes
 from .matvec import PHASES, _claimed, _lanes_args, quantize_activations, quantize_group
-from .ops import ROW_PARTS, _attention_groups, _attention_rows, _rmsnorm_rows, apply_rope
+from .ops import ROW_PARTS, _attention_groups, _attention_rows, _rmsnorm_rows, apply_rope, row_part
 from .parallel import SMALL_BATCH, TILES_PER_CLAIM, add_at, load_at, relax
 from .rowmath import silu_gate
 from .simd import half_bits
@@ -159,8 +159,9 @@ def _residual(x, y, b):
 
 @njit(nogil=True, cache=True, inline="always")
 def _rows(ctr, p, t):
-    """The first of the next ROWS_PER_CLAIM token rows of phase p (t or more: none left)."""
-    return add_at(ctr.reshape(-1), 2 * p, ROWS_PER_CLAIM)
+    """Phase p's next claim of token rows r0..r1-1 out of t (r0 >= t: none left)."""
+    r0 = add_at(ctr.reshape(-1), 2 * p, ROWS_PER_CLAIM)
+    return r0, min(r0 + ROWS_PER_CLAIM, t)
 
 
 @njit(nogil=True, cache=True)
@@ -180,15 +181,14 @@ def _attend(ctr, p, q3, kc, vc, start, att3, scores, tid):
             _attention_groups(q3, kc, vc, start, att3, scores, g, g + 1)
             _done(ctr, p, 1)
     else:
-        step = -(-t // ROW_PARTS)
         total = ROW_PARTS * nh
         while tid < scores.shape[0]:  # a thread past the heads has no scores row of its own: it takes none
             c = add_at(flat, 2 * p, 1)
             if c >= total:
                 break
-            b = t - c // nh * step
-            if b > 0:
-                _attention_rows(q3, kc, vc, start, att3, scores[tid], c % nh, max(0, b - step), b)
+            h, a, b = row_part(c, nh, t)
+            if a < b:
+                _attention_rows(q3, kc, vc, start, att3, scores[tid], h, a, b)
             _done(ctr, p, 1)
     _wait(ctr, p, total)
 
@@ -208,10 +208,9 @@ def _work(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases,
     for i in range(l0, l1):
         m = 7 * i
         while True:  # A
-            r0 = _rows(ctr, p, t)
+            r0, r1 = _rows(ctr, p, t)
             if r0 >= t:
                 break
-            r1 = min(r0 + ROWS_PER_CLAIM, t)
             if i > l0:
                 _residual(x[r0:r1], xb[r0:r1], biases[m - 1])  # the layer before's down projection
             _rmsnorm_rows(x, norms[2 * i], eps, xb, r0, r1)
@@ -223,10 +222,9 @@ def _work(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases,
         p += 1
         kl, vl = kc[i - l0], vc[i - l0]
         while True:  # C
-            r0 = _rows(ctr, p, t)
+            r0, r1 = _rows(ctr, p, t)
             if r0 >= t:
                 break
-            r1 = min(r0 + ROWS_PER_CLAIM, t)
             _add(q[r0:r1], biases[m + Q])
             _add(k[r0:r1], biases[m + K])
             _add(v[r0:r1], biases[m + V])
@@ -243,10 +241,9 @@ def _work(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases,
         _attend(ctr, p, q3, kl, vl, start, att3, scores, tid)  # D
         p += 1
         while True:  # E
-            r0 = _rows(ctr, p, t)
+            r0, r1 = _rows(ctr, p, t)
             if r0 >= t:
                 break
-            r1 = min(r0 + ROWS_PER_CLAIM, t)
             quantize_activations(att[r0:r1], 32, meta[m + OUT, 2], xq[r0:r1], xs[r0:r1], xsum[r0:r1])
             _done(ctr, p, r1 - r0)
         _wait(ctr, p, t)
@@ -254,10 +251,9 @@ def _work(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases,
         _tiles(ctr, p, codes, scales, mins, meta, m + OUT, 1, xq, xs, xsum, xb, xb, xb, tails)  # F
         p += 1
         while True:  # G
-            r0 = _rows(ctr, p, t)
+            r0, r1 = _rows(ctr, p, t)
             if r0 >= t:
                 break
-            r1 = min(r0 + ROWS_PER_CLAIM, t)
             _residual(x[r0:r1], xb[r0:r1], biases[m + OUT])
             _rmsnorm_rows(x, norms[2 * i + 1], eps, xb, r0, r1)
             quantize_activations(xb[r0:r1], 32, meta[m + GATE, 2], xq[r0:r1], xs[r0:r1], xsum[r0:r1])
@@ -271,10 +267,9 @@ def _work(bufs, kc, vc, cos, sin, positions, start, codes, scales, mins, biases,
         _tiles(ctr, p, codes, scales, mins, meta, m + DOWN, 1, xq, xs, xsum, xb, xb, xb, tails)  # J
         p += 1
     while True:  # the last down projection into the residual stream
-        r0 = _rows(ctr, p, t)
+        r0, r1 = _rows(ctr, p, t)
         if r0 >= t:
             break
-        r1 = min(r0 + ROWS_PER_CLAIM, t)
         _residual(x[r0:r1], xb[r0:r1], biases[7 * l1 - 1])
         _done(ctr, p, r1 - r0)
     _wait(ctr, p, t)

@@ -314,8 +314,8 @@ class Transformer:
         c0 = held.start  # layer i's KV entries sit at cache index i - c0
         i, last = held.start, held.stop
         while i < last:
-            # a run of pinned layers in one kernel call, the very numbers of the layer-by-layer code below
-            # (kernels/stack.py); prompts too: SmolLM2 q4's 128-token prefill 1.1-1.5K -> 2.4K tok/s on 2 threads
+            # a run of pinned layers in one kernel call, the very numbers of the layer-by-layer code below; prompts
+            # too (kernels/stack.py says what that gains)
             end = min(self.provider.resident_run(i), last)
             stack = self._stack(i, end) if end > i else None
             if stack is not None:
