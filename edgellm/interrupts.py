@@ -111,11 +111,18 @@ def _unraisable(hook) -> None:
 
 
 def checkpoint() -> None:
-    """A place where stopping is clean (between two tokens of a reply): raise the Ctrl-C run_program's handler
-    put off, now. The retries land RETRY seconds apart and, while kernels compile on a cold cache, nearly
-    always inside numba again: without checkpoints a reply went on streaming for 20-30 s after Ctrl-C."""
+    """A place where stopping is clean (generate.stream calls it between two tokens): raise the Ctrl-C
+    run_program's handler put off, now. The retries land RETRY seconds apart and, while kernels compile on a
+    cold cache, nearly always inside numba again: without checkpoints a reply went on streaming for 20-30 s
+    after Ctrl-C. Nothing elsewhere: in a library user's process, or a thread other than the main one (the
+    server's generation thread)."""
     global _owed, _lock_deferrals
-    if _owed and not _finished and signal.getsignal(signal.SIGINT) is _program_handler:
+    if (
+        _owed
+        and not _finished
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is _program_handler
+    ):
         _owed, _lock_deferrals = False, 0
         raise KeyboardInterrupt
 

@@ -128,6 +128,10 @@ def test_a_ctrl_c_put_off_inside_numba_is_raised_at_the_next_checkpoint(monkeypa
         assert not interrupts._owed
         interrupts.checkpoint()  # raised once only
         interrupts._program_handler(signal.SIGINT, in_numba)
+        elsewhere = __import__("threading").Thread(target=interrupts.checkpoint)  # the server's generation thread
+        elsewhere.start()
+        elsewhere.join()
+        assert interrupts._owed  # ...leaves it to the main thread
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a library user's process: not ours to raise
         interrupts.checkpoint()
     finally:

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EdgeLLMError
-from ..interrupts import checkpoint
 from ..paths import cache_dir
 from .options import text
 from .run import add_model_arguments, add_sampling_arguments, format_stats, load_model, sampling_kwargs
@@ -96,7 +95,6 @@ class ChatLoop:
                 write(c.text)
                 if c.stats is not None:
                     self.last_stats, finish = c.stats, c.finish_reason
-                checkpoint()  # a Ctrl-C put off while kernels compiled (edgellm.interrupts) stops the reply here
         except KeyboardInterrupt:
             if not self.interactive:
                 raise

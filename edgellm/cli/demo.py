@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 
-from ..interrupts import checkpoint
 from ..runtime.budget import check_budget
 from .options import add_device_argument
 
@@ -121,6 +120,5 @@ def _answer(path, question: str, device: str) -> None:
             sys.stdout.flush()
             if c.stats is not None:
                 stats = c.stats
-            checkpoint()  # a Ctrl-C put off while kernels compiled stops the answer here
     speed = f"{stats.decode_tps:.1f} tok/s decode while streaming; " if stats is not None else ""
     print(f"\n({speed}the table below shows where time and bytes go)\n")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from ..interrupts import checkpoint
 from .options import (
     MODEL_HELP,
     add_model_argument,
@@ -94,7 +93,6 @@ def run(args) -> int:
             sys.stdout.write(chunk.text)
             sys.stdout.flush()
             last = chunk
-            checkpoint()  # a Ctrl-C put off while kernels compiled stops the text here
         sys.stdout.write("\n")
         if args.stats and last is not None:
             print(format_stats(last.stats, model), file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..interrupts import checkpoint
 from ..tokenizer import StreamingDetokenizer
 from .generate import Session, Stats, generate_tokens, peak_rss_bytes
 from .params import check_int
@@ -62,6 +63,7 @@ def _chunks(
         if stopped or full or n == max_tokens:
             break  # the last token: its text goes into the last chunk
         yield Chunk(text, token)
+        checkpoint()  # a Ctrl-C the edgellm command put off while kernels compiled stops the text here
     else:  # no token at all (max_tokens=0)
         text = ""
     if stopped:
